@@ -1,0 +1,1 @@
+//! rctr-checkpoint
