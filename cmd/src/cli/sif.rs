@@ -1,7 +1,9 @@
 //! `rctr sif list|info|header|dump`: siftool-compatible output.
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 use clap::Subcommand;
+use rctr_sif::{siftool, SifImage};
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -17,6 +19,43 @@ pub enum SifCommand {
 }
 
 pub fn run(cmd: SifCommand) -> Result<i32> {
-    let _ = cmd;
-    bail!("sif commands are not implemented yet")
+    let mut stdout = std::io::stdout().lock();
+    let written = match cmd {
+        SifCommand::List { image } => {
+            let image = SifImage::open(&image)?;
+            stdout.write_all(&siftool::format_list(image.descriptors()))
+        }
+        SifCommand::Info { id, image } => {
+            let image = SifImage::open(&image)?;
+            let d = image.descriptor(id)?;
+            let text = siftool::format_info(d)
+                .with_context(|| format!("{}: object {id}", image.path().display()))?;
+            stdout.write_all(&text)
+        }
+        SifCommand::Header { image } => {
+            let image = SifImage::open(&image)?;
+            stdout.write_all(&siftool::format_header(image.header()))
+        }
+        SifCommand::Dump { id, image } => {
+            let image = SifImage::open(&image)?;
+            match image.copy_object(id, &mut stdout) {
+                Err(e) if is_broken_pipe(&e) => return Ok(0),
+                other => other.map(|_| ())?,
+            }
+            Ok(())
+        }
+    };
+    match written.and_then(|()| stdout.flush()) {
+        // The reader went away (`| head`): not an error of ours.
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(0),
+        other => other.context("cannot write to stdout").map(|()| 0),
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe)
+    })
 }
