@@ -1,8 +1,9 @@
 //! `rctr exec|run|shell|test` and the hidden init entry point.
 
-use super::run_opts::RunOptions;
-use anyhow::{bail, Result};
+use super::run_opts::{plan_for, RunOptions};
+use anyhow::Result;
 use clap::Args;
+use rctr_runtime::launch::{run_foreground, Outcome};
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
@@ -38,29 +39,71 @@ pub struct TestArgs {
     pub image: String,
 }
 
-#[derive(Args, Debug)]
-pub struct InitArgs {
-    /// Path of the serialized container plan
-    pub plan: String,
+const INSTANCE_PREFIX: &str = "instance://";
+
+/// Prints rctr's own failure (if any) and returns the exit status.
+fn finish(outcome: Outcome) -> Result<i32> {
+    if let Some(msg) = outcome.error {
+        eprintln!("rctr: error: {msg}");
+    }
+    Ok(outcome.code)
+}
+
+/// Runs `argv` in IMAGE, or inside a running instance for `instance://NAME`.
+fn run_in(image: &str, opts: &RunOptions, argv: Vec<String>) -> Result<i32> {
+    if let Some(name) = image.strip_prefix(INSTANCE_PREFIX) {
+        let instances = rctr_instance::Instances::for_current_user()?;
+        let rec = instances.get(name)?;
+        let mut plan = rec.plan.clone();
+        // The current invocation's environment and command, the instance's namespaces.
+        let fresh = rctr_runtime::options::build_plan(plan.root.clone(), &plan.image_display, &opts.to_runtime(), argv)?;
+        plan.env = fresh.env;
+        plan.env_overrides = fresh.env_overrides;
+        plan.argv = fresh.argv;
+        plan.cwd = fresh.cwd;
+        return finish(rctr_runtime::join::exec_in(rec.init_pid, &plan)?);
+    }
+    let plan = plan_for(image, opts, argv)?;
+    finish(run_foreground(&plan)?)
 }
 
 pub fn exec(a: ExecArgs) -> Result<i32> {
-    let _ = a;
-    bail!("exec is not implemented yet")
+    run_in(&a.image, &a.opts, a.command)
 }
+
 pub fn run(a: RunArgs) -> Result<i32> {
-    let _ = a;
-    bail!("run is not implemented yet")
+    let mut argv = vec!["/.singularity.d/runscript".to_string()];
+    argv.extend(a.args);
+    run_in(&a.image, &a.opts, runscript_or_shell(argv))
 }
+
+/// Images without a runscript run /bin/sh, as Apptainer does.
+fn runscript_or_shell(argv: Vec<String>) -> Vec<String> {
+    // Existence is checked inside the container by the wrapper: fall back there.
+    let mut out = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        "if [ -x /.singularity.d/runscript ]; then exec /.singularity.d/runscript \"$@\"; else exec /bin/sh \"$@\"; fi".to_string(),
+        "runscript".to_string(),
+    ];
+    out.extend(argv.into_iter().skip(1));
+    out
+}
+
 pub fn shell(a: ShellArgs) -> Result<i32> {
-    let _ = a;
-    bail!("shell is not implemented yet")
+    let argv = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        "if [ -x /bin/bash ]; then exec /bin/bash --norc; else exec /bin/sh; fi".to_string(),
+    ];
+    run_in(&a.image, &a.opts, argv)
 }
+
 pub fn test(a: TestArgs) -> Result<i32> {
-    let _ = a;
-    bail!("test is not implemented yet")
-}
-pub fn init(a: InitArgs) -> Result<i32> {
-    let _ = a;
-    bail!("init is internal")
+    let argv = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        "if [ -x /.singularity.d/test ]; then exec /.singularity.d/test; else echo 'rctr: no test script in this image' >&2; exit 0; fi".to_string(),
+    ];
+    run_in(&a.image, &a.opts, argv)
 }

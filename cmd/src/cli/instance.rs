@@ -1,15 +1,162 @@
 //! `rctr instance start|run|list|stop`.
 
-use anyhow::{bail, Result};
-use clap::Subcommand;
+use super::run_opts::{plan_for, RunOptions};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use rctr_checkpoint::CkptConf;
+use rctr_instance::{InstanceRecord, Instances, StartRequest, StopOptions};
+use rctr_runtime::launch::AppStart;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Subcommand, Debug)]
 pub enum InstanceCommand {
+    /// Start an instance running the image's startscript
+    Start(StartArgs),
+    /// Start an instance running the image's runscript
+    Run(StartArgs),
     /// List running instances
-    List,
+    List(ListArgs),
+    /// Stop instances
+    Stop(StopArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub opts: RunOptions,
+    /// Inject the checkpoint engine and the checkpoint NAME (see `rctr checkpoint create`)
+    #[arg(long, value_name = "NAME", conflicts_with = "ckpt_restart")]
+    pub ckpt_launch: Option<String>,
+    /// Restart from the newest checkpoint in NAME instead of starting the application
+    #[arg(long, value_name = "NAME")]
+    pub ckpt_restart: Option<String>,
+    /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
+    #[arg(long, value_name = "FILE")]
+    pub ckpt_conf: Option<PathBuf>,
+    pub image: String,
+    pub name: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Only instances whose name matches this glob
+    pub pattern: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Stop all instances
+    #[arg(short, long)]
+    pub all: bool,
+    /// Send SIGKILL at once
+    #[arg(short = 'F', long)]
+    pub force: bool,
+    /// Signal to send first (name or number)
+    #[arg(short, long, default_value = "TERM")]
+    pub signal: String,
+    /// Seconds to wait before SIGKILL
+    #[arg(short, long, default_value_t = 10)]
+    pub timeout: u64,
+    pub name: Option<String>,
 }
 
 pub fn run(c: InstanceCommand) -> Result<i32> {
-    let _ = c;
-    bail!("instance commands are not implemented yet")
+    match c {
+        InstanceCommand::Start(a) => start(a, "/.singularity.d/startscript"),
+        InstanceCommand::Run(a) => start(a, "/.singularity.d/runscript"),
+        InstanceCommand::List(a) => list(a),
+        InstanceCommand::Stop(a) => stop(a),
+    }
+}
+
+fn start(a: StartArgs, script: &str) -> Result<i32> {
+    rctr_state::validate_name("instance", &a.name)?;
+    let instances = Instances::for_current_user()?;
+    // A missing script is not an error for Apptainer's instances: they just idle.
+    let launcher = format!("if [ -x {script} ]; then exec {script} \"$@\"; else exec sleep 2147483647; fi");
+    let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), launcher, "instance".to_string()];
+    argv.extend(a.args.iter().cloned());
+    let plan = plan_for(&a.image, &a.opts, argv)?;
+    let rec = if let Some(ckpt) = &a.ckpt_launch {
+        let conf = CkptConf::load(a.ckpt_conf.as_deref())?;
+        rctr_checkpoint::restore::launch(&instances, &conf, ckpt, &a.name, a.args.clone(), plan)?
+    } else if let Some(ckpt) = &a.ckpt_restart {
+        let conf = CkptConf::load(a.ckpt_conf.as_deref())?;
+        rctr_checkpoint::restore::restart(&instances, &conf, ckpt, &a.name, a.args.clone(), plan)?
+    } else {
+        instances.start(StartRequest {
+            name: a.name.clone(),
+            args: a.args.clone(),
+            plan,
+            checkpoint: None,
+            start: AppStart::Exec,
+            grace: Duration::from_millis(200),
+        })?
+    };
+    eprintln!("instance started successfully: {} (pid {})", rec.name, rec.init_pid);
+    Ok(0)
+}
+
+fn list(a: ListArgs) -> Result<i32> {
+    let instances = Instances::for_current_user()?;
+    let all = instances.list(a.pattern.as_deref())?;
+    if a.json {
+        let items: Vec<serde_json::Value> = all.iter().map(json_item).collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "instances": items }))?);
+        return Ok(0);
+    }
+    println!("{:<16} {:<8} {:<15} {}", "INSTANCE NAME", "PID", "IP", "IMAGE");
+    for r in &all {
+        println!("{:<16} {:<8} {:<15} {}", r.name, r.init_pid, r.ip.clone().unwrap_or_default(), r.plan.root.path.display());
+    }
+    Ok(0)
+}
+
+fn json_item(r: &InstanceRecord) -> serde_json::Value {
+    serde_json::json!({
+        "instance": r.name,
+        "pid": r.init_pid,
+        "app_pid": r.app_host_pid,
+        "ip": r.ip.clone().unwrap_or_default(),
+        "img": r.plan.root.path,
+        "checkpoint": r.checkpoint,
+        "started": r.started,
+    })
+}
+
+fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
+    use std::str::FromStr;
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).with_context(|| format!("unknown signal number {n}"));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    nix::sys::signal::Signal::from_str(&name).with_context(|| format!("unknown signal '{s}': use a name like TERM or a number"))
+}
+
+fn stop(a: StopArgs) -> Result<i32> {
+    let instances = Instances::for_current_user()?;
+    let opts = StopOptions { signal: parse_signal(&a.signal)?, timeout: Duration::from_secs(a.timeout), force: a.force };
+    let names: Vec<String> = match (&a.name, a.all) {
+        (_, true) => instances.list(None)?.into_iter().map(|r| r.name).collect(),
+        (Some(n), false) => vec![n.clone()],
+        (None, false) => bail!("name the instance to stop, or use --all"),
+    };
+    let mut failed = 0;
+    for n in &names {
+        match instances.stop(n, &opts) {
+            Ok(()) => eprintln!("stopping {n} instance: done"),
+            Err(e) if names.len() == 1 => return Err(e),
+            Err(e) => {
+                failed += 1;
+                eprintln!("rctr: error: {e:#}");
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
 }

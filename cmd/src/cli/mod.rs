@@ -48,9 +48,6 @@ pub enum Command {
     /// Manage checkpoints of instances
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
-    /// Internal: the container's pid 1 (not for direct use)
-    #[command(hide = true, name = "__init")]
-    Init(exec::InitArgs),
 }
 
 /// Runs the parsed command and returns the process exit status.
@@ -65,6 +62,5 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Test(a) => exec::test(a),
         Command::Instance(c) => instance::run(c),
         Command::Checkpoint(c) => checkpoint::run(c),
-        Command::Init(a) => exec::init(a),
     }
 }

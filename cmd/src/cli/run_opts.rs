@@ -39,3 +39,28 @@ pub struct RunOptions {
     #[arg(short = 'n', long)]
     pub net: bool,
 }
+
+impl RunOptions {
+    /// The runtime's view of these options.
+    pub fn to_runtime(&self) -> rctr_runtime::options::RunOptions {
+        rctr_runtime::options::RunOptions {
+            bind: self.bind.clone(),
+            home: self.home.clone(),
+            no_home: self.no_home,
+            pwd: self.pwd.clone(),
+            contain: self.contain,
+            cleanenv: self.cleanenv,
+            env: self.env.clone(),
+            env_file: self.env_file.clone(),
+            writable_tmpfs: self.writable_tmpfs,
+            pid: self.pid,
+            net: self.net,
+        }
+    }
+}
+
+/// Builds the container plan for IMAGE running `argv`.
+pub fn plan_for(image: &str, opts: &RunOptions, argv: Vec<String>) -> anyhow::Result<rctr_runtime::plan::ContainerPlan> {
+    let root = rctr_runtime::image_root::resolve_root(image)?;
+    rctr_runtime::options::build_plan(root, image, &opts.to_runtime(), argv)
+}

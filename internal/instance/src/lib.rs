@@ -1,1 +1,12 @@
-//! rctr-instance
+//! rctr-instance: long-running containers in the background, with per-user
+//! state under `$HOME/.rctr/instances/<host>/<user>/`.
+
+mod liveness;
+mod record;
+mod start;
+mod stop;
+
+pub use liveness::{is_alive, process_start_ticks};
+pub use record::{InstanceRecord, Instances};
+pub use start::StartRequest;
+pub use stop::{stop_record, StopOptions};

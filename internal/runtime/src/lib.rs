@@ -1,1 +1,18 @@
-//! rctr-runtime
+//! rctr-runtime: building containers (namespaces, mounts, pivot_root) and running
+//! processes in them, in the foreground or detached under rctr's own init.
+
+pub mod binds;
+pub mod container;
+pub mod env;
+pub mod identity;
+pub mod image_root;
+pub mod join;
+pub mod launch;
+pub mod loopdev;
+pub mod net;
+pub mod options;
+pub mod plan;
+pub mod process;
+pub mod rootfs;
+pub mod supervise;
+pub mod syscall;

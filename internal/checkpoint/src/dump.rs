@@ -1,0 +1,141 @@
+//! `checkpoint instance`: dump a running instance into a new generation.
+
+use crate::bundle::EngineBundle;
+use crate::engine_run::{log_errors, run_in_container};
+use crate::inject::{bundle_dir_of, CKPT_MOUNT, ENGINE_MOUNT};
+use crate::stats::read_dump_stats;
+use crate::store::{dir_size, generation_dir_name, latest_generation, now, set_latest, CheckpointStore, Manifest, ENGINE};
+use anyhow::{bail, Context, Result};
+use rctr_instance::{stop_record, Instances, StopOptions};
+use rctr_state::{fsync_dir, lock_exclusive, write_json_atomic};
+use serde::Serialize;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DumpReport {
+    pub checkpoint: String,
+    pub instance: String,
+    pub generation: u32,
+    pub size_bytes: u64,
+    /// How long the application was frozen, as the engine measured it.
+    pub frozen_ms: Option<f64>,
+    pub wall_ms: u64,
+    pub stopped: bool,
+}
+
+pub fn checkpoint_instance(instances: &Instances, instance: &str, stop: bool) -> Result<DumpReport> {
+    let started = Instant::now();
+    let rec = instances.get(instance)?;
+    let Some(name) = rec.checkpoint.clone() else {
+        bail!("instance '{instance}' was not started with --ckpt-launch or --ckpt-restart, so it cannot be checkpointed: start it with `rctr instance start --ckpt-launch NAME ...`");
+    };
+    let store = CheckpointStore::for_current_user()?;
+    let dir = store.open(&name)?;
+    // One dump at a time per checkpoint: a second caller waits here.
+    let _lock = lock_exclusive(&dir.join(".lock"))?;
+    let bundle = EngineBundle::open(&bundle_dir_of(&rec.plan)?)?;
+    let generation = latest_generation(&dir)?.unwrap_or(0) + 1;
+    let tmp_name = format!(".tmp-{}-{}", generation_dir_name(generation), std::process::id());
+    let tmp = dir.join(&tmp_name);
+    let _ = std::fs::remove_dir_all(&tmp);
+    rctr_state::ensure_private_dir(&tmp)?;
+    let cleanup = TmpGuard(&tmp);
+
+    let stdout_pipe = pipe_identity(rec.app_host_pid, 1);
+    let stderr_pipe = pipe_identity(rec.app_host_pid, 2);
+    let log_name = format!("dump-{}.log", generation_dir_name(generation));
+    let args: Vec<String> = [
+        "dump",
+        "-t",
+        &rec.app_pid.to_string(),
+        "-D",
+        &format!("{CKPT_MOUNT}/{tmp_name}"),
+        "-o",
+        &format!("{CKPT_MOUNT}/logs/{log_name}"),
+        "-v2",
+        "--leave-running",
+        "--tcp-established",
+        "--file-locks",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let argv = bundle.command_argv(ENGINE_MOUNT, ENGINE, &args)?;
+    let code = run_in_container(rec.init_pid, &argv)?;
+    let log = dir.join("logs").join(&log_name);
+    if code != 0 {
+        bail!(
+            "checkpoint of instance '{instance}' failed (engine exit {code}): {} (full log: {}); the previous checkpoint is unchanged",
+            log_errors(&log),
+            log.display()
+        );
+    }
+    let stats = read_dump_stats(&tmp);
+    let mut manifest = Manifest {
+        generation,
+        engine: ENGINE.to_string(),
+        created: now(),
+        instance: instance.to_string(),
+        image: rec.plan.image_display.clone(),
+        plan: rec.plan.clone(),
+        stdout_pipe,
+        stderr_pipe,
+        size_bytes: 0,
+        frozen_us: stats.map(|s| s.frozen_us),
+        wall_ms: 0,
+    };
+    manifest.size_bytes = dir_size(&tmp);
+    manifest.wall_ms = started.elapsed().as_millis() as u64;
+    write_json_atomic(&tmp.join("manifest.json"), &manifest)?;
+    make_private_and_sync(&tmp)?;
+    let final_dir = dir.join(generation_dir_name(generation));
+    std::fs::rename(&tmp, &final_dir).with_context(|| format!("cannot publish {}", final_dir.display()))?;
+    std::mem::forget(cleanup);
+    fsync_dir(&dir)?;
+    set_latest(&dir, generation)?;
+
+    if stop {
+        stop_record(&rec, &StopOptions::default())?;
+        instances.remove(instance)?;
+    }
+    Ok(DumpReport {
+        checkpoint: name,
+        instance: instance.to_string(),
+        generation,
+        size_bytes: manifest.size_bytes,
+        frozen_ms: manifest.frozen_us.map(|us| us as f64 / 1000.0),
+        wall_ms: started.elapsed().as_millis() as u64,
+        stopped: stop,
+    })
+}
+
+/// `pipe:[inode]` of the application's stdout or stderr, as CRIU names it.
+fn pipe_identity(host_pid: i32, fd: i32) -> Option<String> {
+    let target = std::fs::read_link(format!("/proc/{host_pid}/fd/{fd}")).ok()?;
+    let s = target.to_string_lossy().into_owned();
+    s.starts_with("pipe:").then_some(s)
+}
+
+/// Images hold process memory: 0600, and on disk before they are published.
+fn make_private_and_sync(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?.flatten() {
+        let p = e.path();
+        let meta = std::fs::symlink_metadata(&p)?;
+        if meta.is_file() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::File::open(&p)?.sync_all().with_context(|| format!("cannot sync {}", p.display()))?;
+        }
+    }
+    fsync_dir(dir)
+}
+
+/// Removes a half-written generation unless disarmed.
+struct TmpGuard<'a>(&'a Path);
+
+impl Drop for TmpGuard<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0);
+    }
+}

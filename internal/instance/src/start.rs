@@ -1,0 +1,111 @@
+//! `instance start`: reserve the name, start the container under rctr's init,
+//! record where it runs.
+
+use crate::liveness::process_start_ticks;
+use crate::record::{InstanceRecord, Instances};
+use anyhow::{bail, Context, Result};
+use rctr_runtime::launch::{spawn_detached, AppStart, EarlyExit, LogFiles};
+use rctr_runtime::plan::ContainerPlan;
+use rctr_state::{read_json, validate_name, write_json_atomic};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub struct StartRequest {
+    pub name: String,
+    pub args: Vec<String>,
+    pub plan: ContainerPlan,
+    pub checkpoint: Option<String>,
+    pub start: AppStart,
+    /// How long to watch for an application that exits at once.
+    pub grace: Duration,
+}
+
+fn open_log(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("cannot open log file {}", path.display()))
+}
+
+impl Instances {
+    pub fn start(&self, req: StartRequest) -> Result<InstanceRecord> {
+        validate_name("instance", &req.name)?;
+        let name = req.name.clone();
+        let mut rec = InstanceRecord {
+            name: name.clone(),
+            image: req.plan.image_display.clone(),
+            args: req.args.clone(),
+            plan: req.plan.clone(),
+            init_pid: 0,
+            init_start_ticks: 0,
+            app_pid: 0,
+            app_host_pid: 0,
+            started: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            checkpoint: req.checkpoint.clone(),
+            ip: req.plan.net_ns.then(|| "127.0.0.1".to_string()),
+        };
+        self.reserve(&rec)?;
+        let (out, err) = self.log_paths(&name);
+        let started = (|| -> Result<_> {
+            let logs = LogFiles { out: open_log(&out)?, err: open_log(&err)? };
+            spawn_detached(&req.plan, logs, req.start, req.grace)
+        })();
+        let detached = match started {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = self.remove(&name);
+                if let Some(early) = e.downcast_ref::<EarlyExit>() {
+                    let tail = log_tail(&err);
+                    if !tail.is_empty() {
+                        eprintln!("{tail}");
+                    }
+                    bail!(
+                        "instance '{name}' failed to start: its application exited at once with status {} (log: {})",
+                        early.code,
+                        err.display()
+                    );
+                }
+                return Err(e.context(format!("instance '{name}' failed to start")));
+            }
+        };
+        rec.init_pid = detached.init_pid;
+        rec.init_start_ticks = process_start_ticks(detached.init_pid).unwrap_or(0);
+        rec.app_pid = detached.app_pid;
+        rec.app_host_pid = first_child(detached.init_pid).unwrap_or(0);
+        write_json_atomic(&self.record_path(&name), &rec)?;
+        Ok(rec)
+    }
+
+    /// Claims the name under the lock; a stale record of a dead instance is replaced.
+    fn reserve(&self, rec: &InstanceRecord) -> Result<()> {
+        let _lock = self.lock()?;
+        let path = self.record_path(&rec.name);
+        if path.exists() {
+            match read_json::<InstanceRecord>(&path) {
+                Ok(old) if old.init_pid == 0 || old.is_running() => {
+                    bail!("an instance named '{}' already exists: choose another name or stop it first", rec.name)
+                }
+                _ => {}
+            }
+        }
+        write_json_atomic(&path, rec)
+    }
+}
+
+/// Host pid of init's first child: the application (init starts nothing else first).
+fn first_child(init_pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{init_pid}/task/{init_pid}/children")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// The last lines of a log, for showing why an instance died at start.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

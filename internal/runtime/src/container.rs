@@ -1,0 +1,96 @@
+//! Creating a container: namespaces, then the root filesystem, in the child.
+
+use crate::plan::ContainerPlan;
+use crate::rootfs::{self, Session, SESSION_DIR};
+use crate::syscall::{LinuxSyscall, Syscall};
+use anyhow::{Context, Result};
+use nix::mount::MsFlags;
+use nix::sched::{unshare, CloneFlags};
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+/// Enters a new mount (and, if asked, network) namespace. Call in the child.
+pub fn unshare_namespaces(plan: &ContainerPlan) -> Result<()> {
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if plan.net_ns {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).context("cannot create the container's namespaces (rctr needs root)")?;
+    if plan.net_ns {
+        crate::net::loopback_up()?;
+    }
+    Ok(())
+}
+
+/// Builds the root filesystem and pivots into it. Runs inside the new mount namespace.
+pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
+    let sys = LinuxSyscall;
+    // Nothing we mount may propagate back to the host.
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    let session = Session { dir: PathBuf::from(SESSION_DIR) };
+    sys.mkdir_all(&session.dir, 0o700)?;
+    sys.mount(Some(Path::new("tmpfs")), &session.dir, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=700"))?;
+    for d in [session.image(), session.skeleton(), session.root()] {
+        sys.mkdir_all(&d, 0o755)?;
+    }
+    rootfs::mount_image(&sys, &session, plan, device)?;
+    rootfs::build_skeleton(&sys, &session, plan)?;
+    let identity_files = write_identity_files(&session, plan)?;
+    rootfs::mount_overlay(&sys, &session, plan.writable_tmpfs)?;
+    let root = session.root();
+    rootfs::mount_system(&sys, &root)?;
+    rootfs::mount_host_files(&sys, &session, &root, &identity_files)?;
+    rootfs::mount_entries(&sys, &root, &plan.mounts)?;
+    sys.pivot_root(&root)?;
+    enter_workdir(plan);
+    Ok(())
+}
+
+fn enter_workdir(plan: &ContainerPlan) {
+    for dir in [plan.cwd.as_path(), plan.home.as_path(), Path::new("/")] {
+        if nix::unistd::chdir(dir).is_ok() {
+            return;
+        }
+    }
+}
+
+/// passwd/group with the calling user added, as Apptainer does by default.
+fn write_identity_files(session: &Session, plan: &ContainerPlan) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let Some(id) = &plan.identity else { return Ok(vec![]) };
+    let image = session.image();
+    let read = |p: &str| std::fs::read_to_string(rootfs::under(&image, Path::new(p))).ok();
+    let user = crate::identity::UserEntry {
+        uid: id.uid,
+        gid: id.gid,
+        name: id.name.clone(),
+        gecos: id.gecos.clone(),
+        home: id.home.clone(),
+        shell: id.shell.clone(),
+        group_name: id.name.clone(),
+    };
+    let mut out = vec![];
+    for (name, contents) in [
+        ("passwd", crate::identity::passwd_with_user(read("/etc/passwd").as_deref(), &user)),
+        ("group", crate::identity::group_with_user(read("/etc/group").as_deref(), &user)),
+    ] {
+        let generated = session.dir.join(name);
+        std::fs::write(&generated, contents).with_context(|| format!("cannot write {}", generated.display()))?;
+        out.push((generated, PathBuf::from(format!("/etc/{name}"))));
+    }
+    Ok(out)
+}
+
+/// Closes every descriptor above 2 except `keep`.
+pub fn close_fds_except(keep: &[RawFd]) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => (3..1024).collect(),
+    };
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            unsafe { libc::close(fd) };
+        }
+    }
+}

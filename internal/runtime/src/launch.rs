@@ -1,0 +1,322 @@
+//! Running containers: in the foreground (exec/run/shell/test) and detached
+//! under rctr's own init (instances).
+
+use crate::container::{close_fds_except, setup_rootfs, unshare_namespaces};
+use crate::loopdev::{self, LoopDevice};
+use crate::plan::{ContainerPlan, RootKind};
+use crate::process::{block_supervised_signals, exec, final_command};
+use crate::supervise::{supervise, LogPump};
+use anyhow::{bail, Context, Result};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::path::Path;
+
+/// How a foreground container ended.
+pub struct Outcome {
+    pub code: i32,
+    /// Set when rctr itself failed to set up or start the process.
+    pub error: Option<String>,
+}
+
+fn attach_image(plan: &ContainerPlan) -> Result<Option<LoopDevice>> {
+    match plan.root.kind {
+        RootKind::Squashfs => Ok(Some(loopdev::attach(&plan.root.path, plan.root.offset, plan.root.size)?)),
+        RootKind::Dir => Ok(None),
+    }
+}
+
+fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")
+}
+
+/// Writes a message to a raw fd, ignoring errors (the reader may be gone).
+fn report(fd: i32, msg: &str) {
+    let _ = nix::unistd::write(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, msg.as_bytes());
+}
+
+/// Runs the plan's command in the foreground and returns its exit status.
+pub fn run_foreground(plan: &ContainerPlan) -> Result<Outcome> {
+    let device = attach_image(plan)?;
+    block_supervised_signals()?;
+    let (err_r, err_w) = pipe_cloexec()?;
+    if plan.pid_ns {
+        // Our next child becomes pid 1 of a new pid namespace.
+        unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
+    }
+    match unsafe { fork() }.context("fork failed")? {
+        ForkResult::Child => {
+            drop(err_r);
+            let code = foreground_child(plan, device.as_ref().map(|d| d.path.as_path()), err_w);
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            drop(device);
+            let mut msg = String::new();
+            let _ = File::from(err_r).read_to_string(&mut msg);
+            let code = supervise(child, &mut [])?;
+            let error = (!msg.trim().is_empty()).then(|| msg.trim().to_string());
+            Ok(Outcome { code, error })
+        }
+    }
+}
+
+fn foreground_child(plan: &ContainerPlan, device: Option<&Path>, err_w: OwnedFd) -> i32 {
+    let err_fd = err_w.as_raw_fd();
+    if let Err(e) = unshare_namespaces(plan).and_then(|_| setup_rootfs(plan, device)) {
+        report(err_fd, &format!("{e:#}"));
+        return 255;
+    }
+    close_fds_except(&[err_fd]);
+    let (argv, env) = final_command(plan);
+    if !plan.pid_ns {
+        let (code, msg) = exec(&argv, &env);
+        report(err_fd, &msg);
+        return code;
+    }
+    // We are pid 1: run the command as our child and reap everything.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let (code, msg) = exec(&argv, &env);
+            report(err_fd, &msg);
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(err_w);
+            supervise(child, &mut []).unwrap_or(255)
+        }
+        Err(e) => {
+            report(err_fd, &format!("fork failed: {e}"));
+            255
+        }
+    }
+}
+
+/// The application of a detached container exited within the grace period.
+#[derive(Debug)]
+pub struct EarlyExit {
+    pub code: i32,
+}
+
+impl std::fmt::Display for EarlyExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the application exited at once with status {}", self.code)
+    }
+}
+
+impl std::error::Error for EarlyExit {}
+
+/// Log files of a detached container.
+pub struct LogFiles {
+    pub out: File,
+    pub err: File,
+}
+
+/// Write ends of the application's stdout/stderr pipes, handed to a custom starter.
+pub struct AppIo {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Starts the application inside the ready container and returns its pid.
+pub type CustomStart = Box<dyn FnOnce(AppIo) -> Result<Pid>>;
+
+pub enum AppStart {
+    /// Execute the plan's argv.
+    Exec,
+    /// Something else produces the application (a checkpoint restore).
+    Custom(CustomStart),
+}
+
+/// A running detached container.
+#[derive(Debug, Clone)]
+pub struct Detached {
+    /// Host pid of the container's init (pid 1 inside).
+    pub init_pid: i32,
+    /// Pid of the application inside the container's pid namespace.
+    pub app_pid: i32,
+}
+
+/// Starts the container in the background under rctr's init. `grace` is how long
+/// to watch for an application that dies at once.
+pub fn spawn_detached(plan: &ContainerPlan, logs: LogFiles, start: AppStart, grace: std::time::Duration) -> Result<Detached> {
+    let device = attach_image(plan)?;
+    let (status_r, status_w) = pipe_cloexec()?;
+    match unsafe { fork() }.context("fork failed")? {
+        ForkResult::Child => {
+            drop(status_r);
+            let code = detached_middle(plan, device.as_ref().map(|d| d.path.as_path()), status_w, logs, start);
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(status_w);
+            drop(device);
+            drop(logs);
+            let _ = nix::sys::wait::waitpid(child, None);
+            read_status(status_r, grace)
+        }
+    }
+}
+
+/// The first child: leaves our session, creates the pid namespace, forks init, exits.
+fn detached_middle(plan: &ContainerPlan, device: Option<&Path>, status_w: OwnedFd, logs: LogFiles, start: AppStart) -> i32 {
+    let status_fd = status_w.as_raw_fd();
+    let _ = nix::unistd::setsid();
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        report(status_fd, &format!("error: cannot create a pid namespace: {e}\n"));
+        return 1;
+    }
+    if let Err(e) = block_supervised_signals() {
+        report(status_fd, &format!("error: {e:#}\n"));
+        return 1;
+    }
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = init_main(plan, device, status_w, logs, start);
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            report(status_fd, &format!("init {child}\n"));
+            0
+        }
+        Err(e) => {
+            report(status_fd, &format!("error: fork failed: {e}\n"));
+            1
+        }
+    }
+}
+
+/// pid 1 of an instance: builds the container, starts the application, then
+/// reaps, relays signals and copies logs until the application exits.
+fn init_main(plan: &ContainerPlan, device: Option<&Path>, status_w: OwnedFd, logs: LogFiles, start: AppStart) -> i32 {
+    let status_fd = status_w.as_raw_fd();
+    // The CLI that started us may be gone; writing to it must not kill us.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.ok();
+    if let Err(e) = unshare_namespaces(plan).and_then(|_| setup_rootfs(plan, device)) {
+        report(status_fd, &format!("error: {e:#}\n"));
+        return 255;
+    }
+    let pipes = (|| -> Result<_> { Ok((pipe_cloexec()?, pipe_cloexec()?)) })();
+    let ((out_r, out_w), (err_r, err_w)) = match pipes {
+        Ok(p) => p,
+        Err(e) => {
+            report(status_fd, &format!("error: {e:#}\n"));
+            return 255;
+        }
+    };
+    let keep = [status_fd, logs.out.as_raw_fd(), logs.err.as_raw_fd(), out_r.as_raw_fd(), out_w.as_raw_fd(), err_r.as_raw_fd(), err_w.as_raw_fd()];
+    close_fds_except(&keep);
+    let io = AppIo { stdout: out_w, stderr: err_w };
+    let app = match start {
+        AppStart::Exec => start_app(plan, io),
+        AppStart::Custom(f) => f(io),
+    };
+    let app = match app {
+        Ok(pid) => pid,
+        Err(e) => {
+            report(status_fd, &format!("error: {e:#}\n"));
+            return 255;
+        }
+    };
+    report(status_fd, &format!("ready {app}\n"));
+    let mut pumps = [LogPump::new(out_r, logs.out), LogPump::new(err_r, logs.err)];
+    let code = supervise(app, &mut pumps).unwrap_or(255);
+    report(status_fd, &format!("exited {code}\n"));
+    drop(status_w);
+    if code == 0 {
+        // As with Apptainer, an instance whose start script finished cleanly
+        // stays up (for `exec instance://`) until it is stopped.
+        idle_until_stopped();
+    }
+    code
+}
+
+/// Waits for a terminating signal, reaping anything that gets reparented to us.
+fn idle_until_stopped() {
+    let set = crate::process::supervised_set();
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => while let Ok(s) = nix::sys::wait::waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                if s == nix::sys::wait::WaitStatus::StillAlive {
+                    break;
+                }
+            },
+            Ok(_) | Err(_) => return,
+        }
+    }
+}
+
+/// Forks the application: session leader, stdin /dev/null, output to the log pipes.
+fn start_app(plan: &ContainerPlan, io: AppIo) -> Result<Pid> {
+    let (argv, env) = final_command(plan);
+    match unsafe { fork() }.context("fork failed")? {
+        ForkResult::Child => {
+            let _ = nix::unistd::setsid();
+            redirect_stdio(&io);
+            close_fds_except(&[]);
+            unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.ok();
+            let (code, msg) = exec(&argv, &env);
+            let _ = writeln!(std::io::stderr(), "rctr: error: {msg}");
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => Ok(child),
+    }
+}
+
+/// stdin from /dev/null, stdout/stderr into the pipes.
+pub fn redirect_stdio(io: &AppIo) {
+    if let Ok(null) = File::open("/dev/null") {
+        let fd = null.into_raw_fd();
+        unsafe { libc::dup2(fd, 0) };
+        if fd != 0 {
+            unsafe { libc::close(fd) };
+        }
+    }
+    unsafe {
+        libc::dup2(io.stdout.as_raw_fd(), 1);
+        libc::dup2(io.stderr.as_raw_fd(), 2);
+    }
+}
+
+/// Reads init's reports: "init <pid>", then "ready <pid>" or "error: ...".
+fn read_status(status_r: OwnedFd, grace: std::time::Duration) -> Result<Detached> {
+    let fd = status_r.as_raw_fd();
+    let mut reader = BufReader::new(File::from(status_r));
+    let mut init_pid = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            bail!("the container's init exited during setup");
+        }
+        let l = line.trim_end();
+        if let Some(p) = l.strip_prefix("init ") {
+            init_pid = p.parse::<i32>().ok();
+        } else if let Some(msg) = l.strip_prefix("error: ") {
+            bail!("{msg}");
+        } else if let Some(p) = l.strip_prefix("ready ") {
+            let app_pid: i32 = p.parse().context("bad report from the container's init")?;
+            let init_pid = init_pid.context("bad report from the container's init")?;
+            // An application that fails at once should fail `instance start`.
+            if !grace.is_zero() {
+                let mut pfd = [nix::poll::PollFd::new(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, nix::poll::PollFlags::POLLIN)];
+                let ms = grace.as_millis().min(u16::MAX as u128) as u16;
+                if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)).unwrap_or(0) > 0 {
+                    line.clear();
+                    let _ = reader.read_line(&mut line);
+                    if let Some(code) = line.trim_end().strip_prefix("exited ") {
+                        let code = code.parse().unwrap_or(1);
+                        if code != 0 {
+                            return Err(EarlyExit { code }.into());
+                        }
+                    }
+                }
+            }
+            return Ok(Detached { init_pid, app_pid });
+        }
+    }
+}

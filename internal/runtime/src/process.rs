@@ -1,0 +1,112 @@
+//! Starting the container process: descriptors, environment, argv.
+
+use crate::plan::ContainerPlan;
+use anyhow::{Context, Result};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::ffi::CString;
+use std::path::Path;
+
+/// Signals rctr relays to the container (what a user or a batch system sends).
+pub const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// The forwarded signals plus SIGCHLD: what supervisors take through a signalfd.
+pub fn supervised_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+pub fn block_supervised_signals() -> Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervised_set()), None)
+        .context("cannot block signals")
+}
+
+pub fn unblock_all_signals() {
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Closes every descriptor from `first` up (CRIU cannot dump a process holding
+/// descriptors of host files it cannot see, and they would leak into the container).
+pub fn close_fds_from(first: i32) {
+    // close_range(2) exists on every kernel rctr supports; fall back to a loop.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
+    if rc != 0 {
+        for fd in first..4096 {
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// The final argv and environment: through the image's /bin/sh when it has one,
+/// so that /.singularity.d/env/*.sh is sourced as Apptainer's action scripts do.
+pub fn final_command(plan: &ContainerPlan) -> (Vec<String>, Vec<(String, String)>) {
+    if Path::new("/bin/sh").exists() {
+        let env = crate::env::ContainerEnv { base: plan.env.clone(), overrides: plan.env_overrides.clone() };
+        let script = with_command_check(&crate::env::wrapper_script(&env));
+        let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), script, "rctr".to_string()];
+        argv.extend(plan.argv.iter().cloned());
+        (argv, plan.env.clone())
+    } else {
+        let mut env = plan.env.clone();
+        for (k, v) in &plan.env_overrides {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        (plan.argv.clone(), env)
+    }
+}
+
+/// Looks up `cmd` like execvp would, with the container's PATH.
+pub fn resolve_in_path(cmd: &str, env: &[(String, String)]) -> Option<String> {
+    if cmd.contains('/') {
+        return Path::new(cmd).exists().then(|| cmd.to_string());
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{d}/{cmd}"))
+        .find(|p| Path::new(p).exists())
+}
+
+/// Replaces the current process. Only returns on failure, with the exit status
+/// a shell would use (127 not found, 126 not executable) and a message.
+pub fn exec(argv: &[String], env: &[(String, String)]) -> (i32, String) {
+    let Some(first) = argv.first() else {
+        return (127, "empty command".to_string());
+    };
+    let Some(resolved) = resolve_in_path(first, env) else {
+        return (127, format!("command '{first}' not found in the container"));
+    };
+    let to_c = |s: &str| CString::new(s).unwrap_or_default();
+    let c_path = to_c(&resolved);
+    let c_argv: Vec<CString> = argv.iter().map(|a| to_c(a)).collect();
+    let c_env: Vec<CString> = env.iter().map(|(k, v)| to_c(&format!("{k}={v}"))).collect();
+    unblock_all_signals();
+    let err = nix::unistd::execve(&c_path, &c_argv, &c_env).unwrap_err();
+    let code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
+    (code, format!("cannot execute '{first}' in the container: {}", err.desc()))
+}
+
+/// A missing command gets rctr's own one-line message and status 127, after
+/// the image's env scripts had their chance to extend PATH.
+fn with_command_check(script: &str) -> String {
+    const CHECK: &str = "command -v -- \"$1\" >/dev/null 2>&1 || { echo \"rctr: error: command '$1' not found in the container\" >&2; exit 127; }\n";
+    match script.rfind("exec \"$@\"") {
+        Some(at) => format!("{}{}{}", &script[..at], CHECK, &script[at..]),
+        None => format!("{script}\n{CHECK}exec \"$@\""),
+    }
+}

@@ -1,0 +1,367 @@
+//! Builds the container's root filesystem inside a fresh mount namespace.
+//!
+//! Layout: a private tmpfs "session" holds the mounted image, a skeleton of the
+//! mount points the image lacks, and the final root: an overlay whose lower
+//! layers are the skeleton and the image. The overlay has no upper layer unless
+//! `--writable-tmpfs`, so the image stays read-only while binds to paths it does
+//! not contain still work (what Apptainer's underlay/overlay gives its users).
+
+use crate::plan::{ContainerPlan, MountEntry, MountSource, RootKind};
+use crate::syscall::{FileKind, Syscall};
+use anyhow::{bail, Context, Result};
+use nix::mount::MsFlags;
+use std::path::{Component, Path, PathBuf};
+
+/// Host directory whose private tmpfs (per mount namespace) holds the session.
+pub const SESSION_DIR: &str = "/run/rctr/session";
+
+/// Host files bound into every container at the same path.
+const HOST_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts"];
+
+/// Character devices of the minimal /dev: (name, major, minor).
+const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+pub struct Session {
+    pub dir: PathBuf,
+}
+
+impl Session {
+    pub fn image(&self) -> PathBuf {
+        self.dir.join("image")
+    }
+    pub fn skeleton(&self) -> PathBuf {
+        self.dir.join("skeleton")
+    }
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+    fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+}
+
+/// Joins an absolute container path onto a host directory.
+pub fn under(base: &Path, inside: &Path) -> PathBuf {
+    let mut p = base.to_path_buf();
+    for c in inside.components() {
+        if let Component::Normal(n) = c {
+            p.push(n);
+        }
+    }
+    p
+}
+
+/// Everything that needs a mount point inside the container, in mount order.
+fn mount_points(plan: &ContainerPlan) -> Vec<(PathBuf, bool)> {
+    let mut points: Vec<(PathBuf, bool)> = vec![
+        ("/proc".into(), true),
+        ("/sys".into(), true),
+        ("/dev".into(), true),
+    ];
+    for f in HOST_FILES {
+        points.push((PathBuf::from(f), false));
+    }
+    if plan.identity.is_some() {
+        points.push(("/etc/passwd".into(), false));
+        points.push(("/etc/group".into(), false));
+    }
+    for m in &plan.mounts {
+        let is_dir = match &m.source {
+            MountSource::Tmpfs => true,
+            MountSource::Bind { src } => !src.is_file() && !is_char_device(src),
+        };
+        points.push((m.dst.clone(), is_dir));
+    }
+    points
+}
+
+fn is_char_device(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(p).map(|m| m.file_type().is_char_device()).unwrap_or(false)
+}
+
+/// Creates in the skeleton every mount point the image does not have.
+pub fn build_skeleton<S: Syscall>(sys: &S, session: &Session, plan: &ContainerPlan) -> Result<()> {
+    let image = session.image();
+    let skeleton = session.skeleton();
+    for (point, is_dir) in mount_points(plan) {
+        if sys.kind(&under(&image, &point)) != FileKind::Missing {
+            continue;
+        }
+        let target = under(&skeleton, &point);
+        if let Some(parent) = target.parent() {
+            sys.mkdir_all(parent, 0o755)?;
+        }
+        if is_dir {
+            sys.mkdir_all(&target, 0o755)?;
+        } else if sys.kind(&target) == FileKind::Missing {
+            sys.create_file(&target, b"", 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+/// Mounts the image (already attached to `device` for squashfs) at session/image.
+pub fn mount_image<S: Syscall>(sys: &S, session: &Session, plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
+    let target = session.image();
+    match plan.root.kind {
+        RootKind::Squashfs => {
+            let dev = device.context("internal: squashfs image without loop device")?;
+            sys.mount(Some(dev), &target, Some("squashfs"), MsFlags::MS_RDONLY | MsFlags::MS_NODEV, None)
+                .with_context(|| format!("image {} is not a mountable squashfs", plan.root.path.display()))
+        }
+        RootKind::Dir => {
+            sys.mount(Some(&plan.root.path), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            sys.mount(
+                None,
+                &target,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                None,
+            )
+        }
+    }
+}
+
+/// Mounts the overlay root: skeleton over image, plus a tmpfs upper if writable.
+pub fn mount_overlay<S: Syscall>(sys: &S, session: &Session, writable: bool) -> Result<()> {
+    let mut data = format!(
+        "lowerdir={}:{}",
+        session.skeleton().display(),
+        session.image().display()
+    );
+    let mut flags = MsFlags::empty();
+    if writable {
+        sys.mkdir_all(&session.upper(), 0o755)?;
+        sys.mkdir_all(&session.work(), 0o755)?;
+        data.push_str(&format!(
+            ",upperdir={},workdir={}",
+            session.upper().display(),
+            session.work().display()
+        ));
+    } else {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    sys.mount(Some(Path::new("overlay")), &session.root(), Some("overlay"), flags, Some(&data))
+        .context("cannot assemble the container root (overlay)")
+}
+
+/// Mounts /proc, /sys and a minimal /dev on the new root.
+pub fn mount_system<S: Syscall>(sys: &S, root: &Path) -> Result<()> {
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    sys.mount(
+        Some(Path::new("proc")),
+        &root.join("proc"),
+        Some("proc"),
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    let sys_target = root.join("sys");
+    if sys
+        .mount(
+            Some(Path::new("sysfs")),
+            &sys_target,
+            Some("sysfs"),
+            nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            None,
+        )
+        .is_err()
+    {
+        // A fresh sysfs is refused outside our own network namespace in some setups:
+        // fall back to a read-only bind of the host's.
+        sys.mount(Some(Path::new("/sys")), &sys_target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        sys.mount(None, &sys_target, None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY, None)?;
+    }
+    let dev = root.join("dev");
+    sys.mount(Some(Path::new("tmpfs")), &dev, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=755,size=64k"))?;
+    for (name, major, minor) in DEVICES {
+        sys.mknod_char(&dev.join(name), *major, *minor, 0o666)?;
+    }
+    sys.mkdir_all(&dev.join("pts"), 0o755)?;
+    sys.mkdir_all(&dev.join("shm"), 0o1777)?;
+    sys.mount(
+        Some(Path::new("devpts")),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    sys.mount(Some(Path::new("tmpfs")), &dev.join("shm"), Some("tmpfs"), nosuid_nodev, Some("mode=1777"))?;
+    sys.symlink(Path::new("pts/ptmx"), &dev.join("ptmx"))?;
+    sys.symlink(Path::new("/proc/self/fd"), &dev.join("fd"))?;
+    sys.symlink(Path::new("/proc/self/fd/0"), &dev.join("stdin"))?;
+    sys.symlink(Path::new("/proc/self/fd/1"), &dev.join("stdout"))?;
+    sys.symlink(Path::new("/proc/self/fd/2"), &dev.join("stderr"))?;
+    Ok(())
+}
+
+/// Binds host files (resolv.conf, hosts) and generated identity files.
+pub fn mount_host_files<S: Syscall>(sys: &S, session: &Session, root: &Path, identity_files: &[(PathBuf, PathBuf)]) -> Result<()> {
+    let _ = session;
+    for f in HOST_FILES {
+        let src = Path::new(f);
+        if sys.kind(src) == FileKind::Missing {
+            continue;
+        }
+        bind(sys, src, &under(root, src), true)?;
+    }
+    for (generated, dst) in identity_files {
+        bind(sys, generated, &under(root, dst), true)?;
+    }
+    Ok(())
+}
+
+/// Applies the plan's binds and tmpfs mounts.
+pub fn mount_entries<S: Syscall>(sys: &S, root: &Path, mounts: &[MountEntry]) -> Result<()> {
+    for m in mounts {
+        let target = under(root, &m.dst);
+        match &m.source {
+            MountSource::Tmpfs => {
+                sys.mount(Some(Path::new("tmpfs")), &target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+            }
+            MountSource::Bind { src } => {
+                if sys.kind(src) == FileKind::Missing {
+                    bail!("bind source {} does not exist: create it or fix the --bind option", src.display());
+                }
+                bind(sys, src, &target, m.readonly)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bind<S: Syscall>(sys: &S, src: &Path, target: &Path, readonly: bool) -> Result<()> {
+    sys.mount(Some(src), target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    if readonly {
+        // A bind mount only becomes read-only through a second, remounting call.
+        sys.mount(
+            None,
+            target,
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{RootSource};
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    /// Records calls; pretends the image holds `existing` paths.
+    struct Fake {
+        existing: HashSet<PathBuf>,
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl Syscall for Fake {
+        fn mount(&self, s: Option<&Path>, t: &Path, fs: Option<&str>, f: MsFlags, d: Option<&str>) -> Result<()> {
+            self.calls.borrow_mut().push(format!("mount {:?} {} {:?} {:?} {:?}", s, t.display(), fs, f, d));
+            Ok(())
+        }
+        fn umount_detach(&self, t: &Path) -> Result<()> {
+            self.calls.borrow_mut().push(format!("umount {}", t.display()));
+            Ok(())
+        }
+        fn mkdir_all(&self, p: &Path, _: u32) -> Result<()> {
+            self.calls.borrow_mut().push(format!("mkdir {}", p.display()));
+            Ok(())
+        }
+        fn create_file(&self, p: &Path, _: &[u8], _: u32) -> Result<()> {
+            self.calls.borrow_mut().push(format!("touch {}", p.display()));
+            Ok(())
+        }
+        fn symlink(&self, t: &Path, l: &Path) -> Result<()> {
+            self.calls.borrow_mut().push(format!("symlink {} {}", t.display(), l.display()));
+            Ok(())
+        }
+        fn mknod_char(&self, p: &Path, _: u64, _: u64, _: u32) -> Result<()> {
+            self.calls.borrow_mut().push(format!("mknod {}", p.display()));
+            Ok(())
+        }
+        fn kind(&self, p: &Path) -> FileKind {
+            if self.existing.contains(p) {
+                FileKind::Dir
+            } else {
+                FileKind::Missing
+            }
+        }
+        fn pivot_root(&self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn plan(mounts: Vec<MountEntry>) -> ContainerPlan {
+        ContainerPlan {
+            root: RootSource { kind: RootKind::Squashfs, path: "/img.sif".into(), offset: 0, size: 0 },
+            image_display: "img.sif".into(),
+            mounts,
+            writable_tmpfs: false,
+            identity: None,
+            cwd: "/".into(),
+            home: "/root".into(),
+            env: vec![],
+            env_overrides: vec![],
+            argv: vec!["true".into()],
+            pid_ns: false,
+            net_ns: false,
+        }
+    }
+
+    #[test]
+    fn skeleton_holds_only_missing_mount_points() {
+        let session = Session { dir: "/s".into() };
+        let existing: HashSet<PathBuf> = ["/s/image/proc", "/s/image/sys", "/s/image/dev", "/s/image/etc/hosts", "/s/image/etc/resolv.conf", "/s/image/tmp"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let fake = Fake { existing, calls: RefCell::new(vec![]) };
+        let p = plan(vec![MountEntry::tmpfs("/tmp"), MountEntry::tmpfs("/data/deep")]);
+        build_skeleton(&fake, &session, &p).unwrap();
+        let calls = fake.calls.borrow();
+        assert!(calls.contains(&"mkdir /s/skeleton/data/deep".to_string()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.contains("skeleton/tmp")), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.contains("skeleton/proc")), "{calls:?}");
+    }
+
+    #[test]
+    fn readonly_bind_is_remounted_readonly() {
+        let existing: HashSet<PathBuf> = [PathBuf::from("/host/data")].into_iter().collect();
+        let fake = Fake { existing, calls: RefCell::new(vec![]) };
+        mount_entries(&fake, Path::new("/r"), &[MountEntry::bind("/host/data", "/data", true)]).unwrap();
+        let calls = fake.calls.borrow();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls[1].contains("MS_RDONLY") && calls[1].contains("MS_REMOUNT"), "{calls:?}");
+    }
+
+    #[test]
+    fn missing_bind_source_is_a_clear_error() {
+        let fake = Fake { existing: HashSet::new(), calls: RefCell::new(vec![]) };
+        let err = mount_entries(&fake, Path::new("/r"), &[MountEntry::bind("/nope", "/data", false)]).unwrap_err();
+        assert!(format!("{err:#}").contains("bind source /nope does not exist"));
+    }
+
+    #[test]
+    fn overlay_is_readonly_without_writable_tmpfs() {
+        let fake = Fake { existing: HashSet::new(), calls: RefCell::new(vec![]) };
+        let session = Session { dir: "/s".into() };
+        mount_overlay(&fake, &session, false).unwrap();
+        let calls = fake.calls.borrow();
+        assert!(calls[0].contains("MS_RDONLY") && calls[0].contains("lowerdir=/s/skeleton:/s/image"), "{calls:?}");
+        assert!(!calls[0].contains("upperdir"));
+    }
+}
