@@ -75,7 +75,12 @@ fn list(json: bool) -> Result<i32> {
         let dir = store.open(&name)?;
         let latest = latest_generation(&dir)?;
         let last = latest
-            .and_then(|g| rctr_checkpoint::store::read_manifest(&dir.join(rctr_checkpoint::store::generation_dir_name(g))).ok())
+            .and_then(|g| {
+                rctr_checkpoint::store::read_manifest(
+                    &dir.join(rctr_checkpoint::store::generation_dir_name(g)),
+                )
+                .ok()
+            })
             .map(|m| m.created);
         rows.push(serde_json::json!({
             "name": name,
@@ -88,10 +93,16 @@ fn list(json: bool) -> Result<i32> {
         }));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "checkpoints": rows }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "checkpoints": rows }))?
+        );
         return Ok(0);
     }
-    println!("{:<20} {:<7} {:<20} {:<20} {:>10}  USED BY", "NAME", "ENGINE", "CREATED", "LAST CHECKPOINT", "SIZE");
+    println!(
+        "{:<20} {:<7} {:<20} {:<20} {:>10}  USED BY",
+        "NAME", "ENGINE", "CREATED", "LAST CHECKPOINT", "SIZE"
+    );
     for r in rows {
         let used: Vec<String> = serde_json::from_value(r["used_by"].clone()).unwrap_or_default();
         println!(
@@ -101,7 +112,11 @@ fn list(json: bool) -> Result<i32> {
             time_text(r["created"].as_u64()),
             time_text(r["last_checkpoint"].as_u64()),
             size_text(r["size_bytes"].as_u64().unwrap_or(0)),
-            if used.is_empty() { "-".to_string() } else { used.join(",") }
+            if used.is_empty() {
+                "-".to_string()
+            } else {
+                used.join(",")
+            }
         );
     }
     Ok(0)
@@ -134,7 +149,10 @@ fn delete(name: &str, force: bool) -> Result<i32> {
     let dir = store.open(name)?;
     let users = users_of(&Instances::for_current_user()?, name)?;
     if !users.is_empty() && !force {
-        bail!("checkpoint '{name}' is used by running instance(s) {}: stop them first or use --force", users.join(", "));
+        bail!(
+            "checkpoint '{name}' is used by running instance(s) {}: stop them first or use --force",
+            users.join(", ")
+        );
     }
     // Wait for a checkpoint or restore in progress to finish.
     let _lock = rctr_state::lock_exclusive(&dir.join(".lock"))?;
@@ -149,7 +167,10 @@ fn instance(a: InstanceArgs) -> Result<i32> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        let frozen = r.frozen_ms.map(|ms| format!("{ms:.1} ms")).unwrap_or_else(|| "unknown".into());
+        let frozen = r
+            .frozen_ms
+            .map(|ms| format!("{ms:.1} ms"))
+            .unwrap_or_else(|| "unknown".into());
         println!(
             "checkpointed instance {} into {} generation {}: {} in {} ms, application frozen {}{}",
             r.instance,

@@ -56,7 +56,12 @@ fn run_in(image: &str, opts: &RunOptions, argv: Vec<String>) -> Result<i32> {
         let rec = instances.get(name)?;
         let mut plan = rec.plan.clone();
         // The current invocation's environment and command, the instance's namespaces.
-        let fresh = rctr_runtime::options::build_plan(plan.root.clone(), &plan.image_display, &opts.to_runtime(), argv)?;
+        let fresh = rctr_runtime::options::build_plan(
+            plan.root.clone(),
+            &plan.image_display,
+            &opts.to_runtime(),
+            argv,
+        )?;
         plan.env = fresh.env;
         plan.env_overrides = fresh.env_overrides;
         plan.argv = fresh.argv;

@@ -78,8 +78,14 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
     rctr_state::validate_name("instance", &a.name)?;
     let instances = Instances::for_current_user()?;
     // A missing script is not an error for Apptainer's instances: they just idle.
-    let launcher = format!("if [ -x {script} ]; then exec {script} \"$@\"; else exec sleep 2147483647; fi");
-    let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), launcher, "instance".to_string()];
+    let launcher =
+        format!("if [ -x {script} ]; then exec {script} \"$@\"; else exec sleep 2147483647; fi");
+    let mut argv = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        launcher,
+        "instance".to_string(),
+    ];
     argv.extend(a.args.iter().cloned());
     let plan = plan_for(&a.image, &a.opts, argv)?;
     let rec = if let Some(ckpt) = &a.ckpt_launch {
@@ -98,7 +104,10 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
             grace: Duration::from_millis(200),
         })?
     };
-    eprintln!("instance started successfully: {} (pid {})", rec.name, rec.init_pid);
+    eprintln!(
+        "instance started successfully: {} (pid {})",
+        rec.name, rec.init_pid
+    );
     Ok(0)
 }
 
@@ -107,12 +116,21 @@ fn list(a: ListArgs) -> Result<i32> {
     let all = instances.list(a.pattern.as_deref())?;
     if a.json {
         let items: Vec<serde_json::Value> = all.iter().map(json_item).collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "instances": items }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "instances": items }))?
+        );
         return Ok(0);
     }
-    println!("{:<16} {:<8} {:<15} {}", "INSTANCE NAME", "PID", "IP", "IMAGE");
+    println!("{:<16} {:<8} {:<15} IMAGE", "INSTANCE NAME", "PID", "IP");
     for r in &all {
-        println!("{:<16} {:<8} {:<15} {}", r.name, r.init_pid, r.ip.clone().unwrap_or_default(), r.plan.root.path.display());
+        println!(
+            "{:<16} {:<8} {:<15} {}",
+            r.name,
+            r.init_pid,
+            r.ip.clone().unwrap_or_default(),
+            r.plan.root.path.display()
+        );
     }
     Ok(0)
 }
@@ -132,16 +150,26 @@ fn json_item(r: &InstanceRecord) -> serde_json::Value {
 fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
     use std::str::FromStr;
     if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).with_context(|| format!("unknown signal number {n}"));
+        return nix::sys::signal::Signal::try_from(n)
+            .with_context(|| format!("unknown signal number {n}"));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
-    nix::sys::signal::Signal::from_str(&name).with_context(|| format!("unknown signal '{s}': use a name like TERM or a number"))
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    nix::sys::signal::Signal::from_str(&name)
+        .with_context(|| format!("unknown signal '{s}': use a name like TERM or a number"))
 }
 
 fn stop(a: StopArgs) -> Result<i32> {
     let instances = Instances::for_current_user()?;
-    let opts = StopOptions { signal: parse_signal(&a.signal)?, timeout: Duration::from_secs(a.timeout), force: a.force };
+    let opts = StopOptions {
+        signal: parse_signal(&a.signal)?,
+        timeout: Duration::from_secs(a.timeout),
+        force: a.force,
+    };
     let names: Vec<String> = match (&a.name, a.all) {
         (_, true) => instances.list(None)?.into_iter().map(|r| r.name).collect(),
         (Some(n), false) => vec![n.clone()],

@@ -60,7 +60,11 @@ impl RunOptions {
 }
 
 /// Builds the container plan for IMAGE running `argv`.
-pub fn plan_for(image: &str, opts: &RunOptions, argv: Vec<String>) -> anyhow::Result<rctr_runtime::plan::ContainerPlan> {
+pub fn plan_for(
+    image: &str,
+    opts: &RunOptions,
+    argv: Vec<String>,
+) -> anyhow::Result<rctr_runtime::plan::ContainerPlan> {
     let root = rctr_runtime::image_root::resolve_root(image)?;
     rctr_runtime::options::build_plan(root, image, &opts.to_runtime(), argv)
 }

@@ -63,6 +63,14 @@ pub enum Engine {
     Criu,
 }
 
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Criu => "criu",
+        })
+    }
+}
+
 /// The file as written; see etc/ckpt-conf.yaml for what each key means.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

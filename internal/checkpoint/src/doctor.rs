@@ -156,7 +156,7 @@ fn config_finding(r: &mut Report, conf: &CkptConf) {
         "config",
         Status::Ok,
         format!(
-            "{}: engine {:?}, bins {}, {} libraries, loader {loader}",
+            "{}: engine {}, bins {}, {} libraries, loader {loader}",
             conf.origin,
             conf.engine,
             conf.bins
@@ -263,10 +263,14 @@ fn criu_findings(r: &mut Report, bundle: &EngineBundle) {
             "criu check",
             Status::Fail,
             format!("`criu check` on the host reports: {}", tail(&out)),
-            Some(format!(
-                "this kernel lacks something CRIU needs (see its message); if CRIU is older \
-                 than 4.2, {INSTALL_HINT}"
-            )),
+            Some(if nix::unistd::geteuid().is_root() {
+                format!(
+                    "the kernel or host lacks something CRIU needs (see its message); if CRIU \
+                     is older than 4.2, {INSTALL_HINT}"
+                )
+            } else {
+                "run the check as root: CRIU needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE".into()
+            }),
         ),
         Err(RunError::Spawn(e)) => r.push("criu check", Status::Fail, format!("{e:#}"), None),
     }

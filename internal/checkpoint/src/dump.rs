@@ -4,7 +4,10 @@ use crate::bundle::EngineBundle;
 use crate::engine_run::{log_errors, run_in_container};
 use crate::inject::{bundle_dir_of, CKPT_MOUNT, ENGINE_MOUNT};
 use crate::stats::read_dump_stats;
-use crate::store::{dir_size, generation_dir_name, latest_generation, now, set_latest, CheckpointStore, Manifest, ENGINE};
+use crate::store::{
+    dir_size, generation_dir_name, latest_generation, now, set_latest, CheckpointStore, Manifest,
+    ENGINE,
+};
 use anyhow::{bail, Context, Result};
 use rctr_instance::{stop_record, Instances, StopOptions};
 use rctr_state::{fsync_dir, lock_exclusive, write_json_atomic};
@@ -25,7 +28,11 @@ pub struct DumpReport {
     pub stopped: bool,
 }
 
-pub fn checkpoint_instance(instances: &Instances, instance: &str, stop: bool) -> Result<DumpReport> {
+pub fn checkpoint_instance(
+    instances: &Instances,
+    instance: &str,
+    stop: bool,
+) -> Result<DumpReport> {
     let started = Instant::now();
     let rec = instances.get(instance)?;
     let Some(name) = rec.checkpoint.clone() else {
@@ -37,7 +44,11 @@ pub fn checkpoint_instance(instances: &Instances, instance: &str, stop: bool) ->
     let _lock = lock_exclusive(&dir.join(".lock"))?;
     let bundle = EngineBundle::open(&bundle_dir_of(&rec.plan)?)?;
     let generation = latest_generation(&dir)?.unwrap_or(0) + 1;
-    let tmp_name = format!(".tmp-{}-{}", generation_dir_name(generation), std::process::id());
+    let tmp_name = format!(
+        ".tmp-{}-{}",
+        generation_dir_name(generation),
+        std::process::id()
+    );
     let tmp = dir.join(&tmp_name);
     let _ = std::fs::remove_dir_all(&tmp);
     rctr_state::ensure_private_dir(&tmp)?;
@@ -58,6 +69,8 @@ pub fn checkpoint_instance(instances: &Instances, instance: &str, stop: bool) ->
         "--leave-running",
         "--tcp-established",
         "--file-locks",
+        "--network-lock",
+        "nftables",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -91,7 +104,8 @@ pub fn checkpoint_instance(instances: &Instances, instance: &str, stop: bool) ->
     write_json_atomic(&tmp.join("manifest.json"), &manifest)?;
     make_private_and_sync(&tmp)?;
     let final_dir = dir.join(generation_dir_name(generation));
-    std::fs::rename(&tmp, &final_dir).with_context(|| format!("cannot publish {}", final_dir.display()))?;
+    std::fs::rename(&tmp, &final_dir)
+        .with_context(|| format!("cannot publish {}", final_dir.display()))?;
     std::mem::forget(cleanup);
     fsync_dir(&dir)?;
     set_latest(&dir, generation)?;
@@ -120,12 +134,17 @@ fn pipe_identity(host_pid: i32, fd: i32) -> Option<String> {
 
 /// Images hold process memory: 0600, and on disk before they are published.
 fn make_private_and_sync(dir: &Path) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?.flatten() {
+    for e in std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+    {
         let p = e.path();
         let meta = std::fs::symlink_metadata(&p)?;
         if meta.is_file() {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::File::open(&p)?.sync_all().with_context(|| format!("cannot sync {}", p.display()))?;
+            std::fs::File::open(&p)?
+                .sync_all()
+                .with_context(|| format!("cannot sync {}", p.display()))?;
         }
     }
     fsync_dir(dir)

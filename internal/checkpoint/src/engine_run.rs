@@ -48,7 +48,11 @@ fn exec_child(argv: &[String]) -> i32 {
 /// The engine logs to its own file; its stdio goes nowhere (and must not be
 /// a descriptor of the host it could trip over).
 pub fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         use std::os::fd::AsRawFd;
         for fd in 0..3 {
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
@@ -58,9 +62,17 @@ pub fn detach_stdio() {
 
 /// execv with a minimal environment; returns only on failure.
 pub fn exec_engine(argv: &[String], extra_env: &[String]) {
-    let c: Vec<CString> = argv.iter().filter_map(|a| CString::new(a.as_str()).ok()).collect();
-    let mut env: Vec<CString> = vec![CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").unwrap_or_default()];
-    env.extend(extra_env.iter().filter_map(|e| CString::new(e.as_str()).ok()));
+    let c: Vec<CString> = argv
+        .iter()
+        .filter_map(|a| CString::new(a.as_str()).ok())
+        .collect();
+    let mut env: Vec<CString> =
+        vec![CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").unwrap_or_default()];
+    env.extend(
+        extra_env
+            .iter()
+            .filter_map(|e| CString::new(e.as_str()).ok()),
+    );
     rctr_runtime::process::unblock_all_signals();
     if let Some(path) = c.first() {
         let _ = nix::unistd::execve(path, &c, &env);
@@ -74,6 +86,13 @@ pub fn log_errors(log: &std::path::Path) -> String {
         .lines()
         .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
         .collect();
-    let pick = if errors.is_empty() { text.lines().rev().take(1).collect::<Vec<_>>() } else { errors[errors.len().saturating_sub(2)..].to_vec() };
-    pick.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" | ")
+    let pick = if errors.is_empty() {
+        text.lines().rev().take(1).collect::<Vec<_>>()
+    } else {
+        errors[errors.len().saturating_sub(2)..].to_vec()
+    };
+    pick.iter()
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }

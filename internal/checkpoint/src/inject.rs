@@ -12,9 +12,12 @@ pub const CKPT_MOUNT: &str = "/.checkpoint";
 
 /// Adds (or replaces) the engine and checkpoint mounts of a plan.
 pub fn add_checkpoint_mounts(plan: &mut ContainerPlan, bundle_dir: &Path, ckpt_dir: &Path) {
-    plan.mounts.retain(|m| m.dst != Path::new(ENGINE_MOUNT) && m.dst != Path::new(CKPT_MOUNT));
-    plan.mounts.push(MountEntry::bind(bundle_dir, ENGINE_MOUNT, true));
-    plan.mounts.push(MountEntry::bind(ckpt_dir, CKPT_MOUNT, false));
+    plan.mounts
+        .retain(|m| m.dst != Path::new(ENGINE_MOUNT) && m.dst != Path::new(CKPT_MOUNT));
+    plan.mounts
+        .push(MountEntry::bind(bundle_dir, ENGINE_MOUNT, true));
+    plan.mounts
+        .push(MountEntry::bind(ckpt_dir, CKPT_MOUNT, false));
 }
 
 /// The host directory of the engine bundle injected into an instance.

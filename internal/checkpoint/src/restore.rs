@@ -4,7 +4,9 @@ use crate::bundle::{ensure_bundle, EngineBundle};
 use crate::conf::CkptConf;
 use crate::engine_run::{detach_stdio, exec_engine, log_errors};
 use crate::inject::{add_checkpoint_mounts, CKPT_MOUNT, ENGINE_MOUNT};
-use crate::store::{generation_dir_name, latest_generation, read_manifest, CheckpointStore, Manifest, ENGINE};
+use crate::store::{
+    generation_dir_name, latest_generation, read_manifest, CheckpointStore, Manifest, ENGINE,
+};
 use anyhow::{bail, Context, Result};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
@@ -19,7 +21,14 @@ use std::time::Duration;
 const LAUNCH_GRACE: Duration = Duration::from_millis(200);
 
 /// Starts an instance with the engine and the checkpoint directory injected.
-pub fn launch(instances: &Instances, conf: &CkptConf, checkpoint: &str, name: &str, args: Vec<String>, mut plan: ContainerPlan) -> Result<InstanceRecord> {
+pub fn launch(
+    instances: &Instances,
+    conf: &CkptConf,
+    checkpoint: &str,
+    name: &str,
+    args: Vec<String>,
+    mut plan: ContainerPlan,
+) -> Result<InstanceRecord> {
     let store = CheckpointStore::for_current_user()?;
     let dir = store.open(checkpoint)?;
     let bundle = ensure_bundle(conf)?;
@@ -35,7 +44,14 @@ pub fn launch(instances: &Instances, conf: &CkptConf, checkpoint: &str, name: &s
 }
 
 /// Starts a new instance from the newest generation of `checkpoint`.
-pub fn restart(instances: &Instances, conf: &CkptConf, checkpoint: &str, name: &str, args: Vec<String>, requested: ContainerPlan) -> Result<InstanceRecord> {
+pub fn restart(
+    instances: &Instances,
+    conf: &CkptConf,
+    checkpoint: &str,
+    name: &str,
+    args: Vec<String>,
+    requested: ContainerPlan,
+) -> Result<InstanceRecord> {
     let store = CheckpointStore::for_current_user()?;
     let dir = store.open(checkpoint)?;
     // Not while a checkpoint is being written or the checkpoint deleted.
@@ -44,8 +60,12 @@ pub fn restart(instances: &Instances, conf: &CkptConf, checkpoint: &str, name: &
         bail!("checkpoint '{checkpoint}' has no images yet: start an instance with `--ckpt-launch {checkpoint}` and run `rctr checkpoint instance INSTANCE` first");
     };
     let gen_name = generation_dir_name(generation);
-    let manifest = read_manifest(&dir.join(&gen_name)).with_context(|| format!("checkpoint '{checkpoint}' generation {generation} is unreadable"))?;
-    if !same_file(&requested.root.path, &manifest.plan.root.path) || requested.root.offset != manifest.plan.root.offset {
+    let manifest = read_manifest(&dir.join(&gen_name)).with_context(|| {
+        format!("checkpoint '{checkpoint}' generation {generation} is unreadable")
+    })?;
+    if !same_file(&requested.root.path, &manifest.plan.root.path)
+        || requested.root.offset != manifest.plan.root.offset
+    {
         bail!(
             "checkpoint '{checkpoint}' was taken from image {}, not {}: restart it with the same image",
             manifest.plan.root.path.display(),
@@ -80,7 +100,11 @@ const STDOUT_FD: i32 = 3;
 const STDERR_FD: i32 = 4;
 
 /// Runs inside the new container's init: restores the application as init's child.
-fn restore_starter(bundle: &EngineBundle, gen_name: &str, manifest: &Manifest) -> Result<CustomStart> {
+fn restore_starter(
+    bundle: &EngineBundle,
+    gen_name: &str,
+    manifest: &Manifest,
+) -> Result<CustomStart> {
     let log = format!("{CKPT_MOUNT}/logs/restore-{gen_name}.log");
     let pidfile = format!("{CKPT_MOUNT}/logs/restore-{gen_name}.pid");
     let mut args: Vec<String> = [
@@ -103,7 +127,10 @@ fn restore_starter(bundle: &EngineBundle, gen_name: &str, manifest: &Manifest) -
     // The application's stdout/stderr were pipes to the old init: hand CRIU the
     // new init's pipes in their place.
     let mut seen = vec![];
-    for (fd, pipe) in [(STDOUT_FD, &manifest.stdout_pipe), (STDERR_FD, &manifest.stderr_pipe)] {
+    for (fd, pipe) in [
+        (STDOUT_FD, &manifest.stdout_pipe),
+        (STDERR_FD, &manifest.stderr_pipe),
+    ] {
         if let Some(p) = pipe {
             if !seen.contains(p) {
                 args.push("--inherit-fd".into());
@@ -113,18 +140,23 @@ fn restore_starter(bundle: &EngineBundle, gen_name: &str, manifest: &Manifest) -
         }
     }
     let argv = bundle.command_argv(ENGINE_MOUNT, ENGINE, &args)?;
-    Ok(Box::new(move |io: AppIo| run_restore(&argv, &log, &pidfile, io)))
+    Ok(Box::new(move |io: AppIo| {
+        run_restore(&argv, &log, &pidfile, io)
+    }))
 }
 
 fn run_restore(argv: &[String], log: &str, pidfile: &str, io: AppIo) -> Result<Pid> {
     let _ = std::fs::remove_file(pidfile);
     // Restored tasks take back their old pids (2 and up): keep CRIU and its
     // helpers far away from them.
-    std::fs::write("/proc/sys/kernel/ns_last_pid", "99999").context("cannot set ns_last_pid in the container")?;
+    std::fs::write("/proc/sys/kernel/ns_last_pid", "99999")
+        .context("cannot set ns_last_pid in the container")?;
     match unsafe { fork() }.context("fork failed")? {
         ForkResult::Child => {
-            let out = nix::fcntl::fcntl(io.stdout.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(100)).unwrap_or(-1);
-            let err = nix::fcntl::fcntl(io.stderr.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(100)).unwrap_or(-1);
+            let out = nix::fcntl::fcntl(io.stdout.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(100))
+                .unwrap_or(-1);
+            let err = nix::fcntl::fcntl(io.stderr.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(100))
+                .unwrap_or(-1);
             detach_stdio();
             unsafe {
                 libc::dup2(out, STDOUT_FD);
@@ -141,8 +173,12 @@ fn run_restore(argv: &[String], log: &str, pidfile: &str, io: AppIo) -> Result<P
             if code != 0 {
                 bail!("restore failed (engine exit {code}): {} (full log: {log} in the checkpoint directory)", log_errors(std::path::Path::new(log)));
             }
-            let pid = std::fs::read_to_string(pidfile).with_context(|| format!("the engine wrote no pid file {pidfile}"))?;
-            let pid: i32 = pid.trim().parse().with_context(|| format!("bad pid in {pidfile}"))?;
+            let pid = std::fs::read_to_string(pidfile)
+                .with_context(|| format!("the engine wrote no pid file {pidfile}"))?;
+            let pid: i32 = pid
+                .trim()
+                .parse()
+                .with_context(|| format!("bad pid in {pidfile}"))?;
             Ok(Pid::from_raw(pid))
         }
     }

@@ -27,25 +27,36 @@ fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
-/// Fields of a protobuf message: (field number, varint value or (start,len) of bytes).
-fn fields(buf: &[u8]) -> Vec<(u64, Result<u64, (usize, usize)>)> {
+/// A protobuf field value: a varint, or the (start, len) of a length-delimited one.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Varint(u64),
+    Bytes(usize, usize),
+}
+
+/// The fields of a protobuf message, with their numbers.
+fn fields(buf: &[u8]) -> Vec<(u64, Value)> {
     let mut out = vec![];
     let mut pos = 0;
     while pos < buf.len() {
-        let Some(key) = varint(buf, &mut pos) else { break };
+        let Some(key) = varint(buf, &mut pos) else {
+            break;
+        };
         let (field, wire) = (key >> 3, key & 7);
         match wire {
             0 => match varint(buf, &mut pos) {
-                Some(v) => out.push((field, Ok(v))),
+                Some(v) => out.push((field, Value::Varint(v))),
                 None => break,
             },
             2 => {
-                let Some(len) = varint(buf, &mut pos) else { break };
+                let Some(len) = varint(buf, &mut pos) else {
+                    break;
+                };
                 let len = len as usize;
                 if pos + len > buf.len() {
                     break;
                 }
-                out.push((field, Err((pos, len))));
+                out.push((field, Value::Bytes(pos, len)));
                 pos += len;
             }
             5 => pos += 4,
@@ -59,10 +70,13 @@ fn fields(buf: &[u8]) -> Vec<(u64, Result<u64, (usize, usize)>)> {
 pub fn parse_dump_stats(bytes: &[u8]) -> Option<DumpStats> {
     let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
     let entry = bytes.get(12..12 + len)?;
-    let (start, dlen) = fields(entry).into_iter().find_map(|(f, v)| (f == 1).then_some(v).and_then(|v| v.err()))?;
+    let (start, dlen) = fields(entry).into_iter().find_map(|(f, v)| match (f, v) {
+        (1, Value::Bytes(start, len)) => Some((start, len)),
+        _ => None,
+    })?;
     let mut s = DumpStats::default();
     for (f, v) in fields(&entry[start..start + dlen]) {
-        let Ok(v) = v else { continue };
+        let Value::Varint(v) = v else { continue };
         match f {
             1 => s.freezing_us = v,
             2 => s.frozen_us = v,
@@ -92,12 +106,23 @@ mod tests {
         file.extend_from_slice(&(entry.len() as u32).to_le_bytes());
         file.extend_from_slice(&entry);
         let s = parse_dump_stats(&file).unwrap();
-        assert_eq!(s, DumpStats { freezing_us: 300, frozen_us: 5, memdump_us: 1, memwrite_us: 2 });
+        assert_eq!(
+            s,
+            DumpStats {
+                freezing_us: 300,
+                frozen_us: 5,
+                memdump_us: 1,
+                memwrite_us: 2
+            }
+        );
     }
 
     #[test]
     fn garbage_is_none_not_panic() {
         assert_eq!(parse_dump_stats(&[1, 2, 3]), None);
-        assert_eq!(parse_dump_stats(&[0, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0, 1]), None);
+        assert_eq!(
+            parse_dump_stats(&[0, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0, 1]),
+            None
+        );
     }
 }

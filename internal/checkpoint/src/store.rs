@@ -11,7 +11,9 @@
 //! disk, so a failed or interrupted checkpoint leaves the previous one intact.
 
 use anyhow::{bail, Context, Result};
-use rctr_state::{ensure_private_dir, read_json, validate_name, write_atomic, write_json_atomic, StateRoot};
+use rctr_state::{
+    ensure_private_dir, read_json, validate_name, write_atomic, write_json_atomic, StateRoot,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -51,7 +53,9 @@ pub struct CheckpointStore {
 impl CheckpointStore {
     pub fn for_current_user() -> Result<Self> {
         let state = StateRoot::for_current_user()?;
-        Ok(CheckpointStore { dir: state.checkpoint_engine_dir(ENGINE)? })
+        Ok(CheckpointStore {
+            dir: state.checkpoint_engine_dir(ENGINE)?,
+        })
     }
 
     pub fn dir_of(&self, name: &str) -> Result<PathBuf> {
@@ -66,7 +70,11 @@ impl CheckpointStore {
         }
         ensure_private_dir(&dir)?;
         ensure_private_dir(&dir.join("logs"))?;
-        let meta = CheckpointMeta { name: name.to_string(), engine: ENGINE.to_string(), created: now() };
+        let meta = CheckpointMeta {
+            name: name.to_string(),
+            engine: ENGINE.to_string(),
+            created: now(),
+        };
         write_json_atomic(&dir.join("meta.json"), &meta)?;
         Ok(dir)
     }
@@ -87,7 +95,10 @@ impl CheckpointStore {
 
     pub fn names(&self) -> Result<Vec<String>> {
         let mut out = vec![];
-        for e in std::fs::read_dir(&self.dir).with_context(|| format!("cannot read {}", self.dir.display()))?.flatten() {
+        for e in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot read {}", self.dir.display()))?
+            .flatten()
+        {
             if let Some(n) = e.file_name().to_str() {
                 if validate_name("checkpoint", n).is_ok() && e.path().join("meta.json").exists() {
                     out.push(n.to_string());
@@ -111,7 +122,9 @@ pub fn generation_dir_name(n: u32) -> String {
 /// Number of the newest complete generation, if any.
 pub fn latest_generation(dir: &Path) -> Result<Option<u32>> {
     match std::fs::read_to_string(dir.join("latest")) {
-        Ok(s) => Ok(Some(s.trim().parse().with_context(|| format!("corrupt {}", dir.join("latest").display()))?)),
+        Ok(s) => Ok(Some(s.trim().parse().with_context(|| {
+            format!("corrupt {}", dir.join("latest").display())
+        })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.join("latest").display())),
     }
@@ -141,5 +154,8 @@ pub fn dir_size(dir: &Path) -> u64 {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -44,7 +44,9 @@ pub struct Instances {
 
 impl Instances {
     pub fn open(state: &StateRoot) -> Result<Self> {
-        Ok(Instances { dir: state.instances_dir()? })
+        Ok(Instances {
+            dir: state.instances_dir()?,
+        })
     }
 
     pub fn for_current_user() -> Result<Self> {
@@ -60,7 +62,10 @@ impl Instances {
     }
 
     pub fn log_paths(&self, name: &str) -> (PathBuf, PathBuf) {
-        (self.dir.join(format!("{name}.out")), self.dir.join(format!("{name}.err")))
+        (
+            self.dir.join(format!("{name}.out")),
+            self.dir.join(format!("{name}.err")),
+        )
     }
 
     /// Serializes changes to this user's instance records.
@@ -80,7 +85,10 @@ impl Instances {
             if rec.init_pid > 0 {
                 let _ = std::fs::remove_file(&path);
             }
-            bail!("instance '{name}' is not running (its process exited); see its log {}", self.log_paths(name).1.display());
+            bail!(
+                "instance '{name}' is not running (its process exited); see its log {}",
+                self.log_paths(name).1.display()
+            );
         }
         Ok(rec)
     }
@@ -89,14 +97,23 @@ impl Instances {
     /// dropping those whose init died.
     pub fn list(&self, pattern: Option<&str>) -> Result<Vec<InstanceRecord>> {
         let mut out = vec![];
-        let entries = std::fs::read_dir(&self.dir).with_context(|| format!("cannot read {}", self.dir.display()))?;
+        let entries = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot read {}", self.dir.display()))?;
         for e in entries.flatten() {
             let p = e.path();
-            let Some(name) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else { continue };
+            let Some(name) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
             if pattern.is_some_and(|pat| !glob_match(pat, name)) {
                 continue;
             }
-            let Ok(rec) = read_json::<InstanceRecord>(&p) else { continue };
+            let Ok(rec) = read_json::<InstanceRecord>(&p) else {
+                continue;
+            };
             if rec.init_pid > 0 && !rec.is_running() {
                 let _ = std::fs::remove_file(&p);
                 continue;

@@ -45,14 +45,20 @@ impl Instances {
             init_start_ticks: 0,
             app_pid: 0,
             app_host_pid: 0,
-            started: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            started: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             checkpoint: req.checkpoint.clone(),
             ip: req.plan.net_ns.then(|| "127.0.0.1".to_string()),
         };
         self.reserve(&rec)?;
         let (out, err) = self.log_paths(&name);
         let started = (|| -> Result<_> {
-            let logs = LogFiles { out: open_log(&out)?, err: open_log(&err)? };
+            let logs = LogFiles {
+                out: open_log(&out)?,
+                err: open_log(&err)?,
+            };
             spawn_detached(&req.plan, logs, req.start, req.grace)
         })();
         let detached = match started {

@@ -16,20 +16,33 @@ pub struct StopOptions {
 
 impl Default for StopOptions {
     fn default() -> Self {
-        StopOptions { signal: Signal::SIGTERM, timeout: Duration::from_secs(10), force: false }
+        StopOptions {
+            signal: Signal::SIGTERM,
+            timeout: Duration::from_secs(10),
+            force: false,
+        }
     }
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd> {
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("cannot watch process {pid}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot watch process {pid}"));
     }
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn pidfd_signal(fd: &OwnedFd, sig: Signal) -> Result<()> {
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig as i32, std::ptr::null::<libc::siginfo_t>(), 0) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig as i32,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
     if rc < 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::ESRCH) {
@@ -47,7 +60,10 @@ fn wait_exit(fd: &OwnedFd, timeout: Duration) -> bool {
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     loop {
-        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(n) => return n > 0,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return true,
@@ -71,15 +87,30 @@ pub fn stop_record(rec: &InstanceRecord, opts: &StopOptions) -> Result<()> {
     if !is_alive(rec.init_pid, rec.init_start_ticks) {
         return Ok(());
     }
-    let first = if opts.force { Signal::SIGKILL } else { opts.signal };
+    let first = if opts.force {
+        Signal::SIGKILL
+    } else {
+        opts.signal
+    };
     pidfd_signal(&fd, first)?;
-    if wait_exit(&fd, if opts.force { Duration::from_secs(30) } else { opts.timeout }) {
+    if wait_exit(
+        &fd,
+        if opts.force {
+            Duration::from_secs(30)
+        } else {
+            opts.timeout
+        },
+    ) {
         return Ok(());
     }
     // Killing pid 1 of the namespace takes every process of the container with it.
     pidfd_signal(&fd, Signal::SIGKILL)?;
     if !wait_exit(&fd, Duration::from_secs(30)) {
-        bail!("instance '{}' did not exit after SIGKILL (init pid {})", rec.name, rec.init_pid);
+        bail!(
+            "instance '{}' did not exit after SIGKILL (init pid {})",
+            rec.name,
+            rec.init_pid
+        );
     }
     Ok(())
 }

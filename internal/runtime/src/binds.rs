@@ -81,14 +81,28 @@ fn parse_one_value(value: &str, cwd: &Path, out: &mut Vec<BindSpec>) -> Result<(
             }
         }
         if let Some(p) = pending.take() {
-            out.push(finish(p, cwd)?);
+            out.push(finish_named(p, value, cwd)?);
         }
-        pending = Some(start(item)?);
+        pending = Some(name_item(start(item), item, value)?);
     }
     if let Some(p) = pending {
-        out.push(finish(p, cwd)?);
+        out.push(finish_named(p, value, cwd)?);
     }
     Ok(())
+}
+
+fn finish_named(p: Pending, value: &str, cwd: &Path) -> Result<BindSpec> {
+    let item = p.text.clone();
+    name_item(finish(p, cwd), &item, value)
+}
+
+/// Names the failing bind when the value is a list of several.
+fn name_item<T>(r: Result<T>, item: &str, value: &str) -> Result<T> {
+    if item == value.trim() {
+        r
+    } else {
+        r.with_context(|| format!("bind {item:?}"))
+    }
 }
 
 fn is_option_word(item: &str) -> bool {
@@ -104,11 +118,11 @@ fn start(item: &str) -> Result<Pending> {
         .map(|p| unescape(&p))
         .collect();
     if parts.len() > 3 {
-        bail!("bind {item:?} has too many ':' (expected src[:dst[:options]]; write \\: for a colon in a path)");
+        bail!("too many ':' (expected src[:dst[:options]]; write \\: for a colon in a path)");
     }
     let src = parts[0].trim().to_string();
     if src.is_empty() {
-        bail!("bind {item:?} has an empty source");
+        bail!("empty source");
     }
     let dst = parts.get(1).map(|d| d.trim().to_string());
     let opts = match parts.get(2) {
@@ -124,36 +138,29 @@ fn start(item: &str) -> Result<Pending> {
 }
 
 fn finish(p: Pending, cwd: &Path) -> Result<BindSpec> {
-    let text = &p.text;
     let src = clean(&cwd.join(&p.src));
     if !src.is_absolute() {
-        bail!(
-            "bind {text:?}: source {} is not an absolute path",
-            src.display()
-        );
+        bail!("source {} is not an absolute path", src.display());
     }
     let dst = match p.dst.as_deref() {
         None => src.clone(),
-        Some("") => bail!("bind {text:?} has an empty destination"),
+        Some("") => bail!("empty destination"),
         Some(d) => {
             let d = Path::new(d);
             if !d.is_absolute() {
                 bail!(
-                    "bind {text:?}: destination {} must be an absolute path inside the container",
+                    "destination {} must be an absolute path inside the container",
                     d.display()
                 );
             }
             if d.components().any(|c| c == Component::ParentDir) {
-                bail!(
-                    "bind {text:?}: destination {} must not contain '..'",
-                    d.display()
-                );
+                bail!("destination {} must not contain '..'", d.display());
             }
             clean(d)
         }
     };
     if dst == Path::new("/") {
-        bail!("bind {text:?}: cannot bind over the container's root directory");
+        bail!("cannot bind over the container's root directory");
     }
     let mut readonly = None;
     for opt in &p.opts {
@@ -161,13 +168,13 @@ fn finish(p: Pending, cwd: &Path) -> Result<BindSpec> {
             "ro" => true,
             "rw" => false,
             o if is_option_word(o) => {
-                bail!("bind {text:?}: option {o:?} is for image binds, which rctr does not support")
+                bail!("option {o:?} is for image binds, which rctr does not support")
             }
-            "" => bail!("bind {text:?} has an empty option"),
-            o => bail!("bind {text:?}: {o:?} is not a valid bind option (valid: ro, rw)"),
+            "" => bail!("empty option"),
+            o => bail!("{o:?} is not a valid bind option (valid: ro, rw)"),
         };
         if readonly.is_some_and(|r| r != ro) {
-            bail!("bind {text:?}: options ro and rw contradict each other");
+            bail!("options ro and rw contradict each other");
         }
         readonly = Some(ro);
     }
@@ -343,6 +350,18 @@ mod tests {
                 "{value}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn error_names_the_failing_bind_of_a_list() {
+        assert_eq!(
+            err(&["/ok,/a:rel"]),
+            "invalid --bind \"/ok,/a:rel\": bind \"/a:rel\": destination rel must be an absolute path inside the container"
+        );
+        assert_eq!(
+            err(&["/a:rel"]),
+            "invalid --bind \"/a:rel\": destination rel must be an absolute path inside the container"
+        );
     }
 
     #[test]

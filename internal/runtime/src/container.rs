@@ -26,10 +26,24 @@ pub fn unshare_namespaces(plan: &ContainerPlan) -> Result<()> {
 pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
     let sys = LinuxSyscall;
     // Nothing we mount may propagate back to the host.
-    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
-    let session = Session { dir: PathBuf::from(SESSION_DIR) };
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    let session = Session {
+        dir: PathBuf::from(SESSION_DIR),
+    };
     sys.mkdir_all(&session.dir, 0o700)?;
-    sys.mount(Some(Path::new("tmpfs")), &session.dir, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=700"))?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &session.dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=700"),
+    )?;
     for d in [session.image(), session.skeleton(), session.root()] {
         sys.mkdir_all(&d, 0o755)?;
     }
@@ -55,8 +69,13 @@ fn enter_workdir(plan: &ContainerPlan) {
 }
 
 /// passwd/group with the calling user added, as Apptainer does by default.
-fn write_identity_files(session: &Session, plan: &ContainerPlan) -> Result<Vec<(PathBuf, PathBuf)>> {
-    let Some(id) = &plan.identity else { return Ok(vec![]) };
+fn write_identity_files(
+    session: &Session,
+    plan: &ContainerPlan,
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let Some(id) = &plan.identity else {
+        return Ok(vec![]);
+    };
     let image = session.image();
     let read = |p: &str| std::fs::read_to_string(rootfs::under(&image, Path::new(p))).ok();
     let user = crate::identity::UserEntry {
@@ -66,15 +85,22 @@ fn write_identity_files(session: &Session, plan: &ContainerPlan) -> Result<Vec<(
         gecos: id.gecos.clone(),
         home: id.home.clone(),
         shell: id.shell.clone(),
-        group_name: id.name.clone(),
+        group_name: crate::identity::host_group_name(id.gid).unwrap_or_else(|| id.name.clone()),
     };
     let mut out = vec![];
     for (name, contents) in [
-        ("passwd", crate::identity::passwd_with_user(read("/etc/passwd").as_deref(), &user)),
-        ("group", crate::identity::group_with_user(read("/etc/group").as_deref(), &user)),
+        (
+            "passwd",
+            crate::identity::passwd_with_user(read("/etc/passwd").as_deref(), &user),
+        ),
+        (
+            "group",
+            crate::identity::group_with_user(read("/etc/group").as_deref(), &user),
+        ),
     ] {
         let generated = session.dir.join(name);
-        std::fs::write(&generated, contents).with_context(|| format!("cannot write {}", generated.display()))?;
+        std::fs::write(&generated, contents)
+            .with_context(|| format!("cannot write {}", generated.display()))?;
         out.push((generated, PathBuf::from(format!("/etc/{name}"))));
     }
     Ok(out)

@@ -2,8 +2,8 @@
 //! and run a command there in the foreground.
 
 use crate::launch::Outcome;
-use crate::process::{block_supervised_signals, exec, final_command};
 use crate::plan::ContainerPlan;
+use crate::process::{block_supervised_signals, exec, final_command};
 use crate::supervise::supervise;
 use anyhow::{Context, Result};
 use nix::sched::{setns, CloneFlags};
@@ -16,15 +16,19 @@ use std::os::fd::AsRawFd;
 /// namespace applies to children forked afterwards.
 pub fn join_namespaces(init_pid: i32, net: bool) -> Result<()> {
     let open = |ns: &str| {
-        File::open(format!("/proc/{init_pid}/ns/{ns}"))
-            .with_context(|| format!("cannot open namespace {ns} of process {init_pid} (is the instance still running?)"))
+        File::open(format!("/proc/{init_pid}/ns/{ns}")).with_context(|| {
+            format!(
+                "cannot open namespace {ns} of process {init_pid} (is the instance still running?)"
+            )
+        })
     };
     let pid = open("pid")?;
     let mnt = open("mnt")?;
     let netns = if net { Some(open("net")?) } else { None };
     setns(&pid, CloneFlags::CLONE_NEWPID).context("cannot join the instance's pid namespace")?;
     if let Some(n) = &netns {
-        setns(n, CloneFlags::CLONE_NEWNET).context("cannot join the instance's network namespace")?;
+        setns(n, CloneFlags::CLONE_NEWNET)
+            .context("cannot join the instance's network namespace")?;
     }
     setns(&mnt, CloneFlags::CLONE_NEWNS).context("cannot join the instance's mount namespace")?;
     Ok(())
@@ -34,11 +38,16 @@ pub fn join_namespaces(init_pid: i32, net: bool) -> Result<()> {
 pub fn exec_in(init_pid: i32, plan: &ContainerPlan) -> Result<Outcome> {
     block_supervised_signals()?;
     join_namespaces(init_pid, plan.net_ns)?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     match unsafe { fork() }.context("fork failed")? {
         ForkResult::Child => {
             drop(err_r);
-            for dir in [plan.cwd.as_path(), plan.home.as_path(), std::path::Path::new("/")] {
+            for dir in [
+                plan.cwd.as_path(),
+                plan.home.as_path(),
+                std::path::Path::new("/"),
+            ] {
                 if nix::unistd::chdir(dir).is_ok() {
                     break;
                 }
@@ -54,7 +63,10 @@ pub fn exec_in(init_pid: i32, plan: &ContainerPlan) -> Result<Outcome> {
             let mut msg = String::new();
             let _ = File::from(err_r).read_to_string(&mut msg);
             let code = supervise(child, &mut [])?;
-            Ok(Outcome { code, error: (!msg.trim().is_empty()).then(|| msg.trim().to_string()) })
+            Ok(Outcome {
+                code,
+                error: (!msg.trim().is_empty()).then(|| msg.trim().to_string()),
+            })
         }
     }
 }

@@ -24,7 +24,11 @@ pub struct Outcome {
 
 fn attach_image(plan: &ContainerPlan) -> Result<Option<LoopDevice>> {
     match plan.root.kind {
-        RootKind::Squashfs => Ok(Some(loopdev::attach(&plan.root.path, plan.root.offset, plan.root.size)?)),
+        RootKind::Squashfs => Ok(Some(loopdev::attach(
+            &plan.root.path,
+            plan.root.offset,
+            plan.root.size,
+        )?)),
         RootKind::Dir => Ok(None),
     }
 }
@@ -35,7 +39,10 @@ fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Writes a message to a raw fd, ignoring errors (the reader may be gone).
 fn report(fd: i32, msg: &str) {
-    let _ = nix::unistd::write(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, msg.as_bytes());
+    let _ = nix::unistd::write(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        msg.as_bytes(),
+    );
 }
 
 /// Runs the plan's command in the foreground and returns its exit status.
@@ -104,7 +111,11 @@ pub struct EarlyExit {
 
 impl std::fmt::Display for EarlyExit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the application exited at once with status {}", self.code)
+        write!(
+            f,
+            "the application exited at once with status {}",
+            self.code
+        )
     }
 }
 
@@ -143,13 +154,24 @@ pub struct Detached {
 
 /// Starts the container in the background under rctr's init. `grace` is how long
 /// to watch for an application that dies at once.
-pub fn spawn_detached(plan: &ContainerPlan, logs: LogFiles, start: AppStart, grace: std::time::Duration) -> Result<Detached> {
+pub fn spawn_detached(
+    plan: &ContainerPlan,
+    logs: LogFiles,
+    start: AppStart,
+    grace: std::time::Duration,
+) -> Result<Detached> {
     let device = attach_image(plan)?;
     let (status_r, status_w) = pipe_cloexec()?;
     match unsafe { fork() }.context("fork failed")? {
         ForkResult::Child => {
             drop(status_r);
-            let code = detached_middle(plan, device.as_ref().map(|d| d.path.as_path()), status_w, logs, start);
+            let code = detached_middle(
+                plan,
+                device.as_ref().map(|d| d.path.as_path()),
+                status_w,
+                logs,
+                start,
+            );
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
@@ -163,11 +185,20 @@ pub fn spawn_detached(plan: &ContainerPlan, logs: LogFiles, start: AppStart, gra
 }
 
 /// The first child: leaves our session, creates the pid namespace, forks init, exits.
-fn detached_middle(plan: &ContainerPlan, device: Option<&Path>, status_w: OwnedFd, logs: LogFiles, start: AppStart) -> i32 {
+fn detached_middle(
+    plan: &ContainerPlan,
+    device: Option<&Path>,
+    status_w: OwnedFd,
+    logs: LogFiles,
+    start: AppStart,
+) -> i32 {
     let status_fd = status_w.as_raw_fd();
     let _ = nix::unistd::setsid();
     if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
-        report(status_fd, &format!("error: cannot create a pid namespace: {e}\n"));
+        report(
+            status_fd,
+            &format!("error: cannot create a pid namespace: {e}\n"),
+        );
         return 1;
     }
     if let Err(e) = block_supervised_signals() {
@@ -192,7 +223,13 @@ fn detached_middle(plan: &ContainerPlan, device: Option<&Path>, status_w: OwnedF
 
 /// pid 1 of an instance: builds the container, starts the application, then
 /// reaps, relays signals and copies logs until the application exits.
-fn init_main(plan: &ContainerPlan, device: Option<&Path>, status_w: OwnedFd, logs: LogFiles, start: AppStart) -> i32 {
+fn init_main(
+    plan: &ContainerPlan,
+    device: Option<&Path>,
+    status_w: OwnedFd,
+    logs: LogFiles,
+    start: AppStart,
+) -> i32 {
     let status_fd = status_w.as_raw_fd();
     // The CLI that started us may be gone; writing to it must not kill us.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.ok();
@@ -208,9 +245,20 @@ fn init_main(plan: &ContainerPlan, device: Option<&Path>, status_w: OwnedFd, log
             return 255;
         }
     };
-    let keep = [status_fd, logs.out.as_raw_fd(), logs.err.as_raw_fd(), out_r.as_raw_fd(), out_w.as_raw_fd(), err_r.as_raw_fd(), err_w.as_raw_fd()];
+    let keep = [
+        status_fd,
+        logs.out.as_raw_fd(),
+        logs.err.as_raw_fd(),
+        out_r.as_raw_fd(),
+        out_w.as_raw_fd(),
+        err_r.as_raw_fd(),
+        err_w.as_raw_fd(),
+    ];
     close_fds_except(&keep);
-    let io = AppIo { stdout: out_w, stderr: err_w };
+    let io = AppIo {
+        stdout: out_w,
+        stderr: err_w,
+    };
     let app = match start {
         AppStart::Exec => start_app(plan, io),
         AppStart::Custom(f) => f(io),
@@ -240,11 +288,16 @@ fn idle_until_stopped() {
     let set = crate::process::supervised_set();
     loop {
         match set.wait() {
-            Ok(Signal::SIGCHLD) => while let Ok(s) = nix::sys::wait::waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                if s == nix::sys::wait::WaitStatus::StillAlive {
-                    break;
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(s) = nix::sys::wait::waitpid(
+                    Pid::from_raw(-1),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                ) {
+                    if s == nix::sys::wait::WaitStatus::StillAlive {
+                        break;
+                    }
                 }
-            },
+            }
             Ok(_) | Err(_) => return,
         }
     }
@@ -303,7 +356,10 @@ fn read_status(status_r: OwnedFd, grace: std::time::Duration) -> Result<Detached
             let init_pid = init_pid.context("bad report from the container's init")?;
             // An application that fails at once should fail `instance start`.
             if !grace.is_zero() {
-                let mut pfd = [nix::poll::PollFd::new(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, nix::poll::PollFlags::POLLIN)];
+                let mut pfd = [nix::poll::PollFd::new(
+                    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+                    nix::poll::PollFlags::POLLIN,
+                )];
                 let ms = grace.as_millis().min(u16::MAX as u128) as u16;
                 if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)).unwrap_or(0) > 0 {
                     line.clear();

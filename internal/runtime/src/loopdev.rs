@@ -50,8 +50,8 @@ pub struct LoopDevice {
 
 /// Attaches `image` read-only, exposing `size` bytes (0 = to the end) from `offset`.
 pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
-    let backing = File::open(image)
-        .with_context(|| format!("cannot open image {}", image.display()))?;
+    let backing =
+        File::open(image).with_context(|| format!("cannot open image {}", image.display()))?;
     let control = OpenOptions::new()
         .read(true)
         .write(true)
@@ -84,21 +84,37 @@ pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
         let name = image.as_os_str().as_encoded_bytes();
         let n = name.len().min(LO_NAME_SIZE - 1);
         config.info.lo_file_name[..n].copy_from_slice(&name[..n]);
-        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &config as *const LoopConfig) };
+        let rc = unsafe {
+            libc::ioctl(
+                dev.as_raw_fd(),
+                LOOP_CONFIGURE,
+                &config as *const LoopConfig,
+            )
+        };
         if rc == 0 {
             return Ok(LoopDevice { path, file: dev });
         }
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EBUSY) {
-            return Err(err).with_context(|| format!("cannot set up {} for {}", path.display(), image.display()));
+            return Err(err).with_context(|| {
+                format!("cannot set up {} for {}", path.display(), image.display())
+            });
         }
     }
-    bail!("no free loop device for {} after 64 attempts", image.display())
+    bail!(
+        "no free loop device for {} after 64 attempts",
+        image.display()
+    )
 }
 
 fn create_node(path: &Path, number: u64) -> Result<()> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-    match mknod(path, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(7, number)) {
+    match mknod(
+        path,
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o660),
+        makedev(7, number),
+    ) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
     }

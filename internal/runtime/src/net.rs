@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 pub fn loopback_up() -> Result<()> {
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot open a socket to configure lo");
+        return Err(std::io::Error::last_os_error())
+            .context("cannot open a socket to configure lo");
     }
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (i, b) in b"lo".iter().enumerate() {

@@ -25,10 +25,17 @@ pub struct RunOptions {
 }
 
 /// Host directories where binding the current directory would shadow the image.
-const SYSTEM_DIRS: &[&str] = &["/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr", "/var"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys",
+    "/usr", "/var",
+];
 
 fn is_system_dir(p: &Path) -> bool {
-    SYSTEM_DIRS.iter().any(|d| p == Path::new(d)) || p.starts_with("/proc") || p.starts_with("/sys") || p.starts_with("/dev") || p.starts_with("/usr")
+    SYSTEM_DIRS.iter().any(|d| p == Path::new(d))
+        || p.starts_with("/proc")
+        || p.starts_with("/sys")
+        || p.starts_with("/dev")
+        || p.starts_with("/usr")
 }
 
 fn host_user() -> Result<(nix::unistd::User, PathBuf)> {
@@ -37,11 +44,18 @@ fn host_user() -> Result<(nix::unistd::User, PathBuf)> {
         .ok()
         .flatten()
         .with_context(|| format!("no passwd entry for uid {uid}"))?;
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| user.dir.clone());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| user.dir.clone());
     Ok((user, home))
 }
 
-pub fn build_plan(root: RootSource, image_display: &str, opts: &RunOptions, argv: Vec<String>) -> Result<ContainerPlan> {
+pub fn build_plan(
+    root: RootSource,
+    image_display: &str,
+    opts: &RunOptions,
+    argv: Vec<String>,
+) -> Result<ContainerPlan> {
     let (user, host_home) = host_user()?;
     let host_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
 
@@ -49,7 +63,10 @@ pub fn build_plan(root: RootSource, image_display: &str, opts: &RunOptions, argv
         Some(spec) => {
             let mut parts = spec.splitn(2, ':');
             let src = PathBuf::from(parts.next().unwrap_or_default());
-            let dst = parts.next().map(PathBuf::from).unwrap_or_else(|| src.clone());
+            let dst = parts
+                .next()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| src.clone());
             if !src.is_absolute() || !dst.is_absolute() {
                 bail!("--home {spec}: paths must be absolute (src[:dst])");
             }
@@ -61,7 +78,11 @@ pub fn build_plan(root: RootSource, image_display: &str, opts: &RunOptions, argv
 
     let mut mounts = vec![];
     for tmp in ["/tmp", "/var/tmp"] {
-        mounts.push(if opts.contain { MountEntry::tmpfs(tmp) } else { MountEntry::bind(tmp, tmp, false) });
+        mounts.push(if opts.contain {
+            MountEntry::tmpfs(tmp)
+        } else {
+            MountEntry::bind(tmp, tmp, false)
+        });
     }
     if !opts.no_home {
         mounts.push(match &home_src {
@@ -74,7 +95,9 @@ pub fn build_plan(root: RootSource, image_display: &str, opts: &RunOptions, argv
     if cwd_bound {
         mounts.push(MountEntry::bind(&host_cwd, &host_cwd, false));
     }
-    for b in parse_bind_specs(&opts.bind, &host_cwd)? {
+    let specs = parse_bind_specs(&opts.bind, &host_cwd)?;
+    crate::binds::check_sources(&specs)?;
+    for b in specs {
         mounts.push(MountEntry::bind(b.src, b.dst, b.readonly));
     }
     // Parents before children; otherwise keep the user's order.
@@ -93,7 +116,7 @@ pub fn build_plan(root: RootSource, image_display: &str, opts: &RunOptions, argv
             cleanenv: opts.cleanenv,
             env: opts.env.clone(),
             env_file: opts.env_file.clone(),
-            container_name: Path::new(image_display).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            container_name: root.path.to_string_lossy().into_owned(),
             home: home_dst.to_string_lossy().into_owned(),
         },
     )?;

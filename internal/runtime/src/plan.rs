@@ -45,10 +45,18 @@ pub struct MountEntry {
 
 impl MountEntry {
     pub fn bind(src: impl Into<PathBuf>, dst: impl Into<PathBuf>, readonly: bool) -> Self {
-        MountEntry { source: MountSource::Bind { src: src.into() }, dst: dst.into(), readonly }
+        MountEntry {
+            source: MountSource::Bind { src: src.into() },
+            dst: dst.into(),
+            readonly,
+        }
     }
     pub fn tmpfs(dst: impl Into<PathBuf>) -> Self {
-        MountEntry { source: MountSource::Tmpfs, dst: dst.into(), readonly: false }
+        MountEntry {
+            source: MountSource::Tmpfs,
+            dst: dst.into(),
+            readonly: false,
+        }
     }
 }
 

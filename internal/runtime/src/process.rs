@@ -39,7 +39,14 @@ pub fn unblock_all_signals() {
 /// descriptors of host files it cannot see, and they would leak into the container).
 pub fn close_fds_from(first: i32) {
     // close_range(2) exists on every kernel rctr supports; fall back to a loop.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
     if rc != 0 {
         for fd in first..4096 {
             unsafe { libc::close(fd) };
@@ -51,18 +58,25 @@ pub fn close_fds_from(first: i32) {
 /// so that /.singularity.d/env/*.sh is sourced as Apptainer's action scripts do.
 pub fn final_command(plan: &ContainerPlan) -> (Vec<String>, Vec<(String, String)>) {
     if Path::new("/bin/sh").exists() {
-        let env = crate::env::ContainerEnv { base: plan.env.clone(), overrides: plan.env_overrides.clone() };
+        let env = crate::env::ContainerEnv {
+            base: plan.env.clone(),
+            overrides: plan.env_overrides.clone(),
+        };
         let script = with_command_check(&crate::env::wrapper_script(&env));
-        let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), script, "rctr".to_string()];
+        let mut argv = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            script,
+            "rctr".to_string(),
+        ];
         argv.extend(plan.argv.iter().cloned());
         (argv, plan.env.clone())
     } else {
-        let mut env = plan.env.clone();
-        for (k, v) in &plan.env_overrides {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.clone()));
-        }
-        (plan.argv.clone(), env)
+        let env = crate::env::ContainerEnv {
+            base: plan.env.clone(),
+            overrides: plan.env_overrides.clone(),
+        };
+        (plan.argv.clone(), env.merged())
     }
 }
 
@@ -97,8 +111,15 @@ pub fn exec(argv: &[String], env: &[(String, String)]) -> (i32, String) {
     let c_env: Vec<CString> = env.iter().map(|(k, v)| to_c(&format!("{k}={v}"))).collect();
     unblock_all_signals();
     let err = nix::unistd::execve(&c_path, &c_argv, &c_env).unwrap_err();
-    let code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
-    (code, format!("cannot execute '{first}' in the container: {}", err.desc()))
+    let code = if err == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
+    (
+        code,
+        format!("cannot execute '{first}' in the container: {}", err.desc()),
+    )
 }
 
 /// A missing command gets rctr's own one-line message and status 127, after

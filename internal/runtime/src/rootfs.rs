@@ -87,7 +87,9 @@ fn mount_points(plan: &ContainerPlan) -> Vec<(PathBuf, bool)> {
 
 fn is_char_device(p: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(p).map(|m| m.file_type().is_char_device()).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.file_type().is_char_device())
+        .unwrap_or(false)
 }
 
 /// Creates in the skeleton every mount point the image does not have.
@@ -112,16 +114,38 @@ pub fn build_skeleton<S: Syscall>(sys: &S, session: &Session, plan: &ContainerPl
 }
 
 /// Mounts the image (already attached to `device` for squashfs) at session/image.
-pub fn mount_image<S: Syscall>(sys: &S, session: &Session, plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
+pub fn mount_image<S: Syscall>(
+    sys: &S,
+    session: &Session,
+    plan: &ContainerPlan,
+    device: Option<&Path>,
+) -> Result<()> {
     let target = session.image();
     match plan.root.kind {
         RootKind::Squashfs => {
             let dev = device.context("internal: squashfs image without loop device")?;
-            sys.mount(Some(dev), &target, Some("squashfs"), MsFlags::MS_RDONLY | MsFlags::MS_NODEV, None)
-                .with_context(|| format!("image {} is not a mountable squashfs", plan.root.path.display()))
+            sys.mount(
+                Some(dev),
+                &target,
+                Some("squashfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+                None,
+            )
+            .with_context(|| {
+                format!(
+                    "image {} is not a mountable squashfs",
+                    plan.root.path.display()
+                )
+            })
         }
         RootKind::Dir => {
-            sys.mount(Some(&plan.root.path), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            sys.mount(
+                Some(&plan.root.path),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
             sys.mount(
                 None,
                 &target,
@@ -152,8 +176,14 @@ pub fn mount_overlay<S: Syscall>(sys: &S, session: &Session, writable: bool) -> 
     } else {
         flags |= MsFlags::MS_RDONLY;
     }
-    sys.mount(Some(Path::new("overlay")), &session.root(), Some("overlay"), flags, Some(&data))
-        .context("cannot assemble the container root (overlay)")
+    sys.mount(
+        Some(Path::new("overlay")),
+        &session.root(),
+        Some("overlay"),
+        flags,
+        Some(&data),
+    )
+    .context("cannot assemble the container root (overlay)")
 }
 
 /// Mounts /proc, /sys and a minimal /dev on the new root.
@@ -179,11 +209,29 @@ pub fn mount_system<S: Syscall>(sys: &S, root: &Path) -> Result<()> {
     {
         // A fresh sysfs is refused outside our own network namespace in some setups:
         // fall back to a read-only bind of the host's.
-        sys.mount(Some(Path::new("/sys")), &sys_target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        sys.mount(None, &sys_target, None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY, None)?;
+        sys.mount(
+            Some(Path::new("/sys")),
+            &sys_target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        sys.mount(
+            None,
+            &sys_target,
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None,
+        )?;
     }
     let dev = root.join("dev");
-    sys.mount(Some(Path::new("tmpfs")), &dev, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=755,size=64k"))?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=755,size=64k"),
+    )?;
     for (name, major, minor) in DEVICES {
         sys.mknod_char(&dev.join(name), *major, *minor, 0o666)?;
     }
@@ -196,7 +244,13 @@ pub fn mount_system<S: Syscall>(sys: &S, root: &Path) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
-    sys.mount(Some(Path::new("tmpfs")), &dev.join("shm"), Some("tmpfs"), nosuid_nodev, Some("mode=1777"))?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some("mode=1777"),
+    )?;
     sys.symlink(Path::new("pts/ptmx"), &dev.join("ptmx"))?;
     sys.symlink(Path::new("/proc/self/fd"), &dev.join("fd"))?;
     sys.symlink(Path::new("/proc/self/fd/0"), &dev.join("stdin"))?;
@@ -206,7 +260,12 @@ pub fn mount_system<S: Syscall>(sys: &S, root: &Path) -> Result<()> {
 }
 
 /// Binds host files (resolv.conf, hosts) and generated identity files.
-pub fn mount_host_files<S: Syscall>(sys: &S, session: &Session, root: &Path, identity_files: &[(PathBuf, PathBuf)]) -> Result<()> {
+pub fn mount_host_files<S: Syscall>(
+    sys: &S,
+    session: &Session,
+    root: &Path,
+    identity_files: &[(PathBuf, PathBuf)],
+) -> Result<()> {
     let _ = session;
     for f in HOST_FILES {
         let src = Path::new(f);
@@ -227,11 +286,20 @@ pub fn mount_entries<S: Syscall>(sys: &S, root: &Path, mounts: &[MountEntry]) ->
         let target = under(root, &m.dst);
         match &m.source {
             MountSource::Tmpfs => {
-                sys.mount(Some(Path::new("tmpfs")), &target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    &target,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("mode=1777"),
+                )?;
             }
             MountSource::Bind { src } => {
                 if sys.kind(src) == FileKind::Missing {
-                    bail!("bind source {} does not exist: create it or fix the --bind option", src.display());
+                    bail!(
+                        "bind source {} does not exist: create it or fix the --bind option",
+                        src.display()
+                    );
                 }
                 bind(sys, src, &target, m.readonly)?;
             }
@@ -241,7 +309,13 @@ pub fn mount_entries<S: Syscall>(sys: &S, root: &Path, mounts: &[MountEntry]) ->
 }
 
 fn bind<S: Syscall>(sys: &S, src: &Path, target: &Path, readonly: bool) -> Result<()> {
-    sys.mount(Some(src), target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    sys.mount(
+        Some(src),
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     if readonly {
         // A bind mount only becomes read-only through a second, remounting call.
         sys.mount(
@@ -258,7 +332,7 @@ fn bind<S: Syscall>(sys: &S, src: &Path, target: &Path, readonly: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{RootSource};
+    use crate::plan::RootSource;
     use std::cell::RefCell;
     use std::collections::HashSet;
 
@@ -269,28 +343,52 @@ mod tests {
     }
 
     impl Syscall for Fake {
-        fn mount(&self, s: Option<&Path>, t: &Path, fs: Option<&str>, f: MsFlags, d: Option<&str>) -> Result<()> {
-            self.calls.borrow_mut().push(format!("mount {:?} {} {:?} {:?} {:?}", s, t.display(), fs, f, d));
+        fn mount(
+            &self,
+            s: Option<&Path>,
+            t: &Path,
+            fs: Option<&str>,
+            f: MsFlags,
+            d: Option<&str>,
+        ) -> Result<()> {
+            self.calls.borrow_mut().push(format!(
+                "mount {:?} {} {:?} {:?} {:?}",
+                s,
+                t.display(),
+                fs,
+                f,
+                d
+            ));
             Ok(())
         }
         fn umount_detach(&self, t: &Path) -> Result<()> {
-            self.calls.borrow_mut().push(format!("umount {}", t.display()));
+            self.calls
+                .borrow_mut()
+                .push(format!("umount {}", t.display()));
             Ok(())
         }
         fn mkdir_all(&self, p: &Path, _: u32) -> Result<()> {
-            self.calls.borrow_mut().push(format!("mkdir {}", p.display()));
+            self.calls
+                .borrow_mut()
+                .push(format!("mkdir {}", p.display()));
             Ok(())
         }
         fn create_file(&self, p: &Path, _: &[u8], _: u32) -> Result<()> {
-            self.calls.borrow_mut().push(format!("touch {}", p.display()));
+            self.calls
+                .borrow_mut()
+                .push(format!("touch {}", p.display()));
             Ok(())
         }
         fn symlink(&self, t: &Path, l: &Path) -> Result<()> {
-            self.calls.borrow_mut().push(format!("symlink {} {}", t.display(), l.display()));
+            self.calls
+                .borrow_mut()
+                .push(format!("symlink {} {}", t.display(), l.display()));
             Ok(())
         }
         fn mknod_char(&self, p: &Path, _: u64, _: u64, _: u32) -> Result<()> {
-            self.calls.borrow_mut().push(format!("mknod {}", p.display()));
+            self.calls
+                .borrow_mut()
+                .push(format!("mknod {}", p.display()));
             Ok(())
         }
         fn kind(&self, p: &Path) -> FileKind {
@@ -307,7 +405,12 @@ mod tests {
 
     fn plan(mounts: Vec<MountEntry>) -> ContainerPlan {
         ContainerPlan {
-            root: RootSource { kind: RootKind::Squashfs, path: "/img.sif".into(), offset: 0, size: 0 },
+            root: RootSource {
+                kind: RootKind::Squashfs,
+                path: "/img.sif".into(),
+                offset: 0,
+                size: 0,
+            },
             image_display: "img.sif".into(),
             mounts,
             writable_tmpfs: false,
@@ -325,43 +428,90 @@ mod tests {
     #[test]
     fn skeleton_holds_only_missing_mount_points() {
         let session = Session { dir: "/s".into() };
-        let existing: HashSet<PathBuf> = ["/s/image/proc", "/s/image/sys", "/s/image/dev", "/s/image/etc/hosts", "/s/image/etc/resolv.conf", "/s/image/tmp"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
-        let fake = Fake { existing, calls: RefCell::new(vec![]) };
-        let p = plan(vec![MountEntry::tmpfs("/tmp"), MountEntry::tmpfs("/data/deep")]);
+        let existing: HashSet<PathBuf> = [
+            "/s/image/proc",
+            "/s/image/sys",
+            "/s/image/dev",
+            "/s/image/etc/hosts",
+            "/s/image/etc/resolv.conf",
+            "/s/image/tmp",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let fake = Fake {
+            existing,
+            calls: RefCell::new(vec![]),
+        };
+        let p = plan(vec![
+            MountEntry::tmpfs("/tmp"),
+            MountEntry::tmpfs("/data/deep"),
+        ]);
         build_skeleton(&fake, &session, &p).unwrap();
         let calls = fake.calls.borrow();
-        assert!(calls.contains(&"mkdir /s/skeleton/data/deep".to_string()), "{calls:?}");
-        assert!(!calls.iter().any(|c| c.contains("skeleton/tmp")), "{calls:?}");
-        assert!(!calls.iter().any(|c| c.contains("skeleton/proc")), "{calls:?}");
+        assert!(
+            calls.contains(&"mkdir /s/skeleton/data/deep".to_string()),
+            "{calls:?}"
+        );
+        assert!(
+            !calls.iter().any(|c| c.contains("skeleton/tmp")),
+            "{calls:?}"
+        );
+        assert!(
+            !calls.iter().any(|c| c.contains("skeleton/proc")),
+            "{calls:?}"
+        );
     }
 
     #[test]
     fn readonly_bind_is_remounted_readonly() {
         let existing: HashSet<PathBuf> = [PathBuf::from("/host/data")].into_iter().collect();
-        let fake = Fake { existing, calls: RefCell::new(vec![]) };
-        mount_entries(&fake, Path::new("/r"), &[MountEntry::bind("/host/data", "/data", true)]).unwrap();
+        let fake = Fake {
+            existing,
+            calls: RefCell::new(vec![]),
+        };
+        mount_entries(
+            &fake,
+            Path::new("/r"),
+            &[MountEntry::bind("/host/data", "/data", true)],
+        )
+        .unwrap();
         let calls = fake.calls.borrow();
         assert_eq!(calls.len(), 2, "{calls:?}");
-        assert!(calls[1].contains("MS_RDONLY") && calls[1].contains("MS_REMOUNT"), "{calls:?}");
+        assert!(
+            calls[1].contains("MS_RDONLY") && calls[1].contains("MS_REMOUNT"),
+            "{calls:?}"
+        );
     }
 
     #[test]
     fn missing_bind_source_is_a_clear_error() {
-        let fake = Fake { existing: HashSet::new(), calls: RefCell::new(vec![]) };
-        let err = mount_entries(&fake, Path::new("/r"), &[MountEntry::bind("/nope", "/data", false)]).unwrap_err();
+        let fake = Fake {
+            existing: HashSet::new(),
+            calls: RefCell::new(vec![]),
+        };
+        let err = mount_entries(
+            &fake,
+            Path::new("/r"),
+            &[MountEntry::bind("/nope", "/data", false)],
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("bind source /nope does not exist"));
     }
 
     #[test]
     fn overlay_is_readonly_without_writable_tmpfs() {
-        let fake = Fake { existing: HashSet::new(), calls: RefCell::new(vec![]) };
+        let fake = Fake {
+            existing: HashSet::new(),
+            calls: RefCell::new(vec![]),
+        };
         let session = Session { dir: "/s".into() };
         mount_overlay(&fake, &session, false).unwrap();
         let calls = fake.calls.borrow();
-        assert!(calls[0].contains("MS_RDONLY") && calls[0].contains("lowerdir=/s/skeleton:/s/image"), "{calls:?}");
+        assert!(
+            calls[0].contains("MS_RDONLY") && calls[0].contains("lowerdir=/s/skeleton:/s/image"),
+            "{calls:?}"
+        );
         assert!(!calls[0].contains("upperdir"));
     }
 }

@@ -26,7 +26,11 @@ pub struct LogPump {
 
 impl LogPump {
     pub fn new(pipe: OwnedFd, log: File) -> Self {
-        LogPump { pipe, log, open: true }
+        LogPump {
+            pipe,
+            log,
+            open: true,
+        }
     }
 
     /// Copies what is available; returns false once the pipe is closed.
@@ -63,8 +67,11 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 /// pumps logs, and returns `target`'s exit code once it is gone.
 /// The supervised signals must already be blocked.
 pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<i32> {
-    let sfd = SignalFd::with_flags(&supervised_set(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("cannot create signalfd")?;
+    let sfd = SignalFd::with_flags(
+        &supervised_set(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .context("cannot create signalfd")?;
     let mut result: Option<i32> = reap(target);
     while result.is_none() {
         let mut fds: Vec<PollFd> = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
@@ -77,7 +84,10 @@ pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<i32> {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e).context("poll failed"),
         }
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
         drop(fds);
         for (slot, i) in open.iter().enumerate() {
             if ready[slot + 1] {
@@ -86,7 +96,9 @@ pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<i32> {
         }
         if ready[0] {
             while let Ok(Some(info)) = sfd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
                 if FORWARDED.contains(&sig) {
                     let _ = kill(target, sig);
                 }

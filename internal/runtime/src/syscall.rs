@@ -50,7 +50,9 @@ impl Syscall for LinuxSyscall {
         mount(source, target, fstype, flags, data).with_context(|| {
             format!(
                 "cannot mount {} on {}",
-                source.map(|s| s.display().to_string()).unwrap_or_else(|| fstype.unwrap_or("none").to_string()),
+                source
+                    .map(|s| s.display().to_string())
+                    .unwrap_or_else(|| fstype.unwrap_or("none").to_string()),
                 target.display()
             )
         })
