@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use rctr_checkpoint::dump::checkpoint_instance;
+use rctr_checkpoint::dump::{checkpoint_instance, DumpOptions};
 use rctr_checkpoint::store::{dir_size, latest_generation, CheckpointStore};
 use rctr_instance::Instances;
 use std::path::PathBuf;
@@ -11,10 +11,19 @@ use std::path::PathBuf;
 pub enum CheckpointCommand {
     /// Create an empty checkpoint to launch instances with
     Create { name: String },
-    /// List checkpoints
+    /// List checkpoints, or the generations of one
     List {
         #[arg(long)]
         json: bool,
+        /// Show the generations of this checkpoint
+        name: Option<String>,
+    },
+    /// Check a generation's images and manifest without restoring
+    Verify {
+        name: String,
+        /// Generation to check (default: the newest)
+        #[arg(short, long)]
+        generation: Option<u32>,
     },
     /// Delete a checkpoint and all its images
     Delete {
@@ -37,6 +46,14 @@ pub struct InstanceArgs {
     /// Stop the instance after a successful checkpoint
     #[arg(long)]
     pub stop: bool,
+    /// Keep this many generations, pruning older ones (0: keep all; default from ckpt-conf.yaml)
+    #[arg(long, value_name = "N")]
+    pub keep: Option<u32>,
+    /// Fail at once if another checkpoint of the same checkpoint is running
+    #[arg(long)]
+    pub no_wait: bool,
+    #[arg(long, value_name = "FILE")]
+    pub ckpt_conf: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
     pub instance: String,
@@ -49,7 +66,12 @@ pub fn run(c: CheckpointCommand) -> Result<i32> {
             eprintln!("checkpoint {name} created in {}", dir.display());
             Ok(0)
         }
-        CheckpointCommand::List { json } => list(json),
+        CheckpointCommand::List { json, name: None } => list(json),
+        CheckpointCommand::List {
+            json,
+            name: Some(n),
+        } => list_generations(&n, json),
+        CheckpointCommand::Verify { name, generation } => verify(&name, generation),
         CheckpointCommand::Delete { name, force } => delete(&name, force),
         CheckpointCommand::Instance(a) => instance(a),
         CheckpointCommand::Check { ckpt_conf } => check(ckpt_conf),
@@ -163,7 +185,13 @@ fn delete(name: &str, force: bool) -> Result<i32> {
 
 fn instance(a: InstanceArgs) -> Result<i32> {
     let instances = Instances::for_current_user()?;
-    let r = checkpoint_instance(&instances, &a.instance, a.stop)?;
+    let conf = rctr_checkpoint::CkptConf::load(a.ckpt_conf.as_deref())?;
+    let opts = DumpOptions {
+        stop: a.stop,
+        keep: a.keep,
+        no_wait: a.no_wait,
+    };
+    let r = checkpoint_instance(&instances, &a.instance, &opts, conf.keep)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -189,4 +217,70 @@ fn check(conf: Option<PathBuf>) -> Result<i32> {
     let report = rctr_checkpoint::doctor::diagnose(conf.as_deref());
     println!("{report}");
     Ok(if report.ok() { 0 } else { 1 })
+}
+
+fn list_generations(name: &str, json: bool) -> Result<i32> {
+    let store = CheckpointStore::for_current_user()?;
+    let dir = store.open(name)?;
+    let latest = latest_generation(&dir)?;
+    let mut rows = vec![];
+    for g in rctr_checkpoint::store::generations(&dir)? {
+        let gen_dir = dir.join(rctr_checkpoint::store::generation_dir_name(g));
+        let m = rctr_checkpoint::store::read_manifest(&gen_dir).ok();
+        rows.push(serde_json::json!({
+            "generation": g,
+            "latest": latest == Some(g),
+            "created": m.as_ref().map(|m| m.created),
+            "size_bytes": dir_size(&gen_dir),
+            "frozen_ms": m.as_ref().and_then(|m| m.frozen_us).map(|us| us as f64 / 1000.0),
+            "instance": m.as_ref().map(|m| m.instance.clone()),
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "name": name, "generations": rows })
+            )?
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<4} {:<20} {:>10} {:>10}  INSTANCE",
+        "GEN", "CREATED", "SIZE", "FROZEN"
+    );
+    for r in rows {
+        let mark = if r["latest"].as_bool() == Some(true) {
+            "*"
+        } else {
+            ""
+        };
+        println!(
+            "{:<4} {:<20} {:>10} {:>10}  {}",
+            format!("{}{mark}", r["generation"]),
+            time_text(r["created"].as_u64()),
+            size_text(r["size_bytes"].as_u64().unwrap_or(0)),
+            r["frozen_ms"]
+                .as_f64()
+                .map(|f| format!("{f:.1} ms"))
+                .unwrap_or_else(|| "-".into()),
+            r["instance"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(0)
+}
+
+fn verify(name: &str, generation: Option<u32>) -> Result<i32> {
+    let store = CheckpointStore::for_current_user()?;
+    let dir = store.open(name)?;
+    let _lock = rctr_state::lock_exclusive(&dir.join(".lock"))?;
+    let g = rctr_checkpoint::verify::select(&dir, name, generation)?;
+    let cache = rctr_state::StateRoot::for_current_user()?.private_subdir("cache")?;
+    rctr_checkpoint::verify::verify(&dir, name, &g, None, false, &cache)?;
+    println!(
+        "checkpoint {name} generation {}: {} image files intact",
+        g.number,
+        g.manifest.files.len()
+    );
+    Ok(0)
 }

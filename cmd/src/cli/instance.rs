@@ -31,6 +31,12 @@ pub struct StartArgs {
     /// Restart from the newest checkpoint in NAME instead of starting the application
     #[arg(long, value_name = "NAME")]
     pub ckpt_restart: Option<String>,
+    /// With --ckpt-restart: restore this generation instead of the newest
+    #[arg(long, value_name = "G", requires = "ckpt_restart")]
+    pub generation: Option<u32>,
+    /// With --ckpt-restart: restore even if the image differs from the checkpoint's
+    #[arg(long, requires = "ckpt_restart")]
+    pub force: bool,
     /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
@@ -93,7 +99,19 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
         rctr_checkpoint::restore::launch(&instances, &conf, ckpt, &a.name, a.args.clone(), plan)?
     } else if let Some(ckpt) = &a.ckpt_restart {
         let conf = CkptConf::load(a.ckpt_conf.as_deref())?;
-        rctr_checkpoint::restore::restart(&instances, &conf, ckpt, &a.name, a.args.clone(), plan)?
+        let opts = rctr_checkpoint::restore::RestartOptions {
+            generation: a.generation,
+            force: a.force,
+        };
+        rctr_checkpoint::restore::restart(
+            &instances,
+            &conf,
+            ckpt,
+            &a.name,
+            a.args.clone(),
+            plan,
+            &opts,
+        )?
     } else {
         instances.start(StartRequest {
             name: a.name.clone(),

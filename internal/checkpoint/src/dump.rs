@@ -3,14 +3,15 @@
 use crate::bundle::EngineBundle;
 use crate::engine_run::{log_errors, run_in_container};
 use crate::inject::{bundle_dir_of, CKPT_MOUNT, ENGINE_MOUNT};
+use crate::integrity::{checksum_dir, image_digest};
 use crate::stats::read_dump_stats;
 use crate::store::{
-    dir_size, generation_dir_name, latest_generation, now, set_latest, CheckpointStore, Manifest,
-    ENGINE,
+    dir_size, generation_dir_name, next_generation, now, prune, remove_stale_temporaries,
+    set_latest, CheckpointStore, Manifest, ENGINE,
 };
 use anyhow::{bail, Context, Result};
 use rctr_instance::{stop_record, Instances, StopOptions};
-use rctr_state::{fsync_dir, lock_exclusive, write_json_atomic};
+use rctr_state::{fsync_dir, lock_exclusive, try_lock_exclusive, write_json_atomic};
 use serde::Serialize;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -28,11 +29,23 @@ pub struct DumpReport {
     pub stopped: bool,
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct DumpOptions {
+    /// Stop the instance after a successful checkpoint.
+    pub stop: bool,
+    /// Generations to keep (0: all); None uses the configuration's default.
+    pub keep: Option<u32>,
+    /// Fail at once instead of waiting when another checkpoint is running.
+    pub no_wait: bool,
+}
+
 pub fn checkpoint_instance(
     instances: &Instances,
     instance: &str,
-    stop: bool,
+    opts: &DumpOptions,
+    default_keep: u32,
 ) -> Result<DumpReport> {
+    let stop = opts.stop;
     let started = Instant::now();
     let rec = instances.get(instance)?;
     let Some(name) = rec.checkpoint.clone() else {
@@ -40,10 +53,18 @@ pub fn checkpoint_instance(
     };
     let store = CheckpointStore::for_current_user()?;
     let dir = store.open(&name)?;
-    // One dump at a time per checkpoint: a second caller waits here.
-    let _lock = lock_exclusive(&dir.join(".lock"))?;
+    // One dump at a time per checkpoint: a second caller waits here (or leaves).
+    let _lock = if opts.no_wait {
+        match try_lock_exclusive(&dir.join(".lock"))? {
+            Some(l) => l,
+            None => bail!("checkpoint '{name}' is busy (another checkpoint or restore is running): retry, or drop --no-wait to wait"),
+        }
+    } else {
+        lock_exclusive(&dir.join(".lock"))?
+    };
+    remove_stale_temporaries(&dir);
     let bundle = EngineBundle::open(&bundle_dir_of(&rec.plan)?)?;
-    let generation = latest_generation(&dir)?.unwrap_or(0) + 1;
+    let generation = next_generation(&dir)?;
     let tmp_name = format!(
         ".tmp-{}-{}",
         generation_dir_name(generation),
@@ -86,6 +107,9 @@ pub fn checkpoint_instance(
         );
     }
     let stats = read_dump_stats(&tmp);
+    let files = checksum_dir(&tmp, &["manifest.json"])?;
+    let cache = rctr_state::StateRoot::for_current_user()?.private_subdir("cache")?;
+    let image_digest = image_digest(&rec.plan.root, &cache)?;
     let mut manifest = Manifest {
         generation,
         engine: ENGINE.to_string(),
@@ -98,6 +122,8 @@ pub fn checkpoint_instance(
         size_bytes: 0,
         frozen_us: stats.map(|s| s.frozen_us),
         wall_ms: 0,
+        image_digest,
+        files,
     };
     manifest.size_bytes = dir_size(&tmp);
     manifest.wall_ms = started.elapsed().as_millis() as u64;
@@ -109,6 +135,7 @@ pub fn checkpoint_instance(
     std::mem::forget(cleanup);
     fsync_dir(&dir)?;
     set_latest(&dir, generation)?;
+    prune(&dir, opts.keep.unwrap_or(default_keep))?;
 
     if stop {
         stop_record(&rec, &StopOptions::default())?;

@@ -17,10 +17,12 @@ pub mod dump;
 mod elf;
 mod engine_run;
 pub mod inject;
+pub mod integrity;
 pub mod restore;
 pub mod stats;
 pub mod store;
 pub mod trust;
+pub mod verify;
 
 pub use bundle::{ensure_bundle, EngineBundle};
 pub use conf::CkptConf;

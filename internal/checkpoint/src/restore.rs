@@ -4,9 +4,8 @@ use crate::bundle::{ensure_bundle, EngineBundle};
 use crate::conf::CkptConf;
 use crate::engine_run::{detach_stdio, exec_engine, log_errors};
 use crate::inject::{add_checkpoint_mounts, CKPT_MOUNT, ENGINE_MOUNT};
-use crate::store::{
-    generation_dir_name, latest_generation, read_manifest, CheckpointStore, Manifest, ENGINE,
-};
+use crate::store::{generation_dir_name, CheckpointStore, Manifest, ENGINE};
+use crate::verify::{select, verify};
 use anyhow::{bail, Context, Result};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
@@ -43,7 +42,14 @@ pub fn launch(
     })
 }
 
-/// Starts a new instance from the newest generation of `checkpoint`.
+/// Which generation to restore, and whether to skip the image check.
+#[derive(Debug, Clone, Default)]
+pub struct RestartOptions {
+    pub generation: Option<u32>,
+    pub force: bool,
+}
+
+/// Starts a new instance from a verified generation of `checkpoint`.
 pub fn restart(
     instances: &Instances,
     conf: &CkptConf,
@@ -51,33 +57,41 @@ pub fn restart(
     name: &str,
     args: Vec<String>,
     requested: ContainerPlan,
+    opts: &RestartOptions,
 ) -> Result<InstanceRecord> {
     let store = CheckpointStore::for_current_user()?;
     let dir = store.open(checkpoint)?;
     // Not while a checkpoint is being written or the checkpoint deleted.
     let _lock = lock_exclusive(&dir.join(".lock"))?;
-    let Some(generation) = latest_generation(&dir)? else {
-        bail!("checkpoint '{checkpoint}' has no images yet: start an instance with `--ckpt-launch {checkpoint}` and run `rctr checkpoint instance INSTANCE` first");
-    };
-    let gen_name = generation_dir_name(generation);
-    let manifest = read_manifest(&dir.join(&gen_name)).with_context(|| {
-        format!("checkpoint '{checkpoint}' generation {generation} is unreadable")
-    })?;
-    if !same_file(&requested.root.path, &manifest.plan.root.path)
-        || requested.root.offset != manifest.plan.root.offset
+    let g = select(&dir, checkpoint, opts.generation)?;
+    let cache = rctr_state::StateRoot::for_current_user()?.private_subdir("cache")?;
+    verify(
+        &dir,
+        checkpoint,
+        &g,
+        Some(&requested.root),
+        opts.force,
+        &cache,
+    )?;
+    if !opts.force
+        && (!same_file(&requested.root.path, &g.manifest.plan.root.path)
+            && g.manifest.image_digest.is_none())
     {
         bail!(
             "checkpoint '{checkpoint}' was taken from image {}, not {}: restart it with the same image",
-            manifest.plan.root.path.display(),
+            g.manifest.plan.root.path.display(),
             requested.root.path.display()
         );
     }
-    // The restored processes expect exactly the mounts they were dumped with.
-    let mut plan = manifest.plan.clone();
+    // The restored processes expect exactly the mounts they were dumped with,
+    // on the image the user named (verified to be the same one).
+    let mut plan = g.manifest.plan.clone();
+    plan.root = requested.root.clone();
     plan.image_display = requested.image_display.clone();
     let bundle = ensure_bundle(conf)?;
     add_checkpoint_mounts(&mut plan, &bundle.dir, &dir);
-    let starter = restore_starter(&bundle, &gen_name, &manifest)?;
+    let gen_name = generation_dir_name(g.number);
+    let starter = restore_starter(&bundle, &gen_name, &g.manifest)?;
     instances.start(StartRequest {
         name: name.to_string(),
         args,

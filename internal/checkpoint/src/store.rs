@@ -44,6 +44,12 @@ pub struct Manifest {
     pub size_bytes: u64,
     pub frozen_us: Option<u64>,
     pub wall_ms: u64,
+    /// Digest of the container image's filesystem (None for directory images).
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// Every engine image file with its size and checksum.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, crate::integrity::FileSum>,
 }
 
 pub struct CheckpointStore {
@@ -119,15 +125,77 @@ pub fn generation_dir_name(n: u32) -> String {
     format!("gen-{n:06}")
 }
 
-/// Number of the newest complete generation, if any.
+/// Number of the newest complete generation, if any: what `latest` points at,
+/// or (if `latest` is missing, damaged or points at a pruned generation) the
+/// highest published one.
 pub fn latest_generation(dir: &Path) -> Result<Option<u32>> {
-    match std::fs::read_to_string(dir.join("latest")) {
-        Ok(s) => Ok(Some(s.trim().parse().with_context(|| {
-            format!("corrupt {}", dir.join("latest").display())
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.join("latest").display())),
+    let published = generations(dir)?;
+    let pointed = std::fs::read_to_string(dir.join("latest"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|n| published.contains(n));
+    Ok(pointed.or_else(|| published.last().copied()))
+}
+
+/// Published generations (complete: they were renamed into place), ascending.
+pub fn generations(dir: &Path) -> Result<Vec<u32>> {
+    let mut out = vec![];
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let number = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("gen-"))
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(n) = number {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.push(n);
+            }
+        }
     }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Number for the next generation: above every published one, even one that
+/// `latest` does not point at yet because rctr died just after publishing it.
+pub fn next_generation(dir: &Path) -> Result<u32> {
+    Ok(generations(dir)?.last().copied().unwrap_or(0) + 1)
+}
+
+/// Removes leftovers of interrupted checkpoints. Call with the checkpoint lock held.
+pub fn remove_stale_temporaries(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".tmp-") || name.starts_with(".trash-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Keeps the newest `keep` generations (0 keeps all). Each is first renamed
+/// out of sight, so a crash mid-removal never leaves a half generation behind.
+pub fn prune(dir: &Path, keep: u32) -> Result<Vec<u32>> {
+    if keep == 0 {
+        return Ok(vec![]);
+    }
+    let all = generations(dir)?;
+    let excess = all.len().saturating_sub(keep as usize);
+    let mut removed = vec![];
+    for n in &all[..excess] {
+        let from = dir.join(generation_dir_name(*n));
+        let trash = dir.join(format!(".trash-{}", generation_dir_name(*n)));
+        std::fs::rename(&from, &trash)
+            .with_context(|| format!("cannot prune {}", from.display()))?;
+        let _ = std::fs::remove_dir_all(&trash);
+        removed.push(*n);
+    }
+    rctr_state::fsync_dir(dir)?;
+    Ok(removed)
 }
 
 pub fn set_latest(dir: &Path, n: u32) -> Result<()> {
