@@ -3,10 +3,34 @@
 
 mod cli;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            err.exit()
+        }
+        Err(err) => {
+            // clap's usage errors span several lines; rctr's errors are one line.
+            let text = err.render().to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("rctr: error: {first} (see `rctr --help`)");
+            std::process::exit(2);
+        }
+    };
     let code = match cli::dispatch(args) {
         Ok(code) => code,
         Err(err) => {

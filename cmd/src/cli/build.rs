@@ -1,6 +1,6 @@
 //! `rctr build OUT.sif SOURCE`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub struct BuildArgs {
     /// The SIF file to create
     pub output: PathBuf,
-    /// A root filesystem directory or a definition file
+    /// A root filesystem directory, a SIF or squashfs image, or a definition file
     pub source: PathBuf,
     /// Overwrite OUTPUT if it exists
     #[arg(short, long)]
@@ -16,6 +16,16 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> Result<i32> {
-    let _ = args;
-    bail!("build is not implemented yet")
+    let report = rctr_image::build(&args.output, &args.source, args.force)?;
+    for warning in &report.warnings {
+        eprintln!("rctr: warning: {warning}");
+    }
+    eprintln!(
+        "Built {} ({:.1} MiB, {} inodes) in {:.1}s",
+        report.output.display(),
+        report.size as f64 / (1024.0 * 1024.0),
+        report.squashfs.inodes,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(0)
 }

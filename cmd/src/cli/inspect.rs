@@ -1,7 +1,8 @@
 //! `rctr inspect IMAGE`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
+use rctr_image::InspectItem;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -22,6 +23,23 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> Result<i32> {
-    let _ = args;
-    bail!("inspect is not implemented yet")
+    let mut items = Vec::new();
+    for (wanted, item) in [
+        (args.labels, InspectItem::Labels),
+        (args.deffile, InspectItem::Deffile),
+        (args.runscript, InspectItem::Runscript),
+        (args.startscript, InspectItem::Startscript),
+        (args.environment, InspectItem::Environment),
+    ] {
+        if wanted {
+            items.push(item);
+        }
+    }
+    let metadata = rctr_image::inspect(&args.image, &items)?;
+    if args.json {
+        println!("{}", metadata.to_json());
+    } else {
+        print!("{}", metadata.to_text());
+    }
+    Ok(0)
 }

@@ -131,7 +131,7 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
 
 fn list(a: ListArgs) -> Result<i32> {
     let instances = Instances::for_current_user()?;
-    let all = instances.list(a.pattern.as_deref())?;
+    let (all, dead) = instances.list_with_dead(a.pattern.as_deref())?;
     if a.json {
         let items: Vec<serde_json::Value> = all.iter().map(json_item).collect();
         println!(
@@ -147,6 +147,15 @@ fn list(a: ListArgs) -> Result<i32> {
             r.name,
             r.init_pid,
             r.ip.clone().unwrap_or_default(),
+            r.plan.root.path.display()
+        );
+    }
+    for r in &dead {
+        println!(
+            "{:<16} {:<8} {:<15} {} (exited; record removed)",
+            r.name,
+            "-",
+            "",
             r.plan.root.path.display()
         );
     }

@@ -96,7 +96,16 @@ impl Instances {
     /// All records whose name matches `pattern` (a glob with `*` and `?`),
     /// dropping those whose init died.
     pub fn list(&self, pattern: Option<&str>) -> Result<Vec<InstanceRecord>> {
-        let mut out = vec![];
+        Ok(self.list_with_dead(pattern)?.0)
+    }
+
+    /// Running instances, and the records of dead ones (which this call removes,
+    /// so each is reported once).
+    pub fn list_with_dead(
+        &self,
+        pattern: Option<&str>,
+    ) -> Result<(Vec<InstanceRecord>, Vec<InstanceRecord>)> {
+        let (mut running, mut dead) = (vec![], vec![]);
         let entries = std::fs::read_dir(&self.dir)
             .with_context(|| format!("cannot read {}", self.dir.display()))?;
         for e in entries.flatten() {
@@ -114,16 +123,19 @@ impl Instances {
             let Ok(rec) = read_json::<InstanceRecord>(&p) else {
                 continue;
             };
-            if rec.init_pid > 0 && !rec.is_running() {
-                let _ = std::fs::remove_file(&p);
-                continue;
+            if rec.init_pid == 0 {
+                continue; // still starting
             }
-            if rec.init_pid > 0 {
-                out.push(rec);
+            if rec.is_running() {
+                running.push(rec);
+            } else {
+                let _ = std::fs::remove_file(&p);
+                dead.push(rec);
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        running.sort_by(|a, b| a.name.cmp(&b.name));
+        dead.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((running, dead))
     }
 
     pub fn remove(&self, name: &str) -> Result<()> {
