@@ -1,0 +1,239 @@
+//! `rctr build OUT.sif SOURCE`: stage a root filesystem next to the output (from a directory,
+//! an image, or a definition file), add Apptainer's /.singularity.d layout, pack it as
+//! squashfs, wrap it in a SIF, and move the SIF into place atomically. Nothing is left behind
+//! on failure.
+
+use crate::deffile::{Bootstrap, Definition};
+use crate::files::copy_files;
+use crate::fsutil::{remove_tree, TreeCopier};
+use crate::inspect::{read_attributes, InspectData, InspectMetadata};
+use crate::labels::{build_labels, build_time, labels_json};
+use crate::layout::{add_base_layout, apply_definition};
+use crate::source::{ImageKind, ImageSource, INSPECT_METADATA_OBJECT};
+use anyhow::{anyhow, bail, Context, Result};
+use rctr_sif::SifBuilder;
+use rctr_squashfs::{BuildOptions, BuildStats};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub output: PathBuf,
+    pub size: u64,
+    pub squashfs: BuildStats,
+    /// Things that could not be reproduced (ownership or device nodes when not root, xattrs).
+    pub warnings: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// A scratch directory next to the output (same filesystem, so the final rename is atomic),
+/// removed with everything in it when dropped.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn new(dir: &Path) -> Result<Staging> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".rctr-build-")
+            .tempdir_in(dir)
+            .with_context(|| format!("cannot create a build directory in {}", dir.display()))?;
+        Ok(Staging(tmp.keep()))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        remove_tree(&self.0);
+    }
+}
+
+fn is_image_file(path: &Path) -> Result<bool> {
+    if !path.is_file() {
+        return Ok(false);
+    }
+    if rctr_sif::is_sif(path)? {
+        return Ok(true);
+    }
+    let mut head = [0u8; 4];
+    let n = std::io::Read::read(&mut fs::File::open(path)?, &mut head)?;
+    Ok(rctr_squashfs::has_magic(&head[..n]))
+}
+
+/// Builds the SIF image `out` from `source`: a root filesystem directory, a SIF or squashfs
+/// image, or a definition file. An existing `out` is only replaced with `force`.
+pub fn build(out: &Path, source: &Path, force: bool) -> Result<BuildReport> {
+    let started = Instant::now();
+    let out_dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if out.file_name().is_none() {
+        bail!(
+            "{}: not a file name for the SIF image to create",
+            out.display()
+        );
+    }
+    if !out_dir.is_dir() {
+        bail!(
+            "cannot create {}: directory {} does not exist",
+            out.display(),
+            out_dir.display()
+        );
+    }
+    match fs::symlink_metadata(out) {
+        Ok(m) if m.is_dir() => bail!(
+            "{} is a directory; give the path of the SIF file to create",
+            out.display()
+        ),
+        Ok(_) if !force => bail!(
+            "{} already exists; use --force to overwrite it",
+            out.display()
+        ),
+        _ => {}
+    }
+    fs::metadata(source)
+        .with_context(|| format!("cannot open build source {}", source.display()))?;
+    let def = if source.is_dir() || is_image_file(source)? {
+        let abs = fs::canonicalize(source)
+            .with_context(|| format!("cannot resolve {}", source.display()))?;
+        Definition::for_local_image(&abs)
+    } else {
+        Definition::from_file(source)?
+    };
+
+    let staging = Staging::new(&out_dir)?;
+    let rootfs = staging.0.join("rootfs");
+    let mut copier = TreeCopier::new();
+    copier.skip(&staging.0);
+    copier.skip(out);
+    let mut warnings = Vec::new();
+    populate(&def, &rootfs, &mut copier, &mut warnings)?;
+    add_base_layout(&rootfs)?;
+    copy_files(&def, &rootfs, &mut copier)?;
+    warnings.append(&mut copier.warnings);
+    let arch = rctr_sif::host_arch();
+    let when = build_time();
+    apply_definition(&rootfs, &def, &build_labels(&def, arch, when))?;
+
+    // The SIF carries Apptainer's inspect metadata, read back from the staged tree.
+    let attributes = read_attributes(&ImageSource::open(&rootfs)?)?;
+    let labels = labels_json(&attributes.labels);
+    let metadata = InspectMetadata {
+        data: InspectData { attributes },
+        ..Default::default()
+    };
+
+    let squashfs = staging.0.join("rootfs.sqfs");
+    let opts = BuildOptions {
+        mkfs_time: Some(when.clamp(0, u32::MAX as i64) as u32),
+        ..Default::default()
+    };
+    let stats = rctr_squashfs::build_from_dir(&rootfs, &squashfs, &opts)?;
+    remove_tree(&rootfs); // free the space before the SIF copy of the squashfs is written
+
+    let sif = staging.0.join("image.sif");
+    SifBuilder::new()
+        .deffile(def.raw.clone().into_bytes())
+        .labels_json(labels)
+        .json_object(INSPECT_METADATA_OBJECT, metadata.to_json().into_bytes())
+        .system_partition(&squashfs, arch)
+        .write(&sif)?;
+    place(&sif, out, force)?;
+    let size = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(BuildReport {
+        output: out.to_path_buf(),
+        size,
+        squashfs: stats,
+        warnings,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Creates the root filesystem at `rootfs` from the definition's bootstrap source.
+fn populate(
+    def: &Definition,
+    rootfs: &Path,
+    copier: &mut TreeCopier,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    match &def.bootstrap {
+        Bootstrap::Scratch => {
+            fs::create_dir(rootfs)
+                .with_context(|| format!("cannot create {}", rootfs.display()))?;
+            fs::set_permissions(rootfs, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("cannot set mode of {}", rootfs.display()))?;
+        }
+        Bootstrap::LocalImage { from } => {
+            let path = def.base_dir.join(from);
+            let image = ImageSource::open(&path)
+                .with_context(|| format!("{}: From: {from}", def.origin.display()))?;
+            match image.kind {
+                ImageKind::Sandbox => copier.copy(&image.path, rootfs)?,
+                ImageKind::Sif | ImageKind::Squashfs => {
+                    let reader = image
+                        .squashfs()
+                        .ok_or_else(|| anyhow!("{}: no squashfs reader", image.path.display()))?;
+                    let report = reader.extract_to(rootfs)?;
+                    warnings.extend(report.warnings);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves the finished SIF onto `out`: atomically replacing it with `force`, else failing if
+/// something appeared there meanwhile. Then makes the rename durable.
+fn place(sif: &Path, out: &Path, force: bool) -> Result<()> {
+    if force {
+        fs::rename(sif, out)
+            .with_context(|| format!("cannot move the new image to {}", out.display()))?;
+    } else {
+        let (from, to) = (cstr(sif)?, cstr(out)?);
+        // SAFETY: two valid C strings.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EEXIST) => {
+                    bail!(
+                        "{} appeared while building; use --force to overwrite it",
+                        out.display()
+                    )
+                }
+                // Filesystems without RENAME_NOREPLACE: a hard link fails the same way.
+                Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                    fs::hard_link(sif, out)
+                        .with_context(|| format!("cannot create {}", out.display()))?;
+                }
+                _ => {
+                    return Err(err)
+                        .with_context(|| format!("cannot move the new image to {}", out.display()))
+                }
+            }
+        }
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))
+}
+
+fn cstr(path: &Path) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| anyhow!("{}: path contains a NUL byte", path.display()))
+}
