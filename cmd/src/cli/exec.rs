@@ -68,7 +68,9 @@ fn run_in(image: &str, opts: &RunOptions, argv: Vec<String>) -> Result<i32> {
         plan.cwd = fresh.cwd;
         return finish(rctr_runtime::join::exec_in(rec.init_pid, &plan)?);
     }
-    let plan = plan_for(image, opts, argv)?;
+    let mut plan = plan_for(image, opts, argv)?;
+    // A terminal on stdin is a host pty: the container must be able to see it.
+    plan.host_pts = nix::unistd::isatty(0).unwrap_or(false);
     finish(run_foreground(&plan)?)
 }
 

@@ -52,7 +52,7 @@ pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
     let identity_files = write_identity_files(&session, plan)?;
     rootfs::mount_overlay(&sys, &session, plan.writable_tmpfs)?;
     let root = session.root();
-    rootfs::mount_system(&sys, &root)?;
+    rootfs::mount_system(&sys, &root, plan.host_pts)?;
     rootfs::mount_host_files(&sys, &session, &root, &identity_files)?;
     rootfs::mount_entries(&sys, &root, &plan.mounts)?;
     sys.pivot_root(&root)?;

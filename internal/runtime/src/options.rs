@@ -141,5 +141,6 @@ pub fn build_plan(
         argv,
         pid_ns: opts.pid,
         net_ns: opts.net,
+        host_pts: false,
     })
 }

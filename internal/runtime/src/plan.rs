@@ -93,4 +93,8 @@ pub struct ContainerPlan {
     pub argv: Vec<String>,
     pub pid_ns: bool,
     pub net_ns: bool,
+    /// Bind the host's /dev/pts (interactive use on a terminal) instead of a
+    /// private devpts instance (instances, which must be checkpointable).
+    #[serde(default)]
+    pub host_pts: bool,
 }

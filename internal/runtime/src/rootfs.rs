@@ -187,7 +187,9 @@ pub fn mount_overlay<S: Syscall>(sys: &S, session: &Session, writable: bool) -> 
 }
 
 /// Mounts /proc, /sys and a minimal /dev on the new root.
-pub fn mount_system<S: Syscall>(sys: &S, root: &Path) -> Result<()> {
+/// With `host_pts`, the host's /dev/pts is bound instead of a fresh instance, so
+/// that an interactive shell's terminal (a host pty) exists inside the container.
+pub fn mount_system<S: Syscall>(sys: &S, root: &Path, host_pts: bool) -> Result<()> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     sys.mount(
         Some(Path::new("proc")),
@@ -237,13 +239,17 @@ pub fn mount_system<S: Syscall>(sys: &S, root: &Path) -> Result<()> {
     }
     sys.mkdir_all(&dev.join("pts"), 0o755)?;
     sys.mkdir_all(&dev.join("shm"), 0o1777)?;
-    sys.mount(
-        Some(Path::new("devpts")),
-        &dev.join("pts"),
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )?;
+    if host_pts {
+        bind(sys, Path::new("/dev/pts"), &dev.join("pts"), false)?;
+    } else {
+        sys.mount(
+            Some(Path::new("devpts")),
+            &dev.join("pts"),
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )?;
+    }
     sys.mount(
         Some(Path::new("tmpfs")),
         &dev.join("shm"),
@@ -422,6 +428,7 @@ mod tests {
             argv: vec!["true".into()],
             pid_ns: false,
             net_ns: false,
+            host_pts: false,
         }
     }
 
