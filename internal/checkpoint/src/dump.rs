@@ -97,7 +97,7 @@ pub fn checkpoint_instance(
     .map(|s| s.to_string())
     .collect();
     let argv = bundle.command_argv(ENGINE_MOUNT, ENGINE, &args)?;
-    let code = run_in_container(rec.init_pid, &argv)?;
+    let code = run_in_container(rec.init_pid, rec.plan.net_ns, &argv)?;
     let log = dir.join("logs").join(&log_name);
     if code != 0 {
         bail!(

@@ -8,10 +8,10 @@ use nix::unistd::{fork, ForkResult};
 use std::ffi::CString;
 
 /// Runs `argv` inside the container whose init has host pid `init_pid`; returns the exit code.
-pub fn run_in_container(init_pid: i32, argv: &[String]) -> Result<i32> {
+pub fn run_in_container(init_pid: i32, net: bool, argv: &[String]) -> Result<i32> {
     match unsafe { fork() }.context("fork failed")? {
         ForkResult::Child => {
-            let code = match rctr_runtime::join::join_namespaces(init_pid, false) {
+            let code = match rctr_runtime::join::join_namespaces(init_pid, net) {
                 Ok(()) => exec_child(argv),
                 Err(e) => {
                     eprintln!("rctr: error: {e:#}");
