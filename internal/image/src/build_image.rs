@@ -1,7 +1,8 @@
 //! `rctr build OUT.sif SOURCE`: stage a root filesystem next to the output (from a directory,
-//! an image, or a definition file), add Apptainer's /.singularity.d layout, pack it as
-//! squashfs, wrap it in a SIF, and move the SIF into place atomically. Nothing is left behind
-//! on failure.
+//! an image, or a definition file), add Apptainer's /.singularity.d layout, copy %files, run
+//! %post in it, write the definition's scripts and labels, run %test, pack it as squashfs,
+//! wrap it in a SIF, and move the SIF into place atomically. Nothing is left behind on
+//! failure.
 
 use crate::deffile::{Bootstrap, Definition};
 use crate::files::copy_files;
@@ -9,10 +10,11 @@ use crate::fsutil::{remove_tree, TreeCopier};
 use crate::inspect::{read_attributes, InspectData, InspectMetadata};
 use crate::labels::{build_labels, build_time, labels_json};
 use crate::layout::{add_base_layout, apply_definition};
+use crate::scriptlets::{require_runner, run_post, run_test, take_build_labels, SectionRunner};
 use crate::source::{ImageKind, ImageSource, INSPECT_METADATA_OBJECT};
 use anyhow::{anyhow, bail, Context, Result};
 use rctr_sif::SifBuilder;
-use rctr_squashfs::{BuildOptions, BuildStats};
+use rctr_squashfs::{BuildOptions as SquashfsOptions, BuildStats};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -28,6 +30,18 @@ pub struct BuildReport {
     /// Things that could not be reproduced (ownership or device nodes when not root, xattrs).
     pub warnings: Vec<String>,
     pub elapsed: Duration,
+}
+
+/// How to build.
+#[derive(Clone, Copy, Default)]
+pub struct BuildOptions<'a> {
+    /// Replace an existing output.
+    pub force: bool,
+    /// Runs %post and %test in containers. Without one, a definition with %post is refused
+    /// and %test is not run.
+    pub runner: Option<&'a dyn SectionRunner>,
+    /// Do not run %test (`apptainer build --notest`).
+    pub notest: bool,
 }
 
 /// A scratch directory next to the output (same filesystem, so the final rename is atomic),
@@ -63,9 +77,23 @@ fn is_image_file(path: &Path) -> Result<bool> {
 }
 
 /// Builds the SIF image `out` from `source`: a root filesystem directory, a SIF or squashfs
-/// image, or a definition file. An existing `out` is only replaced with `force`.
+/// image, or a definition file (without %post). An existing `out` is only replaced with
+/// `force`.
 pub fn build(out: &Path, source: &Path, force: bool) -> Result<BuildReport> {
+    build_with(
+        out,
+        source,
+        &BuildOptions {
+            force,
+            ..Default::default()
+        },
+    )
+}
+
+/// [`build`], with %post and %test run by `opts.runner`.
+pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<BuildReport> {
     let started = Instant::now();
+    let force = opts.force;
     let out_dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -103,6 +131,9 @@ pub fn build(out: &Path, source: &Path, force: bool) -> Result<BuildReport> {
     } else {
         Definition::from_file(source)?
     };
+    if let Some(post) = &def.post {
+        require_runner(&def, post, opts.runner)?;
+    }
 
     let staging = Staging::new(&out_dir)?;
     let rootfs = staging.0.join("rootfs");
@@ -114,9 +145,16 @@ pub fn build(out: &Path, source: &Path, force: bool) -> Result<BuildReport> {
     add_base_layout(&rootfs)?;
     copy_files(&def, &rootfs, &mut copier)?;
     warnings.append(&mut copier.warnings);
+    if let Some(post) = &def.post {
+        run_post(&def, post, &rootfs, opts.runner)?;
+    }
+    let post_labels = take_build_labels(&rootfs)?;
     let arch = rctr_sif::host_arch();
     let when = build_time();
-    apply_definition(&rootfs, &def, &build_labels(&def, arch, when))?;
+    apply_definition(&rootfs, &def, &post_labels, &build_labels(&def, arch, when))?;
+    if let (Some(_), Some(runner), false) = (&def.test, opts.runner, opts.notest) {
+        run_test(&def, &rootfs, runner)?;
+    }
 
     // The SIF carries Apptainer's inspect metadata, read back from the staged tree.
     let attributes = read_attributes(&ImageSource::open(&rootfs)?)?;
@@ -127,11 +165,11 @@ pub fn build(out: &Path, source: &Path, force: bool) -> Result<BuildReport> {
     };
 
     let squashfs = staging.0.join("rootfs.sqfs");
-    let opts = BuildOptions {
+    let sqfs_opts = SquashfsOptions {
         mkfs_time: Some(when.clamp(0, u32::MAX as i64) as u32),
         ..Default::default()
     };
-    let stats = rctr_squashfs::build_from_dir(&rootfs, &squashfs, &opts)?;
+    let stats = rctr_squashfs::build_from_dir(&rootfs, &squashfs, &sqfs_opts)?;
     remove_tree(&rootfs); // free the space before the SIF copy of the squashfs is written
 
     let sif = staging.0.join("image.sif");

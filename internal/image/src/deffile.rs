@@ -1,6 +1,7 @@
 //! Apptainer definition files, the subset rctr can build: a header (`Bootstrap: localimage`
-//! with `From:`, or `Bootstrap: scratch`) and the sections %files, %environment, %runscript,
-//! %startscript, %test, %labels and %help. Anything else is refused with the file and line.
+//! with `From:`, or `Bootstrap: scratch`) and the sections %files, %post, %environment,
+//! %runscript, %startscript, %test, %labels and %help. Anything else is refused with the file
+//! and line.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,16 @@ pub struct FileTransfer {
     pub line: usize,
 }
 
+/// The `%post` section: a script run inside the image being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostSection {
+    pub script: String,
+    /// Words after `%post` (e.g. `-c /bin/bash`), without a trailing comment.
+    pub args: Vec<String>,
+    /// Line of the `%post` header, for messages.
+    pub line: usize,
+}
+
 /// A parsed definition file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Definition {
@@ -44,6 +55,7 @@ pub struct Definition {
     pub raw: String,
     pub bootstrap: Bootstrap,
     pub files: Vec<FileTransfer>,
+    pub post: Option<PostSection>,
     pub environment: Option<String>,
     pub runscript: Option<String>,
     pub startscript: Option<String>,
@@ -95,6 +107,7 @@ impl Definition {
             raw: format!("bootstrap: localimage\nfrom: {from}\n"),
             bootstrap: Bootstrap::LocalImage { from },
             files: Vec::new(),
+            post: None,
             environment: None,
             runscript: None,
             startscript: None,
@@ -114,6 +127,7 @@ impl Definition {
             raw: text.to_string(),
             bootstrap: Bootstrap::Scratch,
             files: Vec::new(),
+            post: None,
             environment: None,
             runscript: None,
             startscript: None,
@@ -191,17 +205,12 @@ impl Definition {
                 .position(|l| l.starts_with('%'))
                 .map_or(lines.len(), |p| i + 1 + p);
             let body = &lines[i + 1..end];
-            if name == "post" {
-                bail!(
-                    "{shown}:{n}: %post is not supported yet (rctr cannot run commands while building); \
-                     prepare the root filesystem in a directory and build from it, or add files with %files"
-                );
-            }
             if UNSUPPORTED_SECTIONS.contains(&name.as_str()) {
                 bail!("{shown}:{n}: section %{name} is not supported by rctr build");
             }
             let known = [
                 "files",
+                "post",
                 "environment",
                 "runscript",
                 "startscript",
@@ -211,11 +220,11 @@ impl Definition {
             ];
             if !known.contains(&name.as_str()) {
                 bail!(
-                    "{shown}:{n}: unknown section %{name}; rctr supports %files, %environment, %runscript, \
-                     %startscript, %test, %labels and %help"
+                    "{shown}:{n}: unknown section %{name}; rctr supports %files, %post, %environment, \
+                     %runscript, %startscript, %test, %labels and %help"
                 );
             }
-            if !args.is_empty() && !args.starts_with('#') {
+            if name != "post" && !args.is_empty() && !args.starts_with('#') {
                 bail!("{shown}:{n}: arguments after %{name} ({args:?}) are not supported");
             }
             if name != "files" {
@@ -228,6 +237,7 @@ impl Definition {
                 "files" => def
                     .files
                     .extend(parse_files(body, n + 1, &shown.to_string())?),
+                "post" => def.post = parse_post(body, args, n, &shown.to_string())?,
                 "labels" => def.labels.extend(parse_labels(body)),
                 "environment" => def.environment = script(body),
                 "runscript" => def.runscript = script(body),
@@ -251,6 +261,23 @@ fn script(body: &[&str]) -> Option<String> {
     let start = body.iter().position(|l| !l.trim().is_empty())?;
     let text = body[start..].join("\n");
     Some(text.trim_end().to_string())
+}
+
+/// `%post [ARGS]`: Apptainer passes the words after the section name to the shell running
+/// the script; `-c` must name an interpreter.
+fn parse_post(body: &[&str], args: &str, line: usize, shown: &str) -> Result<Option<PostSection>> {
+    // As in Apptainer, a '#' anywhere starts a comment on the section line.
+    let args: Vec<String> = args
+        .split('#')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if args.last().is_some_and(|a| a == "-c") {
+        bail!("{shown}:{line}: \"%post -c\" needs an interpreter, e.g. \"%post -c /bin/bash\"");
+    }
+    Ok(script(body).map(|script| PostSection { script, args, line }))
 }
 
 fn parse_files(body: &[&str], first_line: usize, shown: &str) -> Result<Vec<FileTransfer>> {
@@ -292,7 +319,7 @@ fn strip_comment(line: &str) -> &str {
 
 /// `%labels` lines are "KEY VALUE..." (the value may contain spaces); comments and blank lines
 /// are skipped.
-fn parse_labels(body: &[&str]) -> Vec<(String, String)> {
+pub(crate) fn parse_labels(body: &[&str]) -> Vec<(String, String)> {
     body.iter()
         .map(|l| l.trim())
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -389,6 +416,28 @@ From: base.sif
     }
 
     #[test]
+    fn parses_post_with_its_arguments_and_line() {
+        let text = "Bootstrap: localimage\nFrom: base\n\n%files\n  a /a\n%post -c /bin/bash -l  # login shell\n\n    echo built > /opt/marker\n    mkdir -p /data\n\n%runscript\n  cat /opt/marker\n";
+        let def = parse(text).unwrap();
+        let post = def.post.expect("%post parsed");
+        assert_eq!(post.line, 6);
+        assert_eq!(post.args, vec!["-c", "/bin/bash", "-l"]);
+        assert_eq!(
+            post.script,
+            "    echo built > /opt/marker\n    mkdir -p /data"
+        );
+        assert_eq!(def.runscript.as_deref(), Some("  cat /opt/marker"));
+
+        let def = parse("Bootstrap: scratch\n%post\nexit 3\n").unwrap();
+        let post = def.post.unwrap();
+        assert!(post.args.is_empty());
+        assert_eq!((post.script.as_str(), post.line), ("exit 3", 2));
+
+        // An empty %post runs nothing, as in Apptainer.
+        assert_eq!(parse("Bootstrap: scratch\n%post\n\n").unwrap().post, None);
+    }
+
+    #[test]
     fn header_is_case_insensitive_and_scratch_needs_no_from() {
         let def = parse("bootstrap: SCRATCH\n%runscript\necho hi\n").unwrap();
         assert_eq!(def.bootstrap, Bootstrap::Scratch);
@@ -410,9 +459,15 @@ From: base.sif
             "{e}"
         );
 
-        let e = err("Bootstrap: scratch\n%post\napt-get install foo\n");
+        let e = err("Bootstrap: scratch\n%post -c   # no interpreter\necho hi\n");
         assert!(
-            e.contains("/defs/app.def:2:") && e.contains("%post is not supported yet"),
+            e.contains("/defs/app.def:2:") && e.contains("\"%post -c\" needs an interpreter"),
+            "{e}"
+        );
+
+        let e = err("Bootstrap: scratch\n%post\na\n%post\nb\n");
+        assert!(
+            e.contains(":4:") && e.contains("%post appears twice (first on line 2)"),
             "{e}"
         );
 

@@ -206,11 +206,12 @@ fn script_file(script: &str) -> String {
 }
 
 /// Writes the definition's scripts, environment, help, labels and the definition itself into
-/// the root filesystem's /.singularity.d. `labels` are the build labels; the image's existing
-/// labels are kept unless overridden, and %labels override both.
+/// the root filesystem's /.singularity.d. Labels, later ones winning: the image's existing
+/// ones, `post_labels` (what %post added through $APPTAINER_LABELS), `build_labels`, %labels.
 pub fn apply_definition(
     root: &Path,
     def: &Definition,
+    post_labels: &[(String, String)],
     build_labels: &BTreeMap<String, String>,
 ) -> Result<()> {
     let sd = |name: &str| inside(root, &format!(".singularity.d/{name}"));
@@ -254,6 +255,7 @@ pub fn apply_definition(
         .unwrap_or_default(),
         _ => BTreeMap::new(),
     };
+    labels.extend(post_labels.iter().cloned());
     labels.extend(build_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     labels.extend(def.labels.iter().cloned());
     replace(&labels_path, 0o644, &labels_json(&labels))?;

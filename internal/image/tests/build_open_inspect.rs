@@ -540,7 +540,7 @@ fn definition_errors_name_the_file_and_line() {
             "post.def",
             "Bootstrap: scratch\n\n%post\n  apt-get update\n",
             ":3:",
-            "%post is not supported yet",
+            "%post needs a container runtime",
         ),
         (
             "agent.def",

@@ -22,6 +22,26 @@ pub fn unshare_namespaces(plan: &ContainerPlan) -> Result<()> {
     Ok(())
 }
 
+/// Makes this thread's next children start in its own pid namespace again.
+///
+/// `run_foreground` with `pid_ns` unshares CLONE_NEWPID in the calling thread, so
+/// its children go to the new namespace; once that container is gone the kernel
+/// refuses another such unshare (EINVAL) until this is undone. Needed by callers
+/// that run several pid-namespaced containers in turn (`rctr build`: %post, %test).
+pub fn reset_pid_ns_for_children() -> Result<()> {
+    let own = Path::new("/proc/thread-self/ns/pid");
+    let children = Path::new("/proc/thread-self/ns/pid_for_children");
+    let (a, b) = (std::fs::read_link(own), std::fs::read_link(children));
+    if let (Ok(a), Ok(b)) = (&a, &b) {
+        if a == b {
+            return Ok(());
+        }
+    }
+    let ns = std::fs::File::open(own).with_context(|| format!("cannot open {}", own.display()))?;
+    nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)
+        .context("cannot return to rctr's own pid namespace")
+}
+
 /// Builds the root filesystem and pivots into it. Runs inside the new mount namespace.
 pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
     let sys = LinuxSyscall;
@@ -47,11 +67,8 @@ pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
     for d in [session.image(), session.skeleton(), session.root()] {
         sys.mkdir_all(&d, 0o755)?;
     }
-    rootfs::mount_image(&sys, &session, plan, device)?;
-    rootfs::build_skeleton(&sys, &session, plan)?;
+    let root = rootfs::assemble_root(&sys, &session, plan, device)?;
     let identity_files = write_identity_files(&session, plan)?;
-    rootfs::mount_overlay(&sys, &session, plan.writable_tmpfs)?;
-    let root = session.root();
     rootfs::mount_system(&sys, &root, plan.host_pts)?;
     rootfs::mount_host_files(&sys, &session, &root, &identity_files)?;
     rootfs::mount_entries(&sys, &root, &plan.mounts)?;

@@ -61,6 +61,10 @@ pub fn run_foreground(plan: &ContainerPlan) -> Result<Outcome> {
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
+            // Our own later threads and containers must not land in the child's namespace.
+            if plan.pid_ns {
+                crate::container::reset_pid_ns_for_children()?;
+            }
             drop(err_w);
             drop(device);
             let mut msg = String::new();

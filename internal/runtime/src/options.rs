@@ -142,5 +142,6 @@ pub fn build_plan(
         pid_ns: opts.pid,
         net_ns: opts.net,
         host_pts: false,
+        writable_root: false,
     })
 }

@@ -3,7 +3,7 @@
 //! checkpoint restart must rebuild exactly the same mounts as the original.
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,4 +97,117 @@ pub struct ContainerPlan {
     /// private devpts instance (instances, which must be checkpointable).
     #[serde(default)]
     pub host_pts: bool,
+    /// Use a directory image itself, read-write, as the root (no overlay): what
+    /// `rctr build` needs for %post, whose changes must land in the staged tree.
+    #[serde(default)]
+    pub writable_root: bool,
+}
+
+impl ContainerPlan {
+    /// A container for a definition file's build scripts (%post, %test) in the staged
+    /// root filesystem `rootfs`, set up as Apptainer's build runs them: as root (no
+    /// identity files, so a script may edit /etc/passwd), in `/`, with the host's
+    /// resolv.conf and hosts, and no home bind (HOME is the image's /root). Unlike
+    /// Apptainer, /tmp and /var/tmp are private tmpfs rather than the host's (a
+    /// root script cleaning /tmp must not clean the host's), and the script gets its
+    /// own pid namespace so that nothing it starts outlives it.
+    ///
+    /// `writable` makes changes land in `rootfs` (%post); otherwise it is read-only
+    /// (%test). `clean_env` starts from Apptainer's --cleanenv environment instead of
+    /// the host's; `extra_env` is exported after the image's env scripts.
+    pub fn for_build_script(
+        rootfs: &Path,
+        writable: bool,
+        argv: Vec<String>,
+        clean_env: bool,
+        extra_env: &[(String, String)],
+    ) -> anyhow::Result<ContainerPlan> {
+        let home = "/root";
+        // vars() would panic on a non-UTF-8 variable; such variables are not passed.
+        let host_env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let mut env = crate::env::container_env(
+            &host_env,
+            &crate::env::EnvOptions {
+                cleanenv: clean_env,
+                container_name: rootfs.to_string_lossy().into_owned(),
+                home: home.to_string(),
+                ..Default::default()
+            },
+        )?;
+        for (key, value) in extra_env {
+            env.overrides.retain(|(k, _)| k != key);
+            env.overrides.push((key.clone(), value.clone()));
+        }
+        Ok(ContainerPlan {
+            root: RootSource {
+                kind: RootKind::Dir,
+                path: rootfs.to_path_buf(),
+                offset: 0,
+                size: 0,
+            },
+            image_display: rootfs.display().to_string(),
+            mounts: vec![MountEntry::tmpfs("/tmp"), MountEntry::tmpfs("/var/tmp")],
+            writable_tmpfs: false,
+            identity: None,
+            cwd: PathBuf::from("/"),
+            home: PathBuf::from(home),
+            env: env.base,
+            env_overrides: env.overrides,
+            argv,
+            pid_ns: true,
+            net_ns: false,
+            host_pts: false,
+            writable_root: writable,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_script_plans_run_as_root_in_the_staged_tree() {
+        let extra = [("APPTAINER_LABELS".to_string(), "/.build.labels".to_string())];
+        let argv = vec![
+            "/bin/sh".to_string(),
+            "-ex".to_string(),
+            "/.post.script".to_string(),
+        ];
+        let p = ContainerPlan::for_build_script(
+            Path::new("/b/rootfs"),
+            true,
+            argv.clone(),
+            true,
+            &extra,
+        )
+        .unwrap();
+        assert!(p.writable_root && p.pid_ns && !p.net_ns && !p.writable_tmpfs);
+        assert_eq!(
+            (p.root.kind, p.root.path.as_path()),
+            (RootKind::Dir, Path::new("/b/rootfs"))
+        );
+        assert_eq!(p.argv, argv);
+        assert!(
+            p.identity.is_none(),
+            "identity files would make /etc/passwd read-only"
+        );
+        assert_eq!(
+            (p.cwd.as_path(), p.home.as_path()),
+            (Path::new("/"), Path::new("/root"))
+        );
+        // Private /tmp and /var/tmp, and no home bind.
+        assert_eq!(
+            p.mounts,
+            vec![MountEntry::tmpfs("/tmp"), MountEntry::tmpfs("/var/tmp")]
+        );
+        assert!(p.env.contains(&("HOME".to_string(), "/root".to_string())));
+        assert!(p.env_overrides.contains(&extra[0]));
+
+        let p = ContainerPlan::for_build_script(Path::new("/b/rootfs"), false, argv, false, &[])
+            .unwrap();
+        assert!(!p.writable_root);
+    }
 }

@@ -5,6 +5,9 @@
 //! layers are the skeleton and the image. The overlay has no upper layer unless
 //! `--writable-tmpfs`, so the image stays read-only while binds to paths it does
 //! not contain still work (what Apptainer's underlay/overlay gives its users).
+//!
+//! A plan with `writable_root` (building: %post) instead uses its directory
+//! image itself, bound read-write, as the root, so that changes land in it.
 
 use crate::plan::{ContainerPlan, MountEntry, MountSource, RootKind};
 use crate::syscall::{FileKind, Syscall};
@@ -113,6 +116,62 @@ pub fn build_skeleton<S: Syscall>(sys: &S, session: &Session, plan: &ContainerPl
     Ok(())
 }
 
+/// For a writable root: creates the missing mount points in the image directory
+/// itself. Every existing ancestor must be a real directory, because following a
+/// symlink there would create directories outside the image, on the host.
+pub fn add_mount_points<S: Syscall>(sys: &S, root: &Path, plan: &ContainerPlan) -> Result<()> {
+    for (point, is_dir) in mount_points(plan) {
+        let target = under(root, &point);
+        if sys.kind(&target) != FileKind::Missing {
+            continue;
+        }
+        let mut dir = root.to_path_buf();
+        let parents: Vec<_> = point
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
+        for c in parents {
+            let Component::Normal(name) = c else { continue };
+            dir.push(name);
+            match sys.kind(&dir) {
+                FileKind::Dir => {}
+                FileKind::Missing => sys.mkdir_all(&dir, 0o755)?,
+                _ => bail!(
+                    "cannot create mount point {} in {}: {} is not a directory",
+                    point.display(),
+                    root.display(),
+                    dir.display()
+                ),
+            }
+        }
+        if is_dir {
+            sys.mkdir_all(&target, 0o755)?;
+        } else {
+            sys.create_file(&target, b"", 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+/// Mounts the image and assembles the container's root on it; returns the root's
+/// host path. Read-only images get the overlay of skeleton and image; a
+/// `writable_root` plan uses its directory image directly.
+pub fn assemble_root<S: Syscall>(
+    sys: &S,
+    session: &Session,
+    plan: &ContainerPlan,
+    device: Option<&Path>,
+) -> Result<PathBuf> {
+    mount_image(sys, session, plan, device)?;
+    if plan.writable_root {
+        add_mount_points(sys, &session.image(), plan)?;
+        return Ok(session.image());
+    }
+    build_skeleton(sys, session, plan)?;
+    mount_overlay(sys, session, plan.writable_tmpfs)?;
+    Ok(session.root())
+}
+
 /// Mounts the image (already attached to `device` for squashfs) at session/image.
 pub fn mount_image<S: Syscall>(
     sys: &S,
@@ -122,6 +181,10 @@ pub fn mount_image<S: Syscall>(
 ) -> Result<()> {
     let target = session.image();
     match plan.root.kind {
+        RootKind::Squashfs if plan.writable_root => bail!(
+            "internal: a writable root needs a directory image, not {}",
+            plan.root.path.display()
+        ),
         RootKind::Squashfs => {
             let dev = device.context("internal: squashfs image without loop device")?;
             sys.mount(
@@ -146,6 +209,9 @@ pub fn mount_image<S: Syscall>(
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )?;
+            if plan.writable_root {
+                return Ok(());
+            }
             sys.mount(
                 None,
                 &target,
@@ -342,10 +408,26 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::HashSet;
 
-    /// Records calls; pretends the image holds `existing` paths.
+    /// Records calls; pretends the image holds `existing` paths (directories) and
+    /// `links` (symlinks).
+    #[derive(Default)]
     struct Fake {
         existing: HashSet<PathBuf>,
+        links: HashSet<PathBuf>,
         calls: RefCell<Vec<String>>,
+    }
+
+    impl Fake {
+        fn with(existing: &[&str], links: &[&str]) -> Fake {
+            Fake {
+                existing: existing.iter().map(PathBuf::from).collect(),
+                links: links.iter().map(PathBuf::from).collect(),
+                calls: RefCell::new(vec![]),
+            }
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.borrow().clone()
+        }
     }
 
     impl Syscall for Fake {
@@ -400,6 +482,8 @@ mod tests {
         fn kind(&self, p: &Path) -> FileKind {
             if self.existing.contains(p) {
                 FileKind::Dir
+            } else if self.links.contains(p) {
+                FileKind::Symlink
             } else {
                 FileKind::Missing
             }
@@ -429,6 +513,7 @@ mod tests {
             pid_ns: false,
             net_ns: false,
             host_pts: false,
+            writable_root: false,
         }
     }
 
@@ -448,7 +533,7 @@ mod tests {
         .collect();
         let fake = Fake {
             existing,
-            calls: RefCell::new(vec![]),
+            ..Default::default()
         };
         let p = plan(vec![
             MountEntry::tmpfs("/tmp"),
@@ -475,7 +560,7 @@ mod tests {
         let existing: HashSet<PathBuf> = [PathBuf::from("/host/data")].into_iter().collect();
         let fake = Fake {
             existing,
-            calls: RefCell::new(vec![]),
+            ..Default::default()
         };
         mount_entries(
             &fake,
@@ -493,10 +578,7 @@ mod tests {
 
     #[test]
     fn missing_bind_source_is_a_clear_error() {
-        let fake = Fake {
-            existing: HashSet::new(),
-            calls: RefCell::new(vec![]),
-        };
+        let fake = Fake::default();
         let err = mount_entries(
             &fake,
             Path::new("/r"),
@@ -508,10 +590,7 @@ mod tests {
 
     #[test]
     fn overlay_is_readonly_without_writable_tmpfs() {
-        let fake = Fake {
-            existing: HashSet::new(),
-            calls: RefCell::new(vec![]),
-        };
+        let fake = Fake::default();
         let session = Session { dir: "/s".into() };
         mount_overlay(&fake, &session, false).unwrap();
         let calls = fake.calls.borrow();
@@ -520,5 +599,120 @@ mod tests {
             "{calls:?}"
         );
         assert!(!calls[0].contains("upperdir"));
+    }
+
+    fn writable_dir_plan(mounts: Vec<MountEntry>) -> ContainerPlan {
+        let mut p = plan(mounts);
+        p.root = RootSource {
+            kind: RootKind::Dir,
+            path: "/build/rootfs".into(),
+            offset: 0,
+            size: 0,
+        };
+        p.writable_root = true;
+        p
+    }
+
+    #[test]
+    fn writable_root_is_the_image_bound_read_write_without_overlay() {
+        let session = Session { dir: "/s".into() };
+        let fake = Fake::with(
+            &[
+                "/s/image/proc",
+                "/s/image/sys",
+                "/s/image/dev",
+                "/s/image/etc",
+                "/s/image/etc/hosts",
+                "/s/image/etc/resolv.conf",
+                "/s/image/tmp",
+            ],
+            &[],
+        );
+        let p = writable_dir_plan(vec![MountEntry::tmpfs("/tmp")]);
+        let root = assemble_root(&fake, &session, &p, None).unwrap();
+        assert_eq!(root, Path::new("/s/image"));
+        let calls = fake.calls();
+        assert!(
+            calls[0].starts_with("mount Some(\"/build/rootfs\") /s/image")
+                && calls[0].contains("MS_BIND"),
+            "{calls:?}"
+        );
+        assert!(!calls.iter().any(|c| c.contains("MS_RDONLY")), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.contains("overlay")), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.contains("skeleton")), "{calls:?}");
+        // Everything needed already exists: nothing is created in the image.
+        assert_eq!(calls.len(), 1, "{calls:?}");
+
+        // The read-only path for the same directory: remounted read-only, overlay root.
+        let fake = Fake::default();
+        let mut ro = p.clone();
+        ro.writable_root = false;
+        let root = assemble_root(&fake, &session, &ro, None).unwrap();
+        assert_eq!(root, Path::new("/s/root"));
+        let calls = fake.calls();
+        assert!(calls[1].contains("MS_RDONLY"), "{calls:?}");
+        assert!(calls.iter().any(|c| c.contains("lowerdir=")), "{calls:?}");
+    }
+
+    #[test]
+    fn writable_root_gets_missing_mount_points_created_in_the_image() {
+        let fake = Fake::with(&["/r/etc", "/r/proc"], &[]);
+        let p = writable_dir_plan(vec![MountEntry::tmpfs("/var/tmp")]);
+        add_mount_points(&fake, Path::new("/r"), &p).unwrap();
+        let calls = fake.calls();
+        for expected in [
+            "mkdir /r/sys",
+            "mkdir /r/dev",
+            "touch /r/etc/resolv.conf",
+            "touch /r/etc/hosts",
+            "mkdir /r/var",
+            "mkdir /r/var/tmp",
+        ] {
+            assert!(
+                calls.contains(&expected.to_string()),
+                "{expected}: {calls:?}"
+            );
+        }
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c == "mkdir /r/etc" || c == "mkdir /r/proc"),
+            "{calls:?}"
+        );
+    }
+
+    #[test]
+    fn writable_root_never_creates_mount_points_through_symlinks() {
+        // /etc is a symlink (possibly absolute, to a host path): creating
+        // /etc/hosts through it could write outside the image.
+        let fake = Fake::with(&["/r/proc", "/r/sys", "/r/dev"], &["/r/etc"]);
+        let p = writable_dir_plan(vec![]);
+        let err = add_mount_points(&fake, Path::new("/r"), &p).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(
+                "cannot create mount point /etc/resolv.conf in /r: /r/etc is not a directory"
+            ),
+            "{msg}"
+        );
+        assert!(
+            !fake.calls().iter().any(|c| c.contains("/r/etc/")),
+            "{:?}",
+            fake.calls()
+        );
+    }
+
+    #[test]
+    fn writable_root_refuses_squashfs_images() {
+        let fake = Fake::default();
+        let mut p = plan(vec![]);
+        p.writable_root = true;
+        let session = Session { dir: "/s".into() };
+        let err = assemble_root(&fake, &session, &p, Some(Path::new("/dev/loop0"))).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("needs a directory image"),
+            "{err:#}"
+        );
+        assert!(fake.calls().is_empty());
     }
 }

@@ -79,7 +79,9 @@ pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<i32> {
         for i in &open {
             fds.push(PollFd::new(pumps[*i].pipe.as_fd(), PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        // The timeout is a safety net: in a multi-threaded caller another thread
+        // may take SIGCHLD, so reap on every wake-up rather than trust the signal.
+        match poll(&mut fds, PollTimeout::from(250u16)) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e).context("poll failed"),
@@ -103,8 +105,8 @@ pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<i32> {
                     let _ = kill(target, sig);
                 }
             }
-            result = reap(target);
         }
+        result = reap(target);
     }
     // Whatever the application wrote just before exiting is still in the pipes.
     for p in pumps.iter_mut() {
