@@ -198,6 +198,17 @@ fn detached_middle(
 ) -> i32 {
     let status_fd = status_w.as_raw_fd();
     let _ = nix::unistd::setsid();
+    // The caller's stdio (maybe a pipe someone waits on to reach EOF) must not
+    // stay open for the life of the instance: errors travel over `status_w`.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
     if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
         report(
             status_fd,

@@ -356,6 +356,20 @@ pub fn mount_host_files<S: Syscall>(
 pub fn mount_entries<S: Syscall>(sys: &S, root: &Path, mounts: &[MountEntry]) -> Result<()> {
     for m in mounts {
         let target = under(root, &m.dst);
+        // A mount point under an earlier tmpfs (a home inside a private /tmp) is
+        // not in the skeleton: it has to be made now. Elsewhere this is a no-op, and
+        // a read-only parent makes the mount below fail with its own message.
+        if sys.kind(&target) == FileKind::Missing {
+            let is_file =
+                matches!(&m.source, MountSource::Bind { src } if sys.kind(src) == FileKind::File);
+            let made = match (is_file, target.parent()) {
+                (true, Some(parent)) => sys
+                    .mkdir_all(parent, 0o755)
+                    .and_then(|_| sys.create_file(&target, b"", 0o644)),
+                _ => sys.mkdir_all(&target, 0o755),
+            };
+            let _ = made;
+        }
         match &m.source {
             MountSource::Tmpfs => {
                 sys.mount(
@@ -556,6 +570,27 @@ mod tests {
     }
 
     #[test]
+    fn mount_point_under_an_earlier_tmpfs_is_created() {
+        let fake = Fake::default();
+        mount_entries(
+            &fake,
+            Path::new("/r"),
+            &[MountEntry::tmpfs("/tmp"), MountEntry::tmpfs("/tmp/u/home")],
+        )
+        .unwrap();
+        let calls = fake.calls.borrow();
+        let mkdir = calls
+            .iter()
+            .position(|c| c == "mkdir /r/tmp/u/home")
+            .expect("mount point created");
+        let mount = calls
+            .iter()
+            .position(|c| c.contains("/r/tmp/u/home") && c.starts_with("mount"))
+            .unwrap();
+        assert!(mkdir < mount, "{calls:?}");
+    }
+
+    #[test]
     fn readonly_bind_is_remounted_readonly() {
         let existing: HashSet<PathBuf> = [PathBuf::from("/host/data")].into_iter().collect();
         let fake = Fake {
@@ -568,7 +603,13 @@ mod tests {
             &[MountEntry::bind("/host/data", "/data", true)],
         )
         .unwrap();
-        let calls = fake.calls.borrow();
+        let calls: Vec<String> = fake
+            .calls
+            .borrow()
+            .iter()
+            .filter(|c| c.starts_with("mount"))
+            .cloned()
+            .collect();
         assert_eq!(calls.len(), 2, "{calls:?}");
         assert!(
             calls[1].contains("MS_RDONLY") && calls[1].contains("MS_REMOUNT"),
