@@ -1,1 +1,33 @@
-//! End-to-end test helpers: locate the built binary, build test images, skip without root.
+//! End-to-end test helpers for rctr.
+//!
+//! The tests in `e2e/tests/` drive the real `rctr` binary (built by `make build`, or the one
+//! named by `$RCTR_BIN`). Each test gets a [`TestEnv`]: a private `$HOME` (so its own
+//! `~/.rctr` state) and work directory, and on drop every instance it started is stopped, so a
+//! failing test never leaks containers. The other modules build test images, wait for servers
+//! and look for leaked loop devices, mounts and processes.
+
+mod checks;
+mod env;
+mod images;
+mod net;
+mod paths;
+mod rootfs;
+mod run;
+mod skip;
+
+pub use checks::{
+    assert_error_line, assert_no_panic, assert_one_line_error, loop_devices_backed_by,
+    mountinfo_lines_mentioning, process_alive, wait_until,
+};
+pub use env::TestEnv;
+pub use images::{
+    build_sif, busybox_exec_image, scratch_dir, server_def, server_image, write_server_image,
+};
+pub use net::{free_port, is_listening, request, try_wait_for_port, wait_for_port};
+pub use paths::{apptainer_busybox_sif, rctr_bin, shared_testdata, try_rctr_bin, workspace_root};
+pub use rootfs::{
+    busybox_rootfs, install_host_path, python_rootfs, BUSYBOX_APPLETS, COUNTER_SERVER_PY,
+    HOST_PYTHON,
+};
+pub use run::{output_with_timeout, try_output_with_timeout, DEFAULT_TIMEOUT};
+pub use skip::{is_root, require_criu, require_root, CRIU_BIN};

@@ -1,0 +1,39 @@
+//! Skipping tests whose requirements this machine does not meet, visibly.
+
+use std::io::Write;
+use std::path::Path;
+
+/// The CRIU that etc/setup/install-criu.sh installs and rctr's default configuration uses.
+pub const CRIU_BIN: &str = "/opt/rctr/criu/bin/criu";
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Prints the skip notice straight to the terminal: the test harness captures `eprintln!`
+/// of passing tests, and a silent skip would look like a pass.
+fn skipped(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// True when running as root; otherwise prints "SKIPPED <test>: needs root".
+pub fn require_root(test: &str) -> bool {
+    let root = is_root();
+    if !root {
+        skipped(test, "needs root");
+    }
+    root
+}
+
+/// True when CRIU is installed; otherwise prints a SKIPPED line saying how to install it.
+pub fn require_criu(test: &str) -> bool {
+    let present = Path::new(CRIU_BIN).is_file();
+    if !present {
+        skipped(
+            test,
+            &format!("needs CRIU ({CRIU_BIN} missing: run `make deps`)"),
+        );
+    }
+    present
+}

@@ -1,0 +1,327 @@
+//! `rctr instance start|list|stop`: a Python server instance, logs, many instances at once,
+//! clean stops, and errors.
+
+use rctr_e2e::*;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The first column of `rctr instance list`'s table rows.
+fn listed_names(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn server_instance_counts_requests_and_stop_frees_its_port() {
+    if !require_root("server_instance_counts_requests_and_stop_frees_its_port") {
+        return;
+    }
+    let env = TestEnv::new("server_instance_counts_requests_and_stop_frees_its_port");
+    let img = s(&server_image());
+    let port = free_port();
+    let p = port.to_string();
+
+    env.ok(["instance", "start", &img, "srv", &p]);
+    env.wait_for_instance_port("srv", port);
+    let answers: Vec<String> = (0..3).map(|_| request(port)).collect();
+    assert_eq!(answers, ["request:1", "request:2", "request:3"]);
+    assert_eq!(listed_names(&env.ok(["instance", "list"])), ["srv"]);
+    assert_eq!(env.instance_names(), ["srv"]);
+
+    env.ok(["instance", "stop", "srv"]);
+    assert!(
+        !is_listening(port),
+        "port {port} still listened on after `instance stop` returned"
+    );
+    assert!(
+        env.instance_names().is_empty(),
+        "srv still listed after stop"
+    );
+
+    // The port is free at once: a new server binds it and starts counting from 1.
+    env.ok(["instance", "start", &img, "srv2", &p]);
+    env.wait_for_instance_port("srv2", port);
+    assert_eq!(request(port), "request:1");
+    env.ok(["instance", "stop", "srv2"]);
+}
+
+#[test]
+fn instance_start_does_not_keep_the_callers_stdout_and_stderr() {
+    if !require_root("instance_start_does_not_keep_the_callers_stdout_and_stderr") {
+        return;
+    }
+    let env = TestEnv::new("instance_start_does_not_keep_the_callers_stdout_and_stderr");
+    // As in `out=$(rctr instance start ...)`: the caller reads the pipe until EOF, which comes
+    // only when every process holding its write end is gone.
+    let mut cmd = env.command([
+        "instance",
+        "start",
+        &s(&busybox_exec_image()),
+        "quiet",
+        "sleep",
+        "100000",
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (tx, eof) = channel();
+    std::thread::spawn(move || {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let _ = out.read_to_end(&mut a);
+        let _ = err.read_to_end(&mut b);
+        let _ = tx.send(String::from_utf8_lossy(&b).into_owned());
+    });
+    let status = child.wait().unwrap();
+    let stderr = eof.recv_timeout(Duration::from_secs(5));
+    assert!(status.success(), "instance start failed: {stderr:?}");
+    assert!(
+        stderr.is_ok(),
+        "`instance start` exited but its stdout/stderr stayed open: the detached instance inherited them \
+         (a script doing out=$(rctr instance start ...) would hang)"
+    );
+    assert_eq!(env.instance_names(), ["quiet"]);
+    env.ok(["instance", "stop", "quiet"]);
+}
+
+#[test]
+fn instance_stdout_goes_to_its_growing_log_file() {
+    if !require_root("instance_stdout_goes_to_its_growing_log_file") {
+        return;
+    }
+    let env = TestEnv::new("instance_stdout_goes_to_its_growing_log_file");
+    // Apptainer's image has an empty startscript; replace it by a bind, as Apptainer users can.
+    let script = env.work().join("startscript");
+    fs::write(
+        &script,
+        "#!/bin/sh\ni=0\nwhile :; do i=$((i+1)); echo \"tick $i\"; sleep 0.1; done\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let bind = format!("{}:/.singularity.d/startscript:ro", s(&script));
+    env.ok([
+        "instance",
+        "start",
+        "--bind",
+        &bind,
+        &s(&apptainer_busybox_sif()),
+        "ticker",
+    ]);
+
+    let log = env.instance_log("ticker");
+    let size = || fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(10), || size() > 0),
+        "{} stays empty",
+        log.display()
+    );
+    let first = size();
+    assert!(
+        wait_until(Duration::from_secs(10), || size() > first),
+        "{} stopped growing at {first} bytes",
+        log.display()
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.starts_with("tick 1\ntick 2\n"),
+        "unexpected log contents:\n{text}"
+    );
+    env.ok(["instance", "stop", "ticker"]);
+}
+
+#[test]
+fn twenty_parallel_instances_are_listed_and_stop_all_leaves_nothing() {
+    if !require_root("twenty_parallel_instances_are_listed_and_stop_all_leaves_nothing") {
+        return;
+    }
+    // Alone: the mount-table check must not see other tests' containers.
+    let env =
+        TestEnv::exclusive("twenty_parallel_instances_are_listed_and_stop_all_leaves_nothing");
+    // A private copy, so its loop devices are told apart from anything else's.
+    let img = env.work().join("sleeper.sif");
+    fs::copy(busybox_exec_image(), &img).unwrap();
+    let img_s = s(&img);
+    let names: Vec<String> = (0..20).map(|i| format!("par{i:02}")).collect();
+
+    std::thread::scope(|scope| {
+        let starts: Vec<_> = names
+            .iter()
+            .map(|n| {
+                scope.spawn(|| {
+                    (
+                        n.clone(),
+                        env.cmd(["instance", "start", &img_s, n, "sleep", "100000"]),
+                    )
+                })
+            })
+            .collect();
+        for h in starts {
+            let (name, out) = h.join().unwrap();
+            assert!(
+                out.status.success(),
+                "starting {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+
+    let listed = env.instances_json();
+    let listed_set: BTreeSet<String> = listed
+        .iter()
+        .filter_map(|i| i["instance"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(listed_set, names.iter().cloned().collect::<BTreeSet<_>>());
+    let pids: Vec<i32> = listed
+        .iter()
+        .flat_map(|i| [i["pid"].as_i64(), i["app_pid"].as_i64()])
+        .map(|p| p.unwrap_or(0) as i32)
+        .collect();
+    assert!(
+        pids.iter().all(|&p| p > 0 && process_alive(p)),
+        "every instance has a live init and application: {pids:?}"
+    );
+
+    env.ok(["instance", "stop", "--all"]);
+
+    assert!(
+        env.instance_names().is_empty(),
+        "instances still listed after stop --all"
+    );
+    let records: Vec<String> = fs::read_dir(env.instances_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert!(records.is_empty(), "state files left behind: {records:?}");
+    let alive: Vec<i32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
+    assert!(
+        alive.is_empty(),
+        "processes still alive after stop --all: {alive:?}"
+    );
+    let clear = wait_until(Duration::from_secs(5), || {
+        loop_devices_backed_by(&img).is_empty()
+    });
+    assert!(
+        clear,
+        "loop devices still backed by the image: {:?}",
+        loop_devices_backed_by(&img)
+    );
+    let mounts = mountinfo_lines_mentioning(&[&img_s, "/run/rctr"]);
+    assert!(
+        mounts.is_empty(),
+        "host mounts left behind:\n{}",
+        mounts.join("\n")
+    );
+}
+
+#[test]
+fn invalid_instance_names_are_refused() {
+    if !require_root("invalid_instance_names_are_refused") {
+        return;
+    }
+    let env = TestEnv::new("invalid_instance_names_are_refused");
+    let img = s(&busybox_exec_image());
+    let too_long = "a".repeat(65);
+    for name in ["../x", "a/b", "-x", "", too_long.as_str()] {
+        // `--` so that "-x" is taken as the name, not as an option.
+        let (_, stderr) = env.fails(["instance", "start", "--", &img, name, "sleep", "100"]);
+        assert_one_line_error(&stderr, &format!("instance name {name:?}"));
+    }
+    assert!(
+        env.instance_names().is_empty(),
+        "an instance was started under an invalid name"
+    );
+    // 64 characters is the limit, not an error.
+    let longest = "b".repeat(64);
+    env.ok(["instance", "start", &img, &longest, "sleep", "100"]);
+    assert_eq!(env.instance_names(), vec![longest.clone()]);
+    env.ok(["instance", "stop", &longest]);
+}
+
+#[test]
+fn duplicate_instance_name_is_refused_and_the_first_keeps_running() {
+    if !require_root("duplicate_instance_name_is_refused_and_the_first_keeps_running") {
+        return;
+    }
+    let env = TestEnv::new("duplicate_instance_name_is_refused_and_the_first_keeps_running");
+    let img = s(&busybox_exec_image());
+    env.ok(["instance", "start", &img, "dup", "sleep", "100000"]);
+    let before = env.instances_json();
+    let (_, stderr) = env.fails(["instance", "start", &img, "dup", "sleep", "100000"]);
+    let line = assert_one_line_error(&stderr, "duplicate instance name");
+    assert!(
+        line.contains("dup"),
+        "the error should name the instance: {line}"
+    );
+    let after = env.instances_json();
+    assert_eq!(before.len(), 1);
+    assert_eq!(
+        after.len(),
+        1,
+        "instances after the refused start: {after:?}"
+    );
+    assert_eq!(
+        before[0]["pid"], after[0]["pid"],
+        "the first instance was replaced"
+    );
+    assert!(process_alive(after[0]["pid"].as_i64().unwrap_or(0) as i32));
+    env.ok(["instance", "stop", "dup"]);
+}
+
+#[test]
+fn stopping_an_unknown_instance_fails() {
+    if !require_root("stopping_an_unknown_instance_fails") {
+        return;
+    }
+    let env = TestEnv::new("stopping_an_unknown_instance_fails");
+    let (_, stderr) = env.fails(["instance", "stop", "no-such-instance"]);
+    let line = assert_one_line_error(&stderr, "stop unknown instance");
+    assert!(
+        line.contains("no-such-instance"),
+        "the error should name the instance: {line}"
+    );
+}
+
+#[test]
+fn startscript_failing_at_once_fails_the_start() {
+    if !require_root("startscript_failing_at_once_fails_the_start") {
+        return;
+    }
+    let env = TestEnv::new("startscript_failing_at_once_fails_the_start");
+    let img = s(&busybox_exec_image());
+    let (_, stderr) = env.fails([
+        "instance",
+        "start",
+        &img,
+        "broken",
+        "sh",
+        "-c",
+        "echo boom >&2; exit 3",
+    ]);
+    // Lines of the application's own stderr may precede the error line.
+    let line = assert_error_line(&stderr, "startscript exiting with status 3");
+    assert!(
+        line.contains("broken"),
+        "the error should name the instance: {line}"
+    );
+    assert!(
+        env.instance_names().is_empty(),
+        "the failed instance is still listed"
+    );
+}
