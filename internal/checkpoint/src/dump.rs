@@ -1,7 +1,7 @@
 //! `checkpoint instance`: dump a running instance into a new generation.
 
 use crate::bundle::EngineBundle;
-use crate::engine_run::{log_errors, run_in_container};
+use crate::engine_run::{engine_failure, run_in_container};
 use crate::inject::{bundle_dir_of, CKPT_MOUNT, ENGINE_MOUNT};
 use crate::integrity::{checksum_dir, image_digest};
 use crate::stats::read_dump_stats;
@@ -101,8 +101,8 @@ pub fn checkpoint_instance(
     let log = dir.join("logs").join(&log_name);
     if code != 0 {
         bail!(
-            "checkpoint of instance '{instance}' failed (engine exit {code}): {} (full log: {}); the previous checkpoint is unchanged",
-            log_errors(&log),
+            "checkpoint of instance '{instance}' failed: {} (full log: {}); the previous checkpoint is unchanged",
+            engine_failure(code, &log),
             log.display()
         );
     }

@@ -74,9 +74,30 @@ pub fn exec_engine(argv: &[String], extra_env: &[String]) {
             .filter_map(|e| CString::new(e.as_str()).ok()),
     );
     rctr_runtime::process::unblock_all_signals();
+    // CRIU creates its images and stats files 0644 (before rctr narrows them): they hold
+    // process memory, so never let them be readable by others, whatever the caller's umask.
+    // The restored tasks get their own umask back from the images.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     if let Some(path) = c.first() {
         let _ = nix::unistd::execve(path, &c, &env);
     }
+}
+
+/// Error lines CRIU logs on every run here, whatever happens next: its start-up probes of
+/// the rlimit it may not raise and of a tun device the host lacks. They never explain a failure.
+const HARMLESS_ERRORS: &[&str] = &["RLIMIT_NOFILE", "tun: Unable to create tun"];
+
+/// Why the engine failed, for a one-line message: the signal that killed it, or its exit
+/// code and the last errors of its log.
+pub fn engine_failure(code: i32, log: &std::path::Path) -> String {
+    // Exit codes above 128 are how the helper processes pass on a signal death.
+    if let Some(sig) = code.checked_sub(128).filter(|s| (1..=64).contains(s)) {
+        return match nix::sys::signal::Signal::try_from(sig) {
+            Ok(name) => format!("the engine was killed by signal {sig} ({name})"),
+            Err(_) => format!("the engine was killed by signal {sig}"),
+        };
+    }
+    format!("engine exit {code}: {}", log_errors(log))
 }
 
 /// The last error lines of an engine log, for a one-line message.
@@ -84,7 +105,7 @@ pub fn log_errors(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let errors: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
+        .filter(|l| l.contains("Error") && !HARMLESS_ERRORS.iter().any(|h| l.contains(h)))
         .collect();
     let pick = if errors.is_empty() {
         text.lines().rev().take(1).collect::<Vec<_>>()
@@ -95,4 +116,49 @@ pub fn log_errors(log: &std::path::Path) -> String {
         .map(|l| l.trim())
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOISE: &str = "Error (criu/tun.c:85): tun: Unable to create tun: No such file or directory\n\
+        Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n";
+
+    fn log_with(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn start_up_noise_is_not_shown_as_the_cause() {
+        let log = log_with(&format!(
+            "{NOISE}Error (criu/bfd.c:131): bfd: Error flushing image: No space left on device\n\
+             Error (criu/cr-dump.c:1975): Dumping FAILED.\n"
+        ));
+        let why = engine_failure(1, log.path());
+        assert_eq!(
+            why,
+            "engine exit 1: Error (criu/bfd.c:131): bfd: Error flushing image: No space left on device \
+             | Error (criu/cr-dump.c:1975): Dumping FAILED."
+        );
+        // Only noise: the last line stands in.
+        let log = log_with(NOISE);
+        assert!(!engine_failure(1, log.path()).contains("tun"));
+    }
+
+    #[test]
+    fn a_signal_death_is_named_not_blamed_on_the_log() {
+        let log = log_with(NOISE);
+        assert_eq!(
+            engine_failure(137, log.path()),
+            "the engine was killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            engine_failure(143, log.path()),
+            "the engine was killed by signal 15 (SIGTERM)"
+        );
+        assert!(engine_failure(2, log.path()).starts_with("engine exit 2: "));
+    }
 }

@@ -2,7 +2,7 @@
 
 use crate::bundle::{ensure_bundle, EngineBundle};
 use crate::conf::CkptConf;
-use crate::engine_run::{detach_stdio, exec_engine, log_errors};
+use crate::engine_run::{detach_stdio, engine_failure, exec_engine};
 use crate::inject::{add_checkpoint_mounts, CKPT_MOUNT, ENGINE_MOUNT};
 use crate::store::{generation_dir_name, CheckpointStore, Manifest, ENGINE};
 use crate::verify::{select, verify};
@@ -119,12 +119,17 @@ fn restore_starter(
     gen_name: &str,
     manifest: &Manifest,
 ) -> Result<CustomStart> {
-    let log = format!("{CKPT_MOUNT}/logs/restore-{gen_name}.log");
-    let pidfile = format!("{CKPT_MOUNT}/logs/restore-{gen_name}.pid");
+    let logs = format!("{CKPT_MOUNT}/logs");
+    let log = format!("{logs}/restore-{gen_name}.log");
+    let pidfile = format!("{logs}/restore-{gen_name}.pid");
     let mut args: Vec<String> = [
         "restore",
         "-D",
         &format!("{CKPT_MOUNT}/{gen_name}"),
+        // CRIU writes its stats file into the work directory, by default the images
+        // directory: a published generation must stay exactly as its manifest says.
+        "-W",
+        &logs,
         "-o",
         &log,
         "-v2",
@@ -185,7 +190,10 @@ fn run_restore(argv: &[String], log: &str, pidfile: &str, io: AppIo) -> Result<P
             let status = waitpid(child, None).context("waiting for the engine failed")?;
             let code = rctr_runtime::supervise::exit_code(status).unwrap_or(1);
             if code != 0 {
-                bail!("restore failed (engine exit {code}): {} (full log: {log} in the checkpoint directory)", log_errors(std::path::Path::new(log)));
+                bail!(
+                    "restore failed: {} (full log: {log} in the checkpoint directory)",
+                    engine_failure(code, std::path::Path::new(log))
+                );
             }
             let pid = std::fs::read_to_string(pidfile)
                 .with_context(|| format!("the engine wrote no pid file {pidfile}"))?;
