@@ -78,6 +78,12 @@ pub fn run_foreground(plan: &ContainerPlan) -> Result<Outcome> {
 
 fn foreground_child(plan: &ContainerPlan, device: Option<&Path>, err_w: OwnedFd) -> i32 {
     let err_fd = err_w.as_raw_fd();
+    // A foreground container must not outlive rctr, even if rctr is SIGKILLed
+    // (a batch system's hard kill): nothing may be left running behind it.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if nix::unistd::getppid().as_raw() == 1 {
+        return 255;
+    }
     if let Err(e) = unshare_namespaces(plan).and_then(|_| setup_rootfs(plan, device)) {
         report(err_fd, &format!("{e:#}"));
         return 255;
