@@ -107,10 +107,17 @@ pub fn log_errors(log: &std::path::Path) -> String {
         .lines()
         .filter(|l| l.contains("Error") && !HARMLESS_ERRORS.iter().any(|h| l.contains(h)))
         .collect();
-    let pick = if errors.is_empty() {
-        text.lines().rev().take(1).collect::<Vec<_>>()
-    } else {
-        errors[errors.len().saturating_sub(2)..].to_vec()
+    // Errors of a particular task ("2: Error (...): File data/log has bad size")
+    // carry the cause; the last lines only say that the whole operation failed.
+    let task_error = errors.iter().find(|l| {
+        let t = l.trim_start();
+        t.split_once(": Error")
+            .is_some_and(|(pid, _)| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
+    });
+    let pick = match (task_error, errors.last()) {
+        (Some(first), Some(last)) if first != last => vec![*first, *last],
+        _ if errors.is_empty() => text.lines().rev().take(1).collect::<Vec<_>>(),
+        _ => errors[errors.len().saturating_sub(2)..].to_vec(),
     };
     pick.iter()
         .map(|l| l.trim())
@@ -146,6 +153,22 @@ mod tests {
         // Only noise: the last line stands in.
         let log = log_with(NOISE);
         assert!(!engine_failure(1, log.path()).contains("tun"));
+    }
+
+    #[test]
+    fn a_task_error_is_preferred_over_the_generic_failure_lines() {
+        let log = log_with(&format!(
+            "{NOISE}    2: Error (criu/files-reg.c:2175): File data/log has bad size 51 (expect 39)\n\
+             Error (criu/cr-restore.c:1269): 2 killed by signal 9: Killed\n\
+             Error (criu/cr-restore.c:2331): Restoring FAILED.\n"
+        ));
+        let why = engine_failure(1, log.path());
+        assert!(
+            why.contains("File data/log has bad size 51 (expect 39)"),
+            "{why}"
+        );
+        assert!(why.contains("Restoring FAILED"), "{why}");
+        assert!(!why.contains("killed by signal"), "{why}");
     }
 
     #[test]

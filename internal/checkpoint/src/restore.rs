@@ -91,7 +91,8 @@ pub fn restart(
     let bundle = ensure_bundle(conf)?;
     add_checkpoint_mounts(&mut plan, &bundle.dir, &dir);
     let gen_name = generation_dir_name(g.number);
-    let starter = restore_starter(&bundle, &gen_name, &g.manifest)?;
+    let host_log = dir.join("logs").join(format!("restore-{gen_name}.log"));
+    let starter = restore_starter(&bundle, &gen_name, &g.manifest, host_log)?;
     instances.start(StartRequest {
         name: name.to_string(),
         args,
@@ -118,6 +119,7 @@ fn restore_starter(
     bundle: &EngineBundle,
     gen_name: &str,
     manifest: &Manifest,
+    host_log: std::path::PathBuf,
 ) -> Result<CustomStart> {
     let logs = format!("{CKPT_MOUNT}/logs");
     let log = format!("{logs}/restore-{gen_name}.log");
@@ -160,11 +162,18 @@ fn restore_starter(
     }
     let argv = bundle.command_argv(ENGINE_MOUNT, ENGINE, &args)?;
     Ok(Box::new(move |io: AppIo| {
-        run_restore(&argv, &log, &pidfile, io)
+        run_restore(&argv, &log, &host_log, &pidfile, io)
     }))
 }
 
-fn run_restore(argv: &[String], log: &str, pidfile: &str, io: AppIo) -> Result<Pid> {
+/// `log` is the engine's log as the container sees it, `host_log` as the user does.
+fn run_restore(
+    argv: &[String],
+    log: &str,
+    host_log: &std::path::Path,
+    pidfile: &str,
+    io: AppIo,
+) -> Result<Pid> {
     let _ = std::fs::remove_file(pidfile);
     // Restored tasks take back their old pids (2 and up): keep CRIU and its
     // helpers far away from them.
@@ -191,8 +200,9 @@ fn run_restore(argv: &[String], log: &str, pidfile: &str, io: AppIo) -> Result<P
             let code = rctr_runtime::supervise::exit_code(status).unwrap_or(1);
             if code != 0 {
                 bail!(
-                    "restore failed: {} (full log: {log} in the checkpoint directory)",
-                    engine_failure(code, std::path::Path::new(log))
+                    "restore failed: {} (full log: {})",
+                    engine_failure(code, std::path::Path::new(log)),
+                    host_log.display()
                 );
             }
             let pid = std::fs::read_to_string(pidfile)
