@@ -3,18 +3,19 @@
 use crate::bundle::EngineBundle;
 use crate::engine_run::{engine_failure, run_in_container};
 use crate::inject::{bundle_dir_of, CKPT_MOUNT, ENGINE_MOUNT};
-use crate::integrity::{checksum_dir, image_digest};
+use crate::integrity::{hash_file, image_digest, FileSum};
 use crate::stats::read_dump_stats;
 use crate::store::{
-    dir_size, generation_dir_name, next_generation, now, prune, remove_stale_temporaries,
-    set_latest, CheckpointStore, Manifest, ENGINE,
+    dir_size, generation_dir_name, next_generation, now, prune, remove_in_background,
+    remove_stale_temporaries, set_latest, CheckpointStore, Manifest, ENGINE,
 };
 use anyhow::{bail, Context, Result};
 use rctr_instance::{stop_record, Instances, StopOptions};
 use rctr_state::{fsync_dir, lock_exclusive, try_lock_exclusive, write_json_atomic};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,7 +55,7 @@ pub fn checkpoint_instance(
     let store = CheckpointStore::for_current_user()?;
     let dir = store.open(&name)?;
     // One dump at a time per checkpoint: a second caller waits here (or leaves).
-    let _lock = if opts.no_wait {
+    let lock = if opts.no_wait {
         match try_lock_exclusive(&dir.join(".lock"))? {
             Some(l) => l,
             None => bail!("checkpoint '{name}' is busy (another checkpoint or restore is running): retry, or drop --no-wait to wait"),
@@ -107,7 +108,7 @@ pub fn checkpoint_instance(
         );
     }
     let stats = read_dump_stats(&tmp);
-    let files = checksum_dir(&tmp, &["manifest.json"])?;
+    let files = seal_images(&tmp)?;
     let cache = rctr_state::StateRoot::for_current_user()?.private_subdir("cache")?;
     let image_digest = image_digest(&rec.plan.root, &cache)?;
     let mut manifest = Manifest {
@@ -128,14 +129,16 @@ pub fn checkpoint_instance(
     manifest.size_bytes = dir_size(&tmp);
     manifest.wall_ms = started.elapsed().as_millis() as u64;
     write_json_atomic(&tmp.join("manifest.json"), &manifest)?;
-    make_private_and_sync(&tmp)?;
     let final_dir = dir.join(generation_dir_name(generation));
     std::fs::rename(&tmp, &final_dir)
         .with_context(|| format!("cannot publish {}", final_dir.display()))?;
     std::mem::forget(cleanup);
     fsync_dir(&dir)?;
     set_latest(&dir, generation)?;
-    prune(&dir, opts.keep.unwrap_or(default_keep))?;
+    let pruned = prune(&dir, opts.keep.unwrap_or(default_keep))?;
+
+    drop(lock);
+    remove_in_background(pruned);
 
     if stop {
         stop_record(&rec, &StopOptions::default())?;
@@ -159,22 +162,62 @@ fn pipe_identity(host_pid: i32, fd: i32) -> Option<String> {
     s.starts_with("pipe:").then_some(s)
 }
 
-/// Images hold process memory: 0600, and on disk before they are published.
-fn make_private_and_sync(dir: &Path) -> Result<()> {
-    for e in std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .flatten()
-    {
-        let p = e.path();
-        let meta = std::fs::symlink_metadata(&p)?;
-        if meta.is_file() {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::File::open(&p)?
-                .sync_all()
-                .with_context(|| format!("cannot sync {}", p.display()))?;
+/// Makes every image file private (0600: they hold process memory), durable,
+/// and checksummed. Hashing is CPU work and fsync waits for the disk, so a
+/// second thread syncs each file while the next one is being hashed.
+fn seal_images(dir: &Path) -> Result<BTreeMap<String, FileSum>> {
+    let mut names = vec![];
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            names.push(e.file_name().to_string_lossy().into_owned());
         }
     }
-    fsync_dir(dir)
+    // Biggest first: the disk starts on the bulk of the data at once.
+    names.sort_by_key(|n| {
+        std::cmp::Reverse(std::fs::metadata(dir.join(n)).map(|m| m.len()).unwrap_or(0))
+    });
+    let (to_sync, synced) = std::sync::mpsc::channel::<PathBuf>();
+    let sums = std::thread::scope(|scope| -> Result<BTreeMap<String, FileSum>> {
+        let syncer = scope.spawn(move || -> Result<()> {
+            for path in synced {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot chmod {}", path.display()))?;
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("cannot sync {}", path.display()))?;
+            }
+            Ok(())
+        });
+        let mut sums = BTreeMap::new();
+        let mut failure = None;
+        for name in &names {
+            let path = dir.join(name);
+            if to_sync.send(path.clone()).is_err() {
+                break; // the syncer failed: its error is reported below
+            }
+            match hash_file(&path) {
+                Ok(sum) => {
+                    sums.insert(name.clone(), sum);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(to_sync);
+        let synced = syncer
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the sync thread panicked")));
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        synced?;
+        Ok(sums)
+    })?;
+    fsync_dir(dir)?;
+    Ok(sums)
 }
 
 /// Removes a half-written generation unless disarmed.

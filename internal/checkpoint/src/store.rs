@@ -177,25 +177,53 @@ pub fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
-/// Keeps the newest `keep` generations (0 keeps all). Each is first renamed
-/// out of sight, so a crash mid-removal never leaves a half generation behind.
-pub fn prune(dir: &Path, keep: u32) -> Result<Vec<u32>> {
+/// Keeps the newest `keep` generations (0 keeps all). Each is renamed out of
+/// sight at once (so a crash never leaves half a generation behind), and the
+/// renamed directories are returned for [`remove_in_background`].
+pub fn prune(dir: &Path, keep: u32) -> Result<Vec<PathBuf>> {
     if keep == 0 {
         return Ok(vec![]);
     }
     let all = generations(dir)?;
     let excess = all.len().saturating_sub(keep as usize);
-    let mut removed = vec![];
+    let mut trash = vec![];
     for n in &all[..excess] {
         let from = dir.join(generation_dir_name(*n));
-        let trash = dir.join(format!(".trash-{}", generation_dir_name(*n)));
-        std::fs::rename(&from, &trash)
-            .with_context(|| format!("cannot prune {}", from.display()))?;
-        let _ = std::fs::remove_dir_all(&trash);
-        removed.push(*n);
+        let to = dir.join(format!(".trash-{}", generation_dir_name(*n)));
+        std::fs::rename(&from, &to).with_context(|| format!("cannot prune {}", from.display()))?;
+        trash.push(to);
     }
     rctr_state::fsync_dir(dir)?;
-    Ok(removed)
+    Ok(trash)
+}
+
+/// Deletes `dirs` in a detached process: freeing gigabytes of images takes the
+/// filesystem a while, and nobody needs to wait for it. Whatever a killed
+/// remover leaves is swept by the next checkpoint. Call single-threaded.
+pub fn remove_in_background(dirs: Vec<PathBuf>) {
+    use nix::unistd::{fork, ForkResult};
+    if dirs.is_empty() {
+        return;
+    }
+    let remove_all = |dirs: &[PathBuf]| {
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    };
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::setsid();
+            // Double fork: the remover is nobody's child and never a zombie of ours.
+            if let Ok(ForkResult::Child) = unsafe { fork() } {
+                remove_all(&dirs);
+            }
+            unsafe { libc::_exit(0) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+        Err(_) => remove_all(&dirs),
+    }
 }
 
 pub fn set_latest(dir: &Path, n: u32) -> Result<()> {
