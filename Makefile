@@ -32,7 +32,7 @@ help:
 	@echo "make unit    unit tests of every crate except the end-to-end ones"
 	@echo "make e2e     end-to-end tests against $(RCTR_BIN) (most need root)"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
-	@echo "make bench   benchmarks (not implemented yet)"
+	@echo "make bench   benchmarks against the raw tools; writes docs/benchmarks.md (as root)"
 
 deps:
 	bash etc/setup/install-deps.sh
@@ -59,8 +59,7 @@ e2e: build
 	$(CARGO) test --no-fail-fast -p rctr-e2e -- --test-threads=$(E2E_THREADS)
 
 bench:
-	@echo "make bench: benchmarks are not implemented yet (pending)" >&2
-	@exit 1
+	bash e2e/bench/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

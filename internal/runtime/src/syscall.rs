@@ -96,7 +96,10 @@ impl Syscall for LinuxSyscall {
             Mode::from_bits_truncate(mode),
             nix::sys::stat::makedev(major, minor),
         )
-        .with_context(|| format!("cannot create device node {}", path.display()))
+        .with_context(|| format!("cannot create device node {}", path.display()))?;
+        // mknod applies the umask: /dev/null must end up 0666 whatever ours is.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {}", path.display()))
     }
 
     fn kind(&self, path: &Path) -> FileKind {
