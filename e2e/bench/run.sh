@@ -1,0 +1,492 @@
+#!/usr/bin/env bash
+# run.sh: rctr's benchmark suite (`make bench`). Needs root, like the runtime itself.
+#
+# Each case runs rctr and a hand-made baseline alternately in the same run, several times,
+# and docs/benchmarks.md gets a markdown report (medians, min–max, ratios against the targets,
+# the machine and the date) between its GENERATED markers; text outside the markers is kept.
+#
+#   1. Startup     `rctr exec IMG true` vs unshare --mount --pid --fork + mount -o loop + chroot
+#   2. Checkpoint  `rctr checkpoint instance` of 256 MiB / 1 GiB of touched memory and of a
+#                  Python TCP server vs the bundled criu dump with the same options, run by
+#                  hand (nsenter) on the same instance; disk speed by dd with fsync
+#   3. Restore     `rctr instance start --ckpt-restart` until the server answers vs criu
+#                  restore of the same kind of images in a hand-made container (handmade-ctr.sh)
+#   4. Build       `rctr build` of a ~50 MB Python root filesystem vs mksquashfs -comp gzip
+#
+# Environment:
+#   RCTR_BIN             rctr binary (default: target/release/rctr, built with cargo first)
+#   RCTR_BENCH_DIR       where scratch files, images and checkpoints go (default /var/tmp): it
+#                        must be on the disk whose speed matters, not a tmpfs
+#   RCTR_BENCH_OUT       report file (default docs/benchmarks.md; "-" for stdout only)
+#   RCTR_BENCH_RUNS      runs per checkpoint/restore/build case (default 7)
+#   RCTR_BENCH_STARTUP_RUNS  runs per startup case (default 20)
+#   RCTR_BENCH_KEEP=1    keep the scratch directory (images, checkpoints, logs, samples)
+#   RCTR_BENCH_CASES     cases to run, space-separated subset of "startup checkpoint restore build"
+set -euo pipefail
+umask 022
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+RUNS=${RCTR_BENCH_RUNS:-7}
+STARTUP_RUNS=${RCTR_BENCH_STARTUP_RUNS:-20}
+CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build}
+OUT=${RCTR_BENCH_OUT:-$REPO/docs/benchmarks.md}
+PY=/usr/bin/python3
+TOOLS=("$PY" "$HERE/tools.py")
+ENGINE_ARGS=(--leave-running --tcp-established --file-locks --network-lock nftables)
+RESTORE_ARGS=(--restore-detached --restore-sibling --tcp-close --file-locks)
+MEM_SIZES=(256 1024)
+
+[ "$(id -u)" -eq 0 ] || die "the benchmarks need root (rctr sets up mounts and runs CRIU): sudo make bench"
+case "$RUNS$STARTUP_RUNS" in *[!0-9]*) die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be numbers" ;; esac
+{ [ "$RUNS" -ge 1 ] && [ "$STARTUP_RUNS" -ge 1 ]; } || die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be at least 1"
+for c in $CASES; do
+    case "$c" in startup | checkpoint | restore | build) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
+done
+wants() { [[ " $CASES " == *" $1 "* ]]; }
+for tool in unshare nsenter mount chroot pivot_root mksquashfs gcc dd sync awk ldd tar; do
+    command -v "$tool" >/dev/null || die "$tool not found (make deps installs what the benchmarks need)"
+done
+[ -x "$PY" ] || die "$PY not found: apt-get install python3"
+[ -x /bin/busybox ] || die "/bin/busybox not found: apt-get install busybox-static"
+
+# --- the rctr binary --------------------------------------------------------------------------
+if [ -n "${RCTR_BIN:-}" ]; then
+    RCTR=$RCTR_BIN
+else
+    [ -d "$HOME/.cargo/bin" ] && PATH=$HOME/.cargo/bin:$PATH
+    say "building the release binary (cargo build --release -p rctr)"
+    (cd "$REPO" && cargo build --release -q -p rctr) || die "cargo build --release -p rctr failed"
+    RCTR=${CARGO_TARGET_DIR:-$REPO/target}/release/rctr
+fi
+[ -x "$RCTR" ] || die "rctr binary $RCTR not found or not executable (set RCTR_BIN)"
+RCTR=$(realpath "$RCTR")
+
+# --- scratch space and cleanup ----------------------------------------------------------------
+BASE=${RCTR_BENCH_DIR:-/var/tmp}
+[ -d "$BASE" ] || die "RCTR_BENCH_DIR $BASE is not a directory"
+WORK=$(mktemp -d "$BASE/rctr-bench.XXXXXX")
+RES=$WORK/results
+mkdir -p "$RES" "$WORK/bin" "$WORK/pids" "$WORK/mnt"
+# A throwaway $HOME: instances and checkpoints of this run only.
+export HOME=$WORK/home
+mkdir -p "$HOME"
+RAND=/dev/shm/rctr-bench-$$.rand
+STARTED_INSTANCES=()
+
+cleanup() {
+    local rc=$? f name
+    set +e
+    for f in "$WORK"/pids/*; do
+        [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
+    done
+    for name in "${STARTED_INSTANCES[@]}"; do
+        timeout 30 "$RCTR" instance stop "$name" >/dev/null 2>&1
+    done
+    rm -f "$RAND"
+    if [ "${RCTR_BENCH_KEEP:-0}" = 1 ]; then
+        say "scratch directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+cd "$WORK"
+
+# --- helpers and images -----------------------------------------------------------------------
+say "compiling the helpers, assembling the root filesystems"
+gcc -O2 -Wall -o "$WORK/bin/benchwait" "$HERE/benchwait.c"
+gcc -O2 -Wall -static -o "$WORK/bin/memhog" "$HERE/memhog.c"
+BW=$WORK/bin/benchwait
+bash "$HERE/rootfs.sh" busybox "$WORK/rootfs-busybox"
+bash "$HERE/rootfs.sh" python "$WORK/rootfs-python"
+cp "$WORK/bin/memhog" "$REPO/e2e/src/counter_server.py" "$WORK/rootfs-python/opt/"
+
+IMG_BB_SQFS=$WORK/busybox.sqfs
+IMG_BB_SIF=$WORK/busybox.sif
+IMG_PY=$WORK/python.sif
+quietly mksquashfs "$WORK/rootfs-busybox" "$IMG_BB_SQFS" -comp gzip -noappend -no-progress
+if "$RCTR" build "$IMG_BB_SIF" "$WORK/rootfs-busybox" >"$WORK/last.log" 2>&1 &&
+    "$RCTR" build "$IMG_PY" "$WORK/rootfs-python" >"$WORK/last.log" 2>&1; then
+    RCTR_BUILD_OK=1
+else
+    # rctr runs plain squashfs files too: the other cases do not depend on `rctr build`.
+    RCTR_BUILD_OK=0
+    BUILD_ERROR=$(grep -m1 . "$WORK/last.log" || echo "no output")
+    say "rctr build failed ($BUILD_ERROR); using mksquashfs images"
+    IMG_BB_SIF=""
+    IMG_PY=$WORK/python.sqfs
+    quietly mksquashfs "$WORK/rootfs-python" "$IMG_PY" -comp gzip -noappend -no-progress
+fi
+
+# The machine, as the report describes it (and how busy it was).
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# === 1. startup ===============================================================================
+baseline_startup() {
+    # shellcheck disable=SC2016 # $1 and $2 are the inner shell's
+    unshare --mount --pid --fork --propagation private /bin/sh -c \
+        'mount -t squashfs -o ro,loop "$1" "$2" && exec chroot "$2" /bin/true' sh "$IMG_BB_SQFS" "$WORK/mnt"
+}
+
+case_startup() {
+    local i
+    say "1/4 startup: $STARTUP_RUNS runs each"
+    for i in 1 2 3; do # warm-up: page cache, loop driver, first-run costs
+        quietly "$RCTR" exec "$IMG_BB_SQFS" true
+        quietly baseline_startup
+    done
+    for ((i = 0; i < STARTUP_RUNS; i++)); do
+        if [ -n "$IMG_BB_SIF" ]; then timed startup-rctr-sif "$RCTR" exec "$IMG_BB_SIF" true; fi
+        timed startup-rctr-sqfs "$RCTR" exec "$IMG_BB_SQFS" true
+        timed startup-baseline baseline_startup
+    done
+}
+
+# === 2. checkpoint ============================================================================
+# Per workload: instance name, checkpoint name, and facts read from the instance record.
+declare -A INIT_PID APP_PID APP_HOST_PID ENGINE_DIR
+
+# instance_record NAME: the record rctr keeps of instance NAME (instances/<host>/<user>/NAME.json).
+instance_record() {
+    local found=("$HOME"/.rctr/instances/*/*/"$1".json)
+    { [ ${#found[@]} -eq 1 ] && [ -f "${found[0]}" ]; } || die "no single instance record for $1 under $HOME/.rctr/instances"
+    echo "${found[0]}"
+}
+ckpt_dir() { echo "$HOME/.rctr/checkpoint/criu/$1"; }
+
+# engine_argv BUNDLE_DIR: the bundled CRIU as run inside the container (as rctr runs it).
+engine_argv() {
+    local loader
+    loader=$("${TOOLS[@]}" json "$1/bundle.json" loader)
+    echo "/.rctr-engine/lib/$loader --library-path /.rctr-engine/lib --inhibit-cache /.rctr-engine/bin/criu"
+}
+
+# start_workload WL CMD...: an instance "bench-WL" launched with checkpoint "ck-WL".
+start_workload() {
+    local wl=$1 rec
+    shift
+    quietly "$RCTR" checkpoint create "ck-$wl"
+    quietly "$RCTR" instance start --ckpt-launch "ck-$wl" "$IMG_PY" "bench-$wl" "$@"
+    STARTED_INSTANCES+=("bench-$wl")
+    rec=$(instance_record "bench-$wl")
+    INIT_PID[$wl]=$("${TOOLS[@]}" json "$rec" init_pid)
+    APP_PID[$wl]=$("${TOOLS[@]}" json "$rec" app_pid)
+    APP_HOST_PID[$wl]=$("${TOOLS[@]}" json "$rec" app_host_pid)
+    ENGINE_DIR[$wl]=$("${TOOLS[@]}" engine-mount "$rec")
+}
+
+# wait_rss PID MIB: until the process has MIB MiB resident (memhog has touched its memory).
+wait_rss() {
+    local want=$(($2 * 1024)) rss i
+    for ((i = 0; i < 600; i++)); do
+        rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0)
+        [ "${rss:-0}" -ge "$want" ] && return 0
+        sleep 0.1
+    done
+    die "process $1 did not reach $2 MiB resident within 60 s"
+}
+
+rctr_checkpoint() { # WL
+    local wl=$1 t0 ms json=$WORK/ckpt.json size
+    sync
+    t0=$(now_us)
+    "$RCTR" checkpoint instance --json "bench-$wl" >"$json" 2>"$WORK/last.log" ||
+        { cat "$WORK/last.log" >&2; die "rctr checkpoint instance bench-$wl failed"; }
+    ms=$(ms_since "$t0")
+    size=$("${TOOLS[@]}" json "$json" size_bytes)
+    record "ckpt-$wl-rctr" "$ms"
+    record "ckpt-$wl-rctr-frozen" "$("${TOOLS[@]}" json "$json" frozen_ms)"
+    record "ckpt-$wl-size" "$size"
+    record "ckpt-$wl-rctr-mibs" "$(awk -v s="$size" -v ms="$ms" 'BEGIN { printf "%.1f", s / 1048576 / (ms / 1000) }')"
+}
+
+# raw_checkpoint WL [KEEP_AS]: the bundled criu dump with rctr's options, run by hand in the
+# instance's mount and pid namespaces; then the same images fsync'ed (what rctr guarantees).
+# With KEEP_AS the images are kept under that name for the restore case, and not counted.
+raw_checkpoint() {
+    local wl=$1 keep=${2:-} ck dir t0 ms
+    ck=$(ckpt_dir "ck-$wl")
+    dir=$ck/raw-dump
+    rm -rf "$dir"
+    mkdir -m 0700 "$dir"
+    sync
+    t0=$(now_us)
+    # shellcheck disable=SC2046 # the engine argv is meant to split
+    if ! env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin nsenter -t "${INIT_PID[$wl]}" -m -p --wd=/ -- \
+        $(engine_argv "${ENGINE_DIR[$wl]}") dump -t "${APP_PID[$wl]}" -D /.checkpoint/raw-dump \
+        -o /.checkpoint/raw-dump.log -v2 "${ENGINE_ARGS[@]}" </dev/null >/dev/null 2>&1; then
+        grep Error "$ck/raw-dump.log" >&2 || true
+        die "raw criu dump of bench-$wl failed (log: $ck/raw-dump.log)"
+    fi
+    ms=$(ms_since "$t0")
+    sync -- "$dir"/* "$dir"
+    if [ -n "$keep" ]; then
+        rm -rf "${ck:?}/$keep"
+        mv "$dir" "$ck/$keep"
+        return 0
+    fi
+    record "ckpt-$wl-raw" "$ms"
+    record "ckpt-$wl-rawsync" "$(ms_since "$t0")"
+    record "ckpt-$wl-raw-frozen" "$("${TOOLS[@]}" frozen-ms "$dir")"
+    record "ckpt-$wl-raw-size" "$("${TOOLS[@]}" dir-bytes "$dir")"
+    rm -rf "$dir"
+}
+
+# Phases of an rctr checkpoint, 3 runs; one line per run in results/breakdown-WL: before the
+# engine, engine, after the engine, total (ms), bounded by the fork, wait and exit of rctr's main
+# thread, whatever helper threads do in between. `perf trace` (tracepoints, no ptrace) when it
+# works, else strace of the main thread alone (not -f: CRIU, a child, could not ptrace the
+# application otherwise), whose stops at each of the ~1100 syscalls of the start inflate the
+# first phase several times.
+checkpoint_breakdown() { # WL
+    local wl=$1 i
+    for i in 1 2 3; do traced_checkpoint "$wl"; done
+}
+
+traced_checkpoint() { # WL
+    local wl=$1
+    local trace=$WORK/trace-$wl.txt
+    sync
+    if command -v perf >/dev/null &&
+        perf trace -e execve,clone,wait4,exit_group -o "$trace" -- \
+            "$RCTR" checkpoint instance --json "bench-$wl" >/dev/null 2>"$WORK/last.log" &&
+        perf_phases "$trace" >>"$RES/breakdown-$wl"; then
+        echo "perf trace" >"$RES/breakdown-tool"
+        return 0
+    fi
+    if ! command -v strace >/dev/null; then
+        echo "neither perf nor strace is installed (apt-get install linux-perf strace)" >"$RES/no-breakdown"
+        return 0
+    fi
+    sync
+    strace -tt -T -e trace=execve,clone,wait4,exit_group -o "$trace" \
+        "$RCTR" checkpoint instance --json "bench-$wl" >/dev/null 2>"$WORK/last.log" || return 0
+    if strace_phases "$trace" >>"$RES/breakdown-$wl"; then echo "strace" >"$RES/breakdown-tool"; fi
+}
+
+# perf_phases FILE: the phases from `perf trace` output, whose times are ms since the exec.
+perf_phases() {
+    awk '
+        { if (!match($0, /: rctr\/[0-9]+ /)) next; tid = substr($0, RSTART + 7, RLENGTH - 8) }
+        /execve\(/ && !main { main = tid }
+        tid != main { next }
+        function dur(   s) { if (!match($0, /\( *[0-9.]+ ms\)/)) return -1; s = substr($0, RSTART + 1); return s + 0 }
+        / clone\(/ && !fork { fork = $1 + 0 }
+        /wait4\(/ && fork && !engine_end && dur() >= 0 { engine_end = $1 + dur() }
+        /exit_group\(/ { end = $1 + 0 }
+        END {
+            if (!fork || !engine_end || !end) exit 1
+            printf "%.1f %.1f %.1f %.1f\n", fork, engine_end - fork, end - engine_end, end
+        }' "$1"
+}
+
+# strace_phases FILE: the phases from `strace -tt -T` output.
+strace_phases() {
+    awk '
+        function t(s,   a) { split(s, a, ":"); return a[1] * 3600 + a[2] * 60 + a[3] }
+        function dur(line) { if (match(line, /<[0-9.]+>$/)) return substr(line, RSTART + 1, RLENGTH - 2) + 0; return 0 }
+        NR == 1 { start = t($1) }
+        /clone/ && !fork { fork = t($1) }
+        /wait4\(/ && fork && !engine_end { engine_end = t($1) + dur($0) }
+        /exit_group/ { end = t($1) }
+        END {
+            if (!fork || !engine_end || !end) exit 1
+            printf "%.1f %.1f %.1f %.1f\n", (fork - start) * 1000, (engine_end - fork) * 1000,
+                (end - engine_end) * 1000, (end - start) * 1000
+        }' "$1"
+}
+
+# disk_speed KEY: one sample of the disk's sequential write speed, as dd measures it: 1 GiB
+# of random data (from RAM, so reading costs nothing) written and fsync'ed to the scratch disk.
+disk_speed() {
+    local key=$1 t0 s
+    [ -f "$RAND" ] || head -c 1G /dev/urandom >"$RAND"
+    sync
+    t0=$(now_us)
+    dd if="$RAND" of="$WORK/dd.out" bs=1M conv=fsync status=none
+    s=$(ms_since "$t0")
+    record "$key" "$(awk -v ms="$s" 'BEGIN { printf "%.1f", 1024 / (ms / 1000) }')"
+    rm -f "$WORK/dd.out"
+}
+
+case_checkpoint() {
+    local wl i mib port
+    # The disk on its own: a warm-up, then 3 runs back to back. (On a VM the first write into
+    # memory the guest has not used lately is much slower; see docs/benchmarks.md.)
+    say "2/4 disk: sequential write speed, dd of 1 GiB with fsync"
+    for i in 0 1 2 3; do disk_speed disk-mibs; done
+    sed -i 1d "$RES/disk-mibs"
+    for mib in "${MEM_SIZES[@]}"; do
+        wl=m$mib
+        say "2/4 checkpoint: $mib MiB of touched memory, $RUNS runs each"
+        start_workload "$wl" /opt/memhog "$mib"
+        wait_rss "${APP_HOST_PID[$wl]}" "$mib"
+        checkpoint_pair "$wl"
+    done
+    wl=srv
+    say "2/4 checkpoint: Python TCP server, $RUNS runs each"
+    port=$("${TOOLS[@]}" free-port)
+    SRV_PORT=$port
+    start_workload srv python3 /opt/counter_server.py "$port"
+    "$BW" port "$port" 10000 >/dev/null || die "the counter server in instance bench-srv never answered on port $port"
+    checkpoint_pair srv
+    rm -f "$RAND"
+    # What a restore of the 1 GiB checkpoint pays before the engine runs: the checksum pass.
+    for ((i = 0; i < RUNS; i++)); do
+        timed verify-m1024 "$RCTR" checkpoint verify ck-m1024
+    done
+    # The images the restore case uses: rctr's newest generation and this raw dump.
+    raw_checkpoint srv raw-keep
+    SRV_PIPES=("$(readlink "/proc/${APP_HOST_PID[srv]}/fd/1")" "$(readlink "/proc/${APP_HOST_PID[srv]}/fd/2")")
+    SRV_DEV_MODE=$(stat -c %a "/proc/${APP_HOST_PID[srv]}/root/dev/null")
+    SRV_ROOT_OFFSET=$("${TOOLS[@]}" json "$(instance_record bench-srv)" plan.root.offset)
+    SRV_ROOT_SIZE=$("${TOOLS[@]}" json "$(instance_record bench-srv)" plan.root.size)
+}
+
+# checkpoint_pair WL: a warm-up of each, then RUNS rounds alternating which goes first,
+# then three traced rctr runs for the phase breakdown. The disk's speed is sampled again in
+# each round of the 1 GiB workload, under the same conditions as the checkpoints.
+checkpoint_pair() {
+    local wl=$1 i k
+    rctr_checkpoint "$wl"
+    raw_checkpoint "$wl"
+    for k in ckpt-$wl-rctr ckpt-$wl-rctr-frozen ckpt-$wl-size ckpt-$wl-rctr-mibs \
+        ckpt-$wl-raw ckpt-$wl-rawsync ckpt-$wl-raw-frozen ckpt-$wl-raw-size; do
+        rm -f "$RES/$k" # the warm-up's samples
+    done
+    for ((i = 0; i < RUNS; i++)); do
+        if ((i % 2)); then
+            raw_checkpoint "$wl"
+            rctr_checkpoint "$wl"
+        else
+            rctr_checkpoint "$wl"
+            raw_checkpoint "$wl"
+        fi
+        if [ "$wl" = m1024 ]; then disk_speed disk-mibs-rounds; fi
+    done
+    checkpoint_breakdown "$wl"
+}
+
+# === 3. restore ===============================================================================
+# The Python server stopped after case 2; rctr restarts its newest generation, the baseline
+# restores the raw dump (same server, same options) in handmade-ctr.sh's container.
+
+rctr_restore() {
+    local t0 answer
+    t0=$(now_us)
+    quietly "$RCTR" instance start --ckpt-restart ck-srv "$IMG_PY" bench-srv-r
+    STARTED_INSTANCES+=(bench-srv-r)
+    answer=$("$BW" port "$SRV_PORT" 10000) || die "the restored server (rctr) never answered"
+    record restore-rctr "$(ms_since "$t0")"
+    [ "$answer" != "request:1" ] || die "the server rctr restarted answered $answer: it started afresh instead of restoring"
+    quietly "$RCTR" instance stop bench-srv-r
+    "$BW" free "$SRV_PORT" 10000 || die "port $SRV_PORT still busy after stopping bench-srv-r"
+}
+
+raw_restore() {
+    local ck t0 answer pidfile=$WORK/pids/handmade engine
+    ck=$(ckpt_dir ck-srv)
+    engine=$(engine_argv "${ENGINE_DIR[srv]}")
+    local script="echo 99999 >/proc/sys/kernel/ns_last_pid && $engine restore -D /.checkpoint/raw-keep \
+-o /.checkpoint/raw-restore.log -v2 ${RESTORE_ARGS[*]} --inherit-fd 'fd[1]:${SRV_PIPES[0]}' \
+--inherit-fd 'fd[2]:${SRV_PIPES[1]}' </dev/null && exec sleep 2147483647"
+    t0=$(now_us)
+    PIDFILE=$pidfile DEV_MODE=0$SRV_DEV_MODE bash "$HERE/handmade-ctr.sh" "$IMG_PY" \
+        "$SRV_ROOT_OFFSET" "$SRV_ROOT_SIZE" "${ENGINE_DIR[srv]}" "$ck" "$WORK/mnt" -- /bin/sh -c "$script" > >(cat >>"$WORK/handmade.log") 2>&1 &
+    local bg=$!
+    if ! answer=$("$BW" port "$SRV_PORT" 10000); then
+        grep Error "$ck/raw-restore.log" >&2 || true
+        die "the server restored by hand never answered (log: $ck/raw-restore.log)"
+    fi
+    record restore-raw "$(ms_since "$t0")"
+    [ "$answer" != "request:1" ] || die "the server restored by hand answered $answer: not restored"
+    kill -KILL "$(cat "$pidfile")"
+    wait "$bg" 2>/dev/null || true
+    rm -f "$pidfile"
+    "$BW" free "$SRV_PORT" 10000 || die "port $SRV_PORT still busy after killing the hand-made container"
+}
+
+case_restore() {
+    local i t0
+    say "3/4 restore: Python TCP server until it answers, $RUNS runs each"
+    quietly "$RCTR" instance stop bench-srv
+    "$BW" free "$SRV_PORT" 10000 || die "port $SRV_PORT still busy after stopping bench-srv"
+    rctr_restore
+    raw_restore
+    rm -f "$RES/restore-rctr" "$RES/restore-raw" # warm-up
+    for ((i = 0; i < RUNS; i++)); do
+        if ((i % 2)); then
+            raw_restore
+            rctr_restore
+        else
+            rctr_restore
+            raw_restore
+        fi
+    done
+    # The restore side's own checksum pass, alone.
+    for ((i = 0; i < RUNS; i++)); do
+        timed restore-verify "$RCTR" checkpoint verify ck-srv
+    done
+}
+
+# === 4. build =================================================================================
+case_build() {
+    local i
+    say "4/4 build: $(du -sm "$WORK/rootfs-python" | cut -f1) MB root filesystem, $RUNS runs each"
+    for ((i = 0; i < RUNS; i++)); do
+        if ((i % 2)); then
+            timed build-mksquashfs mksquashfs "$WORK/rootfs-python" "$WORK/b.sqfs" -comp gzip -noappend -no-progress
+            timed build-rctr "$RCTR" build -f "$WORK/b.sif" "$WORK/rootfs-python"
+        else
+            timed build-rctr "$RCTR" build -f "$WORK/b.sif" "$WORK/rootfs-python"
+            timed build-mksquashfs mksquashfs "$WORK/rootfs-python" "$WORK/b.sqfs" -comp gzip -noappend -no-progress
+        fi
+    done
+    BUILD_SIZES="$(stat -c %s "$WORK/b.sif") $(stat -c %s "$WORK/b.sqfs")"
+}
+
+# === run ======================================================================================
+T_START=$(now_us)
+BUSY0=$(machine_busy_s)
+own_cpu
+OWN0=$OWN_CPU
+if wants startup; then case_startup; fi
+
+CRIU_OK=1
+if wants checkpoint || wants restore; then
+    if ! "$RCTR" checkpoint check >"$WORK/check.log" 2>&1; then
+        CRIU_OK=0
+        reason="the checkpoint engine does not work here ($(grep -m1 -i error "$WORK/check.log" || tail -n1 "$WORK/check.log")); install it with etc/setup/install-criu.sh"
+        skip checkpoint "$reason"
+        skip restore "$reason"
+    fi
+fi
+if [ "$CRIU_OK" = 1 ] && { wants checkpoint || wants restore; }; then
+    case_checkpoint
+    for wl in m256 m1024; do
+        quietly "$RCTR" instance stop "bench-$wl"
+    done
+    if wants restore; then case_restore; fi
+fi
+if wants build; then
+    if [ "$RCTR_BUILD_OK" = 1 ]; then
+        case_build
+    else
+        skip build "rctr build failed: $BUILD_ERROR"
+    fi
+fi
+TOTAL_S=$(awk -v ms="$(ms_since "$T_START")" 'BEGIN { printf "%.0f", ms / 1000 }')
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+own_cpu
+FOREIGN_CPU=$(foreign_cpu_pct "$BUSY0" "$OWN0" "$OWN_CPU" "$(awk -v ms="$(ms_since "$T_START")" 'BEGIN { print ms / 1000 }')")
+
+# shellcheck source=report.sh
+. "$HERE/report.sh"
+write_report
