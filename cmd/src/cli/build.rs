@@ -1,10 +1,9 @@
 //! `rctr build OUT.sif SOURCE`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
-use rctr_image::{BuildOptions, SectionRun, SectionRunner};
-use rctr_runtime::launch::run_foreground;
-use rctr_runtime::plan::ContainerPlan;
+use rctr_image::BuildOptions;
+use rctr_runtime::build_runner::ContainerSectionRunner;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -21,37 +20,10 @@ pub struct BuildArgs {
     pub notest: bool,
 }
 
-/// Runs %post and %test in rctr containers on the staged root filesystem.
-struct ContainerRunner;
-
-impl SectionRunner for ContainerRunner {
-    fn run(&self, run: &SectionRun) -> Result<i32> {
-        if !nix::unistd::geteuid().is_root() {
-            bail!(
-                "rctr runs %{} as root in a container; run rctr build as root",
-                run.section
-            );
-        }
-        let plan = ContainerPlan::for_build_script(
-            run.rootfs,
-            run.writable,
-            run.argv.clone(),
-            run.clean_env,
-            &run.env,
-        )?;
-        eprintln!("rctr: running %{}", run.section);
-        let outcome = run_foreground(&plan)?;
-        if let Some(error) = outcome.error {
-            bail!("{error}");
-        }
-        Ok(outcome.code)
-    }
-}
-
 pub fn run(args: BuildArgs) -> Result<i32> {
     let opts = BuildOptions {
         force: args.force,
-        runner: Some(&ContainerRunner),
+        runner: Some(&ContainerSectionRunner),
         notest: args.notest,
     };
     let report = rctr_image::build_with(&args.output, &args.source, &opts)?;

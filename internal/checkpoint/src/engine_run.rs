@@ -32,7 +32,9 @@ fn exec_child(argv: &[String]) -> i32 {
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             let _ = nix::unistd::chdir("/");
-            detach_stdio();
+            // The engine logs to its own file; its stdio must not be a descriptor of the
+            // host it could trip over.
+            rctr_runtime::process::detach_stdio();
             rctr_runtime::container::close_fds_except(&[]);
             exec_engine(argv, &[]);
             unsafe { libc::_exit(126) }
@@ -42,21 +44,6 @@ fn exec_child(argv: &[String]) -> i32 {
             Err(_) => 1,
         },
         Err(_) => 1,
-    }
-}
-
-/// The engine logs to its own file; its stdio goes nowhere (and must not be
-/// a descriptor of the host it could trip over).
-pub fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::bundle::{ensure_bundle, EngineBundle};
 use crate::conf::CkptConf;
-use crate::engine_run::{detach_stdio, engine_failure, exec_engine};
+use crate::engine_run::{engine_failure, exec_engine};
 use crate::inject::{add_checkpoint_mounts, CKPT_MOUNT, ENGINE_MOUNT};
 use crate::store::{generation_dir_name, CheckpointStore, Manifest, ENGINE};
 use crate::verify::{select, verify};
@@ -12,6 +12,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use rctr_instance::{InstanceRecord, Instances, StartRequest};
 use rctr_runtime::launch::{AppIo, AppStart, CustomStart};
 use rctr_runtime::plan::ContainerPlan;
+use rctr_runtime::process::detach_stdio;
 use rctr_state::lock_exclusive;
 use std::os::fd::AsRawFd;
 use std::time::Duration;

@@ -2,72 +2,27 @@
 //! nodes, xattrs, timestamps), and the few Linux calls std lacks.
 
 use anyhow::{bail, Context, Result};
+use rctr_squashfs::hostfs::{cstring, is_root, lchown, mknod, set_times};
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-fn cstr(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-pub(crate) fn is_root() -> bool {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let c = cstr(path)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::lchown(c.as_ptr(), uid, gid) })
-}
-
-fn mknod(path: &Path, mode: u32, dev: u64) -> io::Result<()> {
-    let c = cstr(path)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, dev as libc::dev_t) })
-}
-
 /// Sets atime/mtime of `path` (not following a symlink) to those in `meta`.
 fn copy_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    let c = cstr(path)?;
-    let times = [
-        libc::timespec {
-            tv_sec: meta.atime() as libc::time_t,
-            tv_nsec: meta.atime_nsec() as _,
-        },
-        libc::timespec {
-            tv_sec: meta.mtime() as libc::time_t,
-            tv_nsec: meta.mtime_nsec() as _,
-        },
-    ];
-    // SAFETY: valid C string and two timespecs.
-    check(unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
+    set_times(
+        path,
+        (meta.atime(), meta.atime_nsec()),
+        (meta.mtime(), meta.mtime_nsec()),
+    )
 }
 
 /// Copies the extended attributes of `src` to `dst` (neither followed if a symlink). Returns
 /// the keys that could not be copied.
 fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<Vec<String>> {
-    let (s, d) = (cstr(src)?, cstr(dst)?);
+    let (s, d) = (cstring(src)?, cstring(dst)?);
     let mut names = vec![0u8; 4096];
     let len = loop {
         // SAFETY: buffer of names.len() bytes.

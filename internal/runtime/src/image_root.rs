@@ -9,7 +9,12 @@ use std::path::Path;
 pub fn resolve_root(image: &str) -> Result<RootSource> {
     let src = ImageSource::open(Path::new(image))?;
     Ok(match src.kind {
-        ImageKind::Sandbox => RootSource { kind: RootKind::Dir, path: src.path, offset: 0, size: 0 },
+        ImageKind::Sandbox => RootSource {
+            kind: RootKind::Dir,
+            path: src.path,
+            offset: 0,
+            size: 0,
+        },
         ImageKind::Sif | ImageKind::Squashfs => RootSource {
             kind: RootKind::Squashfs,
             path: src.path,

@@ -4,7 +4,7 @@
 use crate::container::{close_fds_except, setup_rootfs, unshare_namespaces};
 use crate::loopdev::{self, LoopDevice};
 use crate::plan::{ContainerPlan, RootKind};
-use crate::process::{block_supervised_signals, exec, final_command};
+use crate::process::{block_supervised_signals, detach_stdio, exec, final_command};
 use crate::supervise::{supervise, LogPump};
 use anyhow::{bail, Context, Result};
 use nix::sched::{unshare, CloneFlags};
@@ -206,15 +206,7 @@ fn detached_middle(
     let _ = nix::unistd::setsid();
     // The caller's stdio (maybe a pipe someone waits on to reach EOF) must not
     // stay open for the life of the instance: errors travel over `status_w`.
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
-    }
+    detach_stdio();
     if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
         report(
             status_fd,

@@ -2,6 +2,7 @@
 //! processes in them, in the foreground or detached under rctr's own init.
 
 pub mod binds;
+pub mod build_runner;
 pub mod container;
 pub mod env;
 pub mod identity;

@@ -16,6 +16,23 @@ pub const FORWARDED: &[Signal] = &[
     Signal::SIGUSR2,
 ];
 
+/// Points stdin, stdout and stderr at /dev/null (best effort, for a child after fork). A
+/// detached process must not hold the caller's stdio: a pipe someone waits on would never
+/// reach EOF, and a host terminal is not the child's to write to.
+pub fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this process.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
 /// The forwarded signals plus SIGCHLD: what supervisors take through a signalfd.
 pub fn supervised_set() -> SigSet {
     let mut set = SigSet::empty();

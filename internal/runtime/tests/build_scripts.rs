@@ -1,47 +1,21 @@
-//! `rctr build` %post and %test in real containers: rctr-image's build with a runner over
-//! this crate's writable-root plans (what the CLI wires up). Needs root and busybox-static;
-//! skipped with a printed reason otherwise.
+//! `rctr build` %post and %test in real containers: rctr-image's build with the CLI's runner,
+//! [`ContainerSectionRunner`]. Needs root and busybox-static; skipped with a printed reason
+//! otherwise.
 //!
 //! Each test body runs in a forked, single-threaded child: the runtime's supervisor takes
 //! SIGCHLD through a signalfd in the thread that blocked it (rctr is single-threaded), and in
 //! the multi-threaded test harness another thread would swallow the signal.
 
-use anyhow::{bail, Result};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
-use rctr_image::{build_with, inspect, BuildOptions, ImageSource, SectionRun, SectionRunner};
-use rctr_runtime::container::reset_pid_ns_for_children;
-use rctr_runtime::launch::run_foreground;
-use rctr_runtime::plan::ContainerPlan;
+use rctr_image::{build_with, inspect, BuildOptions, ImageSource};
+use rctr_runtime::build_runner::ContainerSectionRunner;
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &["sh", "echo", "mkdir", "cat", "touch", "test", "id", "sleep"];
-
-/// The same runner as the CLI's.
-struct ContainerRunner;
-
-impl SectionRunner for ContainerRunner {
-    fn run(&self, run: &SectionRun) -> Result<i32> {
-        let plan = ContainerPlan::for_build_script(
-            run.rootfs,
-            run.writable,
-            run.argv.clone(),
-            run.clean_env,
-            &run.env,
-        )?;
-        reset_pid_ns_for_children()?;
-        let outcome = run_foreground(&plan);
-        reset_pid_ns_for_children()?;
-        let outcome = outcome?;
-        if let Some(error) = outcome.error {
-            bail!("{error}");
-        }
-        Ok(outcome.code)
-    }
-}
 
 /// A scratch directory removed when dropped (this crate has no tempfile dependency).
 struct Scratch(PathBuf);
@@ -126,7 +100,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn opts(runner: &ContainerRunner) -> BuildOptions<'_> {
+fn opts(runner: &ContainerSectionRunner) -> BuildOptions<'_> {
     BuildOptions {
         runner: Some(runner),
         ..Default::default()
@@ -158,7 +132,7 @@ fn post_changes_land_in_the_built_image() {
     );
     let out = scratch.0.join("app.sif");
     in_child(&scratch.0, || {
-        build_with(&out, &def, &opts(&ContainerRunner)).unwrap();
+        build_with(&out, &def, &opts(&ContainerSectionRunner)).unwrap();
     });
 
     let img = ImageSource::open(&out).unwrap();
@@ -194,7 +168,7 @@ fn failing_post_fails_the_build_and_leaves_nothing() {
     in_child(&scratch.0, || {
         let err = format!(
             "{:#}",
-            build_with(&out, &def, &opts(&ContainerRunner)).unwrap_err()
+            build_with(&out, &def, &opts(&ContainerSectionRunner)).unwrap_err()
         );
         assert_eq!(
             err,
@@ -225,7 +199,7 @@ fn test_runs_read_only_after_the_build() {
     in_child(&scratch.0, || {
         let err = format!(
             "{:#}",
-            build_with(&out, &def, &opts(&ContainerRunner)).unwrap_err()
+            build_with(&out, &def, &opts(&ContainerSectionRunner)).unwrap_err()
         );
         assert!(
             err.contains("%test failed with exit status 1"),
@@ -238,7 +212,7 @@ fn test_runs_read_only_after_the_build() {
     in_child(&scratch.0, || {
         let notest = BuildOptions {
             notest: true,
-            ..opts(&ContainerRunner)
+            ..opts(&ContainerSectionRunner)
         };
         build_with(&out, &def, &notest).unwrap();
     });

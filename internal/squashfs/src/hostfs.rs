@@ -1,12 +1,14 @@
 //! Thin wrappers over the Linux calls std does not offer: xattrs, lchown, mknod and setting
-//! timestamps without following symlinks.
+//! timestamps without following symlinks. Public for the other crates that write host trees
+//! (rctr-image copies trees with them).
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
+/// `path` as a C string; a path holding a NUL byte is an `InvalidInput` error.
+pub fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
@@ -107,13 +109,15 @@ pub(crate) fn set_xattr(path: &Path, key: &CStr, value: &[u8]) -> io::Result<()>
     })
 }
 
-pub(crate) fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+/// Sets the owner of `path`, not following a final symlink.
+pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     let cpath = cstring(path)?;
     // SAFETY: valid C string.
     check(unsafe { libc::lchown(cpath.as_ptr(), uid, gid) })
 }
 
-pub(crate) fn mknod(path: &Path, mode: u32, dev: libc::dev_t) -> io::Result<()> {
+/// Creates the special file `path` (`mode` holds the type bits, `dev` the device number).
+pub fn mknod(path: &Path, mode: u32, dev: libc::dev_t) -> io::Result<()> {
     let cpath = cstring(path)?;
     // SAFETY: valid C string.
     check(unsafe { libc::mknod(cpath.as_ptr(), mode as libc::mode_t, dev) })
@@ -121,12 +125,18 @@ pub(crate) fn mknod(path: &Path, mode: u32, dev: libc::dev_t) -> io::Result<()> 
 
 /// Sets atime and mtime of `path` to `mtime` without following a final symlink.
 pub(crate) fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
+    set_times(path, (mtime, 0), (mtime, 0))
+}
+
+/// Sets atime and mtime of `path`, each as (seconds, nanoseconds), without following a final
+/// symlink.
+pub fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
     let cpath = cstring(path)?;
-    let ts = libc::timespec {
-        tv_sec: mtime as libc::time_t,
-        tv_nsec: 0,
+    let timespec = |(sec, nsec): (i64, i64)| libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as _,
     };
-    let times = [ts, ts];
+    let times = [timespec(atime), timespec(mtime)];
     // SAFETY: valid C string and two timespecs.
     check(unsafe {
         libc::utimensat(
@@ -138,7 +148,8 @@ pub(crate) fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
     })
 }
 
-pub(crate) fn is_root() -> bool {
+/// True when the effective user is root.
+pub fn is_root() -> bool {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

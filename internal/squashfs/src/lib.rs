@@ -14,7 +14,7 @@
 mod extract;
 mod ffi;
 mod handle;
-mod hostfs;
+pub mod hostfs;
 mod io;
 mod options;
 mod read;
