@@ -145,3 +145,23 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Asserts that nothing of a run on `image` is left on the host: no loop device backed by it
+/// (given 5 s, as the kernel frees a loop device shortly after the last mount namespace using
+/// it is gone) and no host mount naming it or rctr's runtime directory.
+pub fn assert_image_released(image: &Path) {
+    let clear = wait_until(Duration::from_secs(5), || {
+        loop_devices_backed_by(image).is_empty()
+    });
+    assert!(
+        clear,
+        "loop devices still backed by the image: {:?}",
+        loop_devices_backed_by(image)
+    );
+    let mounts = mountinfo_lines_mentioning(&[&image.display().to_string(), "/run/rctr"]);
+    assert!(
+        mounts.is_empty(),
+        "host mounts left behind:\n{}",
+        mounts.join("\n")
+    );
+}

@@ -201,6 +201,22 @@ impl TestEnv {
         }
     }
 
+    /// Instance `name`'s entry of `rctr instance list --json`; panics when it is not listed.
+    pub fn instance_json(&self, name: &str) -> serde_json::Value {
+        self.instances_json()
+            .into_iter()
+            .find(|i| i["instance"] == name)
+            .unwrap_or_else(|| panic!("instance {name} is not listed"))
+    }
+
+    /// Instance `name`'s application pid on the host (`app_pid` of `instance list --json`).
+    pub fn app_pid(&self, name: &str) -> i32 {
+        let entry = self.instance_json(name);
+        entry["app_pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("instance {name} has no app_pid: {entry}")) as i32
+    }
+
     /// Names of the running instances, from `rctr instance list --json`.
     pub fn instance_names(&self) -> Vec<String> {
         self.instances_json()

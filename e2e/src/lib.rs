@@ -9,6 +9,8 @@
 mod checks;
 mod env;
 mod images;
+mod listing;
+mod logs;
 mod net;
 mod paths;
 mod rootfs;
@@ -16,18 +18,22 @@ mod run;
 mod skip;
 
 pub use checks::{
-    assert_error_line, assert_no_panic, assert_one_line_error, loop_devices_backed_by,
-    mountinfo_lines_mentioning, process_alive, wait_until,
+    assert_error_line, assert_image_released, assert_no_panic, assert_one_line_error,
+    loop_devices_backed_by, mountinfo_lines_mentioning, process_alive, wait_until,
 };
 pub use env::TestEnv;
 pub use images::{
     build_sif, busybox_exec_image, scratch_dir, server_def, server_image, write_server_image,
 };
+pub use listing::table_first_column;
+pub use logs::{complete_lines, last_number, numbers_from};
 pub use net::{free_port, is_listening, request, try_wait_for_port, wait_for_port};
-pub use paths::{apptainer_busybox_sif, rctr_bin, shared_testdata, try_rctr_bin, workspace_root};
+pub use paths::{
+    apptainer_busybox_sif, path_str, rctr_bin, shared_testdata, try_rctr_bin, workspace_root,
+};
 pub use rootfs::{
     busybox_rootfs, install_host_path, python_rootfs, BUSYBOX_APPLETS, COUNTER_SERVER_PY,
     HOST_PYTHON,
 };
 pub use run::{output_with_timeout, try_output_with_timeout, DEFAULT_TIMEOUT};
-pub use skip::{is_root, require_criu, require_root, CRIU_BIN};
+pub use skip::{is_root, require_criu, require_root, require_root_and_criu, CRIU_BIN};

@@ -67,3 +67,8 @@ pub(crate) fn e2e_tmp_dir() -> PathBuf {
     }
     dir
 }
+
+/// `p` as a string, for passing a path as one argument of an rctr command line.
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -236,12 +236,7 @@ fn install_path(root: &Path, path: &Path, depth: u32) -> Result<()> {
             return install_path(root, &normalize(&resolved), depth + 1);
         }
         if meta.is_dir() {
-            if !inside.exists() {
-                fs::DirBuilder::new()
-                    .mode(meta.permissions().mode() & 0o7777)
-                    .create(&inside)
-                    .with_context(|| format!("cannot create {}", inside.display()))?;
-            }
+            create_dir_like(&inside, &meta)?;
         } else if i + 1 == parts.len() {
             if !inside.exists() {
                 fs::copy(&host, &inside).with_context(|| {
@@ -251,6 +246,18 @@ fn install_path(root: &Path, path: &Path, depth: u32) -> Result<()> {
         } else {
             bail!("{} is not a directory", host.display());
         }
+    }
+    Ok(())
+}
+
+/// Creates directory `inside` with the mode of the host directory `meta` describes, unless
+/// it exists already.
+fn create_dir_like(inside: &Path, meta: &fs::Metadata) -> Result<()> {
+    if !inside.exists() {
+        fs::DirBuilder::new()
+            .mode(meta.permissions().mode() & 0o7777)
+            .create(inside)
+            .with_context(|| format!("cannot create {}", inside.display()))?;
     }
     Ok(())
 }
@@ -292,12 +299,7 @@ fn copy_dir_contents(root: &Path, src: &Path, stdlib: bool, top_level: bool) -> 
             continue;
         };
         if meta.is_dir() {
-            if !inside.exists() {
-                fs::DirBuilder::new()
-                    .mode(meta.permissions().mode() & 0o7777)
-                    .create(&inside)
-                    .with_context(|| format!("cannot create {}", inside.display()))?;
-            }
+            create_dir_like(&inside, &meta)?;
             copy_dir_contents(root, &host, stdlib, false)?;
         } else if meta.is_file() && !inside.exists() {
             fs::copy(&host, &inside).with_context(|| {

@@ -37,3 +37,9 @@ pub fn require_criu(test: &str) -> bool {
     }
     present
 }
+
+/// True when running as root with CRIU installed (checkpoint tests need both); otherwise
+/// prints the SKIPPED line of the first requirement missing.
+pub fn require_root_and_criu(test: &str) -> bool {
+    require_root(test) && require_criu(test)
+}

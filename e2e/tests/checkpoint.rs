@@ -2,52 +2,15 @@
 //! cycles, a stdout-writing loop whose log continues, and errors.
 
 use rctr_e2e::*;
-use std::fs;
-use std::path::Path;
 use std::time::Duration;
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn needs_root_and_criu(test: &str) -> bool {
-    require_root(test) && require_criu(test)
-}
-
-/// The entries of `rctr checkpoint list --json`.
-fn checkpoints_json(env: &TestEnv) -> Vec<serde_json::Value> {
-    let text = env.ok(["checkpoint", "list", "--json"]);
-    let doc: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("`checkpoint list --json` is not JSON ({e}):\n{text}"));
-    doc["checkpoints"]
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| panic!("no \"checkpoints\" array:\n{text}"))
-}
-
-fn checkpoint_entry(env: &TestEnv, name: &str) -> Option<serde_json::Value> {
-    checkpoints_json(env)
-        .into_iter()
-        .find(|c| c["name"] == name)
-}
-
-/// The first column of `rctr checkpoint list`'s table rows.
-fn listed_checkpoints(env: &TestEnv) -> Vec<String> {
-    env.ok(["checkpoint", "list"])
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn readme_flow_restart_continues_the_count() {
-    if !needs_root_and_criu("readme_flow_restart_continues_the_count") {
+    if !require_root_and_criu("readme_flow_restart_continues_the_count") {
         return;
     }
     let env = TestEnv::new("readme_flow_restart_continues_the_count");
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
     let p = port.to_string();
 
@@ -84,10 +47,12 @@ fn readme_flow_restart_continues_the_count() {
     );
 
     assert!(
-        listed_checkpoints(&env).contains(&"ex".to_string()),
+        env.checkpoint_names().contains(&"ex".to_string()),
         "`checkpoint list` does not show ex"
     );
-    let entry = checkpoint_entry(&env, "ex").expect("ex in `checkpoint list --json`");
+    let entry = env
+        .checkpoint_json("ex")
+        .expect("ex in `checkpoint list --json`");
     assert!(
         entry["generation"].as_u64().is_some_and(|g| g >= 1),
         "no generation recorded: {entry}"
@@ -101,26 +66,26 @@ fn readme_flow_restart_continues_the_count() {
         "the error should name the instance using it: {line}"
     );
     assert!(
-        checkpoint_entry(&env, "ex").is_some(),
+        env.checkpoint_json("ex").is_some(),
         "the refused delete removed the checkpoint"
     );
 
     env.ok(["instance", "stop", "restarted-server"]);
     env.ok(["checkpoint", "delete", "ex"]);
     assert!(
-        checkpoint_entry(&env, "ex").is_none(),
+        env.checkpoint_json("ex").is_none(),
         "ex still listed after delete"
     );
-    assert!(!listed_checkpoints(&env).contains(&"ex".to_string()));
+    assert!(!env.checkpoint_names().contains(&"ex".to_string()));
 }
 
 #[test]
 fn repeated_checkpoint_restart_cycles_keep_counting() {
-    if !needs_root_and_criu("repeated_checkpoint_restart_cycles_keep_counting") {
+    if !require_root_and_criu("repeated_checkpoint_restart_cycles_keep_counting") {
         return;
     }
     let env = TestEnv::new("repeated_checkpoint_restart_cycles_keep_counting");
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
     let p = port.to_string();
 
@@ -162,33 +127,13 @@ fn repeated_checkpoint_restart_cycles_keep_counting() {
     env.ok(["instance", "stop", "cyc"]);
 }
 
-/// The complete lines of a log (a line still being written is left out).
-fn complete_lines(path: &Path) -> Vec<String> {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..end],
-        None => "",
-    };
-    complete.lines().map(str::to_string).collect()
-}
-
-fn last_number(path: &Path) -> u64 {
-    let lines = complete_lines(path);
-    let last = lines
-        .last()
-        .unwrap_or_else(|| panic!("{} has no complete line", path.display()));
-    last.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{}: {last:?} is not a number", path.display()))
-}
-
 #[test]
 fn restarted_loop_continues_its_output_from_the_checkpoint() {
-    if !needs_root_and_criu("restarted_loop_continues_its_output_from_the_checkpoint") {
+    if !require_root_and_criu("restarted_loop_continues_its_output_from_the_checkpoint") {
         return;
     }
     let env = TestEnv::new("restarted_loop_continues_its_output_from_the_checkpoint");
-    let img = s(&busybox_exec_image());
+    let img = path_str(&busybox_exec_image());
     let counter = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
 
     env.ok(["checkpoint", "create", "loop"]);
@@ -205,7 +150,8 @@ fn restarted_loop_continues_its_output_from_the_checkpoint() {
     ]);
     let log = env.instance_log("counter");
     assert!(
-        wait_until(Duration::from_secs(20), || complete_lines(&log).len() >= 5),
+        wait_until(Duration::from_secs(20), || complete_lines(&log, 0).len()
+            >= 5),
         "the counter printed fewer than 5 lines to {}",
         log.display()
     );
@@ -227,12 +173,12 @@ fn restarted_loop_continues_its_output_from_the_checkpoint() {
     ]);
     let log2 = env.instance_log("counter2");
     assert!(
-        wait_until(Duration::from_secs(20), || !complete_lines(&log2)
+        wait_until(Duration::from_secs(20), || !complete_lines(&log2, 0)
             .is_empty()),
         "the restarted counter printed nothing to {}",
         log2.display()
     );
-    let first = complete_lines(&log2)[0]
+    let first = complete_lines(&log2, 0)[0]
         .trim()
         .parse::<u64>()
         .expect("the restarted counter prints numbers");
@@ -247,11 +193,11 @@ fn restarted_loop_continues_its_output_from_the_checkpoint() {
 
 #[test]
 fn checkpoint_errors_are_one_line() {
-    if !needs_root_and_criu("checkpoint_errors_are_one_line") {
+    if !require_root_and_criu("checkpoint_errors_are_one_line") {
         return;
     }
     let env = TestEnv::new("checkpoint_errors_are_one_line");
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let p = free_port().to_string();
     env.ok(["checkpoint", "create", "empty"]);
 

@@ -17,14 +17,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long a freshly started or restored application gets to show progress.
 const PROGRESS: Duration = Duration::from_secs(20);
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn needs_root_and_criu(test: &str) -> bool {
-    require_root(test) && require_criu(test)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Images and scripts
 
@@ -147,44 +139,13 @@ fn bind(host: &Path, inside: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Counters written to files
 
-/// The complete lines of `path` from byte `offset` on (a line still being written is left out).
-fn lines_from(path: &Path, offset: usize) -> Vec<String> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let tail = bytes.get(offset..).unwrap_or_default();
-    let complete = match tail.iter().rposition(|&b| b == b'\n') {
-        Some(end) => &tail[..end],
-        None => return vec![],
-    };
-    String::from_utf8_lossy(complete)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn numbers_from(path: &Path, offset: usize) -> Vec<u64> {
-    lines_from(path, offset)
-        .iter()
-        .map(|l| {
-            l.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("{}: line {l:?} is not a number", path.display()))
-        })
-        .collect()
-}
-
-fn last_number(path: &Path) -> u64 {
-    *numbers_from(path, 0)
-        .last()
-        .unwrap_or_else(|| panic!("{} has no complete line", path.display()))
-}
-
 fn file_len(path: &Path) -> usize {
     std::fs::metadata(path).map_or(0, |m| m.len() as usize)
 }
 
 fn wait_for_lines(path: &Path, offset: usize, n: usize, what: &str) {
     assert!(
-        wait_until(PROGRESS, || lines_from(path, offset).len() >= n),
+        wait_until(PROGRESS, || complete_lines(path, offset).len() >= n),
         "{what}: fewer than {n} new lines in {} after {PROGRESS:?}; it holds:\n{}",
         path.display(),
         String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default())
@@ -241,20 +202,18 @@ impl Counter {
     }
 }
 
+/// Checkpoints `instance` and stops it, following each counter file in `files` through both.
+fn checkpoint_and_stop(env: &TestEnv, instance: &str, files: &[PathBuf]) -> Vec<Counter> {
+    let mut counters: Vec<Counter> = files.iter().cloned().map(Counter::before).collect();
+    env.ok(["checkpoint", "instance", instance]);
+    counters.iter_mut().for_each(Counter::checkpointed);
+    env.ok(["instance", "stop", instance]);
+    counters.iter_mut().for_each(Counter::stopped);
+    counters
+}
+
 // ---------------------------------------------------------------------------------------------
 // Processes and threads of an instance
-
-/// The instance's application pid on the host, from `instance list --json`.
-fn app_host_pid(env: &TestEnv, name: &str) -> i32 {
-    let entry = env
-        .instances_json()
-        .into_iter()
-        .find(|i| i["instance"] == name)
-        .unwrap_or_else(|| panic!("instance {name} is not listed"));
-    entry["app_pid"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("instance {name} has no app_pid: {entry}")) as i32
-}
 
 /// The pids (inside the instance) of the processes `ps` shows with `marker` in their command
 /// line, leaving out pid 1 (rctr's init, whose own command line holds the application's).
@@ -288,11 +247,11 @@ fn namespace_tids(pid: i32) -> BTreeSet<u32> {
 #[test]
 fn multi_process_shell_comes_back_with_every_worker_counting_on() {
     let test = "multi_process_shell_comes_back_with_every_worker_counting_on";
-    if !needs_root_and_criu(test) {
+    if !require_root_and_criu(test) {
         return;
     }
     let env = TestEnv::new(test);
-    let img = s(&busybox_exec_image());
+    let img = path_str(&busybox_exec_image());
     let data = data_dir(&env);
     let data_bind = bind(&data, "/data");
     // A parent shell waiting for two background workers, each with its own counter file.
@@ -322,11 +281,7 @@ fn multi_process_shell_comes_back_with_every_worker_counting_on() {
         "expected the parent shell and 2 workers in `ps`, found pids {pids:?}"
     );
 
-    let mut counters: Vec<Counter> = files.iter().cloned().map(Counter::before).collect();
-    env.ok(["checkpoint", "instance", "workers"]);
-    counters.iter_mut().for_each(Counter::checkpointed);
-    env.ok(["instance", "stop", "workers"]);
-    counters.iter_mut().for_each(Counter::stopped);
+    let counters = checkpoint_and_stop(&env, "workers", &files);
 
     start("--ckpt-restart", "workers2");
     let mut restored = BTreeSet::new();
@@ -346,11 +301,11 @@ fn multi_process_shell_comes_back_with_every_worker_counting_on() {
 #[test]
 fn multi_threaded_python_comes_back_with_every_thread_counting_on() {
     let test = "multi_threaded_python_comes_back_with_every_thread_counting_on";
-    if !needs_root_and_criu(test) {
+    if !require_root_and_criu(test) {
         return;
     }
     let env = TestEnv::new(test);
-    let img = s(&python_exec_image());
+    let img = path_str(&python_exec_image());
     let data = data_dir(&env);
     let scr = script_dir(&env, &[("threads.py", THREADS_PY)]);
     let (data_bind, scr_bind) = (bind(&data, "/data"), bind(&scr, "/scr"));
@@ -378,21 +333,17 @@ fn multi_threaded_python_comes_back_with_every_thread_counting_on() {
     for f in &files {
         wait_for_lines(f, 0, 5, "before the checkpoint");
     }
-    let tids = namespace_tids(app_host_pid(&env, "py"));
+    let tids = namespace_tids(env.app_pid("py"));
     assert_eq!(
         tids.len(),
         4,
         "the Python process should have its main thread and 3 workers, has threads {tids:?}"
     );
 
-    let mut counters: Vec<Counter> = files.iter().cloned().map(Counter::before).collect();
-    env.ok(["checkpoint", "instance", "py"]);
-    counters.iter_mut().for_each(Counter::checkpointed);
-    env.ok(["instance", "stop", "py"]);
-    counters.iter_mut().for_each(Counter::stopped);
+    let counters = checkpoint_and_stop(&env, "py", &files);
 
     start("--ckpt-restart", "py2");
-    let restored = namespace_tids(app_host_pid(&env, "py2"));
+    let restored = namespace_tids(env.app_pid("py2"));
     assert_eq!(
         restored, tids,
         "the restored process should have the same 4 threads (ids inside the instance)"
@@ -409,11 +360,11 @@ fn multi_threaded_python_comes_back_with_every_thread_counting_on() {
 #[test]
 fn file_held_open_for_append_is_appended_at_its_end_after_restart() {
     let test = "file_held_open_for_append_is_appended_at_its_end_after_restart";
-    if !needs_root_and_criu(test) {
+    if !require_root_and_criu(test) {
         return;
     }
     let env = TestEnv::new(test);
-    let img = s(&busybox_exec_image());
+    let img = path_str(&busybox_exec_image());
     let data = data_dir(&env);
     let data_bind = bind(&data, "/data");
     // Opened once, on fd 3, with O_APPEND; never reopened.
@@ -508,11 +459,11 @@ impl Client {
 #[test]
 fn established_connection_ends_and_new_clients_are_served_after_restart() {
     let test = "established_connection_ends_and_new_clients_are_served_after_restart";
-    if !needs_root_and_criu(test) {
+    if !require_root_and_criu(test) {
         return;
     }
     let env = TestEnv::new(test);
-    let img = s(&python_exec_image());
+    let img = path_str(&python_exec_image());
     let scr = script_dir(&env, &[("conn_server.py", CONN_SERVER_PY)]);
     let scr_bind = bind(&scr, "/scr");
     let port = free_port();
@@ -585,11 +536,11 @@ fn established_connection_ends_and_new_clients_are_served_after_restart() {
 #[test]
 fn apptainer_busybox_shell_loop_continues_after_restart() {
     let test = "apptainer_busybox_shell_loop_continues_after_restart";
-    if !needs_root_and_criu(test) {
+    if !require_root_and_criu(test) {
         return;
     }
     let env = TestEnv::new(test);
-    let img = s(&apptainer_busybox_sif());
+    let img = path_str(&apptainer_busybox_sif());
     let scr = script_dir(&env, &[("loop.sh", LOOP_SH)]);
     let scr_bind = bind(&scr, "/scr");
     // Its startscript is empty; its runscript execs its arguments.
@@ -650,10 +601,6 @@ fn tree_size(dir: &Path) -> u64 {
         .sum()
 }
 
-fn checkpoint_state_dir(env: &TestEnv, name: &str) -> PathBuf {
-    env.home().join(".rctr/checkpoint/criu").join(name)
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -664,11 +611,11 @@ fn unix_now() -> u64 {
 #[test]
 fn checkpoint_json_report_and_stop_leave_a_restartable_checkpoint() {
     let test = "checkpoint_json_report_and_stop_leave_a_restartable_checkpoint";
-    if !needs_root_and_criu(test) {
+    if !require_root_and_criu(test) {
         return;
     }
     let env = TestEnv::new(test);
-    let img = s(&python_exec_image());
+    let img = path_str(&python_exec_image());
     let port = free_port();
     let p = port.to_string();
     let start = |ckpt_flag: &str, name: &str| {
@@ -696,7 +643,7 @@ fn checkpoint_json_report_and_stop_leave_a_restartable_checkpoint() {
     let report = parse_json(&text, "`checkpoint instance --json`");
     assert_eq!(report["generation"], 1, "{report}");
     assert_eq!(report["stopped"], false, "{report}");
-    let gen_dir = checkpoint_state_dir(&env, "rep").join("gen-000001");
+    let gen_dir = env.checkpoint_dir("rep").join("gen-000001");
     let size = report["size_bytes"].as_u64().unwrap_or(0);
     // The report's size covers the engine's images, written before the manifest.
     assert!(
@@ -721,11 +668,7 @@ fn checkpoint_json_report_and_stop_leave_a_restartable_checkpoint() {
     assert_eq!(request(port), "request:2", "the checkpoint disturbed srv");
 
     // --stop: a second generation, then the instance is gone and its port free at once.
-    let listed = env
-        .instances_json()
-        .into_iter()
-        .find(|i| i["instance"] == "srv")
-        .expect("srv is listed");
+    let listed = env.instance_json("srv");
     let pids = [listed["pid"].as_i64(), listed["app_pid"].as_i64()].map(|p| p.unwrap_or(0) as i32);
     let text = env.ok(["checkpoint", "instance", "--stop", "--json", "srv"]);
     let report = parse_json(&text, "`checkpoint instance --stop --json`");
@@ -826,17 +769,8 @@ fn table_row(env: &TestEnv, name: &str) -> Row {
 }
 
 fn json_entry(env: &TestEnv, name: &str) -> serde_json::Value {
-    let doc = parse_json(
-        &env.ok(["checkpoint", "list", "--json"]),
-        "`checkpoint list --json`",
-    );
-    doc["checkpoints"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no \"checkpoints\" array: {doc}"))
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("`checkpoint list --json` has no entry for {name}: {doc}"))
+    env.checkpoint_json(name)
+        .unwrap_or_else(|| panic!("`checkpoint list --json` has no entry for {name}"))
 }
 
 /// `date -u` of epoch seconds, as `YYYY-MM-DD HH:MM:SS`.
@@ -895,7 +829,7 @@ fn assert_listing(env: &TestEnv, name: &str, used_by: &[&str], last: Option<(u64
     let size = entry["size_bytes"]
         .as_u64()
         .unwrap_or_else(|| panic!("no size_bytes: {entry}"));
-    let on_disk = tree_size(&checkpoint_state_dir(env, name));
+    let on_disk = tree_size(&env.checkpoint_dir(name));
     assert!(
         size > 0 && size <= on_disk,
         "size_bytes {size} should be positive and at most the {on_disk} bytes on disk: {entry}"
@@ -924,11 +858,11 @@ fn assert_listing(env: &TestEnv, name: &str, used_by: &[&str], last: Option<(u64
 #[test]
 fn checkpoint_list_shows_engine_times_size_and_users() {
     let test = "checkpoint_list_shows_engine_times_size_and_users";
-    if !needs_root_and_criu(test) {
+    if !require_root_and_criu(test) {
         return;
     }
     let env = TestEnv::new(test);
-    let img = s(&busybox_exec_image());
+    let img = path_str(&busybox_exec_image());
     let counter = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
 
     env.ok(["checkpoint", "create", "listed"]);
@@ -971,11 +905,11 @@ fn checkpoint_list_shows_engine_times_size_and_users() {
 #[test]
 fn checkpoint_delete_is_refused_in_use_works_after_stop_and_with_force() {
     let test = "checkpoint_delete_is_refused_in_use_works_after_stop_and_with_force";
-    if !needs_root_and_criu(test) {
+    if !require_root_and_criu(test) {
         return;
     }
     let env = TestEnv::new(test);
-    let img = s(&busybox_exec_image());
+    let img = path_str(&busybox_exec_image());
     let counter = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
     let launch = |ckpt: &str, name: &str| {
         env.ok([
@@ -995,7 +929,7 @@ fn checkpoint_delete_is_refused_in_use_works_after_stop_and_with_force() {
     // In use: refused, one line naming the instance, nothing removed.
     env.ok(["checkpoint", "create", "busy"]);
     launch("busy", "user");
-    let dir = checkpoint_state_dir(&env, "busy");
+    let dir = env.checkpoint_dir("busy");
     let files_before = tree_size(&dir);
     let (code, stderr) = env.fails(["checkpoint", "delete", "busy"]);
     assert_ne!(code, 0);
@@ -1030,7 +964,7 @@ fn checkpoint_delete_is_refused_in_use_works_after_stop_and_with_force() {
     // --force: deleted although in use; the instance itself is left running.
     env.ok(["checkpoint", "create", "forced"]);
     launch("forced", "holder");
-    let forced_dir = checkpoint_state_dir(&env, "forced");
+    let forced_dir = env.checkpoint_dir("forced");
     env.ok(["checkpoint", "delete", "--force", "forced"]);
     assert!(
         !forced_dir.exists(),

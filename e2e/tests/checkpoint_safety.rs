@@ -25,17 +25,9 @@ const CKPT: &str = "ex";
 // Private helpers (the shared harness lacks these).
 // ---------------------------------------------------------------------------------------------
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// `$HOME/.rctr/checkpoint/criu/<name>`.
-fn ckpt_dir(env: &TestEnv, name: &str) -> PathBuf {
-    env.home().join(".rctr/checkpoint/criu").join(name)
-}
-
 fn gen_dir(env: &TestEnv, name: &str, generation: u32) -> PathBuf {
-    ckpt_dir(env, name).join(format!("gen-{generation:06}"))
+    env.checkpoint_dir(name)
+        .join(format!("gen-{generation:06}"))
 }
 
 /// The n of a `request:<n>` answer.
@@ -369,13 +361,13 @@ const FAULT_RUNS: usize = 24;
 #[test]
 fn sigkill_during_checkpoint_never_loses_or_corrupts_a_generation() {
     const T: &str = "sigkill_during_checkpoint_never_loses_or_corrupts_a_generation";
-    if !require_root(T) || !require_criu(T) {
+    if !require_root_and_criu(T) {
         return;
     }
     let env = TestEnv::new(T);
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
-    let dir = ckpt_dir(&env, CKPT);
+    let dir = env.checkpoint_dir(CKPT);
     env.ok(["checkpoint", "create", CKPT]);
     launch(&env, CKPT, &img, "srv", port);
 
@@ -595,13 +587,13 @@ fn sigkill_during_checkpoint_never_loses_or_corrupts_a_generation() {
 #[test]
 fn restart_never_uses_an_unpublished_tmp_generation() {
     const T: &str = "restart_never_uses_an_unpublished_tmp_generation";
-    if !require_root(T) || !require_criu(T) {
+    if !require_root_and_criu(T) {
         return;
     }
     let env = TestEnv::new(T);
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
-    let dir = ckpt_dir(&env, CKPT);
+    let dir = env.checkpoint_dir(CKPT);
     env.ok(["checkpoint", "create", CKPT]);
     launch(&env, CKPT, &img, "srv", port);
     let c1 = count_of(&request(port));
@@ -671,11 +663,11 @@ fn dir_size(dir: &Path) -> u64 {
 #[test]
 fn checkpoint_on_a_full_disk_fails_cleanly_and_the_previous_generation_restores() {
     const T: &str = "checkpoint_on_a_full_disk_fails_cleanly_and_the_previous_generation_restores";
-    if !require_root(T) || !require_criu(T) {
+    if !require_root_and_criu(T) {
         return;
     }
     let env = TestEnv::new(T);
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
     let disk = TmpfsHome::mount(env.home(), 64 << 20);
     env.ok(["checkpoint", "create", CKPT]);
@@ -703,7 +695,7 @@ fn checkpoint_on_a_full_disk_fails_cleanly_and_the_previous_generation_restores(
             line.contains("No space left on device") && line.contains("srv") && line.contains("previous checkpoint is unchanged"),
             "{what}: the error should say the disk is full, name the instance and keep the previous checkpoint: {line}"
         );
-        let dir = ckpt_dir(&env, CKPT);
+        let dir = env.checkpoint_dir(CKPT);
         let leftovers = entries_starting_with(&dir, ".tmp-");
         assert!(leftovers.is_empty(), "{what}: left {leftovers:?}");
         assert_eq!(
@@ -821,11 +813,11 @@ fn extract_squashfs(env: &TestEnv, sif: &str, out: &Path) {
 #[test]
 fn damaged_or_swapped_images_are_refused_and_older_generations_still_restore() {
     const T: &str = "damaged_or_swapped_images_are_refused_and_older_generations_still_restore";
-    if !require_root(T) || !require_criu(T) {
+    if !require_root_and_criu(T) {
         return;
     }
     let env = TestEnv::new(T);
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
     env.ok(["checkpoint", "create", CKPT]);
     launch(&env, CKPT, &img, "srv", port);
@@ -935,7 +927,7 @@ fn damaged_or_swapped_images_are_refused_and_older_generations_still_restore() {
 
     // A different image is refused unless --force; the same filesystem under another name and
     // format is the same image.
-    let busybox = s(&busybox_exec_image());
+    let busybox = path_str(&busybox_exec_image());
     let (_, stderr) = env.fails([
         "instance",
         "start",
@@ -956,7 +948,7 @@ fn damaged_or_swapped_images_are_refused_and_older_generations_still_restore() {
     extract_squashfs(&env, &img, &same);
     latest_restores_with(
         &env,
-        &s(&same),
+        &path_str(&same),
         &[],
         port,
         c2 + 1,
@@ -972,7 +964,7 @@ fn damaged_or_swapped_images_are_refused_and_older_generations_still_restore() {
         "start",
         "--ckpt-restart",
         CKPT,
-        &s(&padded),
+        &path_str(&padded),
         "srv",
         &port.to_string(),
     ]);
@@ -985,7 +977,7 @@ fn damaged_or_swapped_images_are_refused_and_older_generations_still_restore() {
     // The same files, so --force restores it.
     latest_restores_with(
         &env,
-        &s(&padded),
+        &path_str(&padded),
         &["--force"],
         port,
         c2 + 1,
@@ -1022,13 +1014,13 @@ fn latest_restores_with(
 #[test]
 fn concurrent_checkpoints_are_serialised_and_no_wait_fails_fast() {
     const T: &str = "concurrent_checkpoints_are_serialised_and_no_wait_fails_fast";
-    if !require_root(T) || !require_criu(T) {
+    if !require_root_and_criu(T) {
         return;
     }
     let env = TestEnv::new(T);
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
-    let dir = ckpt_dir(&env, CKPT);
+    let dir = env.checkpoint_dir(CKPT);
     env.ok(["checkpoint", "create", CKPT]);
     launch(&env, CKPT, &img, "srv", port);
     assert_eq!(checkpoint(&env, "srv", &["--keep", "0"]), 1);
@@ -1152,11 +1144,11 @@ fn concurrent_checkpoints_are_serialised_and_no_wait_fails_fast() {
 #[test]
 fn hostile_names_are_refused_and_nothing_is_created() {
     const T: &str = "hostile_names_are_refused_and_nothing_is_created";
-    if !require_root(T) || !require_criu(T) {
+    if !require_root_and_criu(T) {
         return;
     }
     let env = TestEnv::new(T);
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
     let p = port.to_string();
     // Everything rctr creates lazily exists first, so any new path is the names' doing.
@@ -1173,7 +1165,7 @@ fn hostile_names_are_refused_and_nothing_is_created() {
         "../x".to_string(),
         "a/b".into(),
         "/abs".into(),
-        s(&escape),
+        path_str(&escape),
         "../../../../../../../../tmp/rctr-e2e-escape".into(),
         "..".into(),
         ".".into(),
@@ -1270,7 +1262,7 @@ fn hostile_names_are_refused_and_nothing_is_created() {
     let longest = "b".repeat(64);
     for ok in [longest.as_str(), "A-z_0.9"] {
         env.ok(["checkpoint", "create", ok]);
-        assert!(ckpt_dir(&env, ok).join("meta.json").is_file());
+        assert!(env.checkpoint_dir(ok).join("meta.json").is_file());
         env.ok(["checkpoint", "delete", ok]);
     }
 }
@@ -1291,13 +1283,13 @@ fn assert_all_refused(env: &TestEnv, what: &str, needle: &str, commands: &[Vec<S
 #[test]
 fn checkpoint_dir_that_is_a_symlink_foreign_or_shared_is_refused() {
     const T: &str = "checkpoint_dir_that_is_a_symlink_foreign_or_shared_is_refused";
-    if !require_root(T) || !require_criu(T) {
+    if !require_root_and_criu(T) {
         return;
     }
     let env = TestEnv::new(T);
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
-    let dir = ckpt_dir(&env, CKPT);
+    let dir = env.checkpoint_dir(CKPT);
     env.ok(["checkpoint", "create", CKPT]);
     launch(&env, CKPT, &img, "srv", port);
     assert_eq!(checkpoint(&env, "srv", &[]), 1);
@@ -1383,11 +1375,11 @@ fn checkpoint_dir_that_is_a_symlink_foreign_or_shared_is_refused() {
 #[test]
 fn checkpoint_files_are_private_even_under_umask_000() {
     const T: &str = "checkpoint_files_are_private_even_under_umask_000";
-    if !require_root(T) || !require_criu(T) {
+    if !require_root_and_criu(T) {
         return;
     }
     let env = TestEnv::new(T);
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
     let with_umask_0 = |args: &[&str]| {
         let mut cmd = env.command(args);
@@ -1509,14 +1501,7 @@ fn checkpoint_files_are_private_even_under_umask_000() {
 
 /// The `Umask:` of an instance's application, from /proc.
 fn app_umask(env: &TestEnv, instance: &str) -> String {
-    let entry = env
-        .instances_json()
-        .into_iter()
-        .find(|i| i["instance"] == instance)
-        .unwrap_or_else(|| panic!("instance {instance} is not listed"));
-    let pid = entry["app_pid"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no app_pid for {instance}: {entry}"));
+    let pid = env.app_pid(instance);
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -1528,11 +1513,11 @@ fn app_umask(env: &TestEnv, instance: &str) -> String {
 #[test]
 fn malformed_ckpt_conf_is_refused_naming_the_file_and_line() {
     const T: &str = "malformed_ckpt_conf_is_refused_naming_the_file_and_line";
-    if !require_root(T) || !require_criu(T) {
+    if !require_root_and_criu(T) {
         return;
     }
     let env = TestEnv::new(T);
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
     env.ok(["checkpoint", "create", CKPT]);
     launch(&env, CKPT, &img, "srv", port);
@@ -1546,7 +1531,7 @@ fn malformed_ckpt_conf_is_refused_naming_the_file_and_line() {
     let writable_bin = bin_dir.join("criu");
     fs::copy(CRIU_BIN, &writable_bin).unwrap();
     fs::set_permissions(&writable_bin, fs::Permissions::from_mode(0o775)).unwrap();
-    let wb = s(&writable_bin);
+    let wb = path_str(&writable_bin);
 
     let head = format!("# test configuration\nengine: criu\nbins:\n  - {CRIU_BIN}\n");
     // (file name, contents, mode, what the one-line error must contain besides the path)
@@ -1606,7 +1591,7 @@ fn malformed_ckpt_conf_is_refused_naming_the_file_and_line() {
         let conf = env.work().join(file);
         fs::write(&conf, text).unwrap();
         fs::set_permissions(&conf, fs::Permissions::from_mode(*mode)).unwrap();
-        let conf_s = s(&conf);
+        let conf_s = path_str(&conf);
         let p2 = free_port().to_string();
         let commands = [
             vec![
@@ -1670,7 +1655,13 @@ fn malformed_ckpt_conf_is_refused_naming_the_file_and_line() {
     fs::write(&good, format!("{head}keep: 2\n")).unwrap();
     fs::set_permissions(&good, fs::Permissions::from_mode(0o600)).unwrap();
     for _ in 0..2 {
-        env.ok(["checkpoint", "instance", "--ckpt-conf", &s(&good), "srv"]);
+        env.ok([
+            "checkpoint",
+            "instance",
+            "--ckpt-conf",
+            &path_str(&good),
+            "srv",
+        ]);
     }
     assert_eq!(
         listing(&env, CKPT),

@@ -12,10 +12,6 @@ fn image() -> String {
     apptainer_busybox_sif().display().to_string()
 }
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// Waits for `child` with a deadline; kills it and panics when the deadline passes.
 fn wait_child(mut child: Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
     let pid = child.id() as i32;
@@ -91,7 +87,7 @@ fn read_only_bind_cannot_be_written() {
     let dir = env.work().join("ro");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("f"), "host data\n").unwrap();
-    let bind = format!("{}:/e2e-ro:ro", s(&dir));
+    let bind = format!("{}:/e2e-ro:ro", path_str(&dir));
     assert_eq!(
         env.ok(["exec", "--bind", &bind, &image(), "cat", "/e2e-ro/f"]),
         "host data\n"
@@ -121,8 +117,8 @@ fn read_write_bind_reaches_the_host() {
     let dir = env.work().join("rw");
     fs::create_dir(&dir).unwrap();
     for bind in [
-        format!("{}:/e2e-rw", s(&dir)),
-        format!("{}:/e2e-rw:rw", s(&dir)),
+        format!("{}:/e2e-rw", path_str(&dir)),
+        format!("{}:/e2e-rw:rw", path_str(&dir)),
     ] {
         let _ = fs::remove_file(dir.join("new"));
         env.ok([
@@ -144,11 +140,11 @@ fn read_write_bind_reaches_the_host() {
     env.ok([
         "exec",
         "--bind",
-        &s(&dir),
+        &path_str(&dir),
         &image(),
         "sh",
         "-c",
-        &format!("echo same-path > {}/same", s(&dir)),
+        &format!("echo same-path > {}/same", path_str(&dir)),
     ]);
     assert_eq!(fs::read_to_string(dir.join("same")).unwrap(), "same-path\n");
 }
@@ -168,7 +164,7 @@ fn bind_destination_missing_in_the_image_is_created() {
         Some(1),
         "/e2e/made/here should not exist in the image"
     );
-    let bind = format!("{}:/e2e/made/here", s(&dir));
+    let bind = format!("{}:/e2e/made/here", path_str(&dir));
     assert_eq!(
         env.ok(["exec", "--bind", &bind, &image(), "cat", "/e2e/made/here/f"]),
         "found\n"
@@ -227,7 +223,7 @@ fn contain_gives_an_empty_home_and_a_private_tmp() {
         .prefix("rctr-e2e-tmp-marker-")
         .tempfile_in("/tmp")
         .unwrap();
-    let marker = s(host_tmp.path());
+    let marker = path_str(host_tmp.path());
     let inside_name = format!("/tmp/rctr-e2e-from-container-{}", std::process::id());
     let probe =
         format!("ls -A \"$HOME\"; test -e {marker} && echo host-tmp-visible; touch {inside_name}");
@@ -269,7 +265,7 @@ fn sigterm_to_rctr_reaches_the_container_process() {
     let mut cmd = env.command([
         "exec",
         "--bind",
-        &format!("{}:/m", s(&dir)),
+        &format!("{}:/m", path_str(&dir)),
         &image(),
         "sh",
         "-c",
@@ -305,7 +301,7 @@ fn many_sequential_and_concurrent_execs_leave_nothing_behind() {
     // A private copy, so its loop devices are told apart from anything else's.
     let img: PathBuf = env.work().join("busybox.sif");
     fs::copy(apptainer_busybox_sif(), &img).unwrap();
-    let img_s = s(&img);
+    let img_s = path_str(&img);
 
     for i in 0..100 {
         let out = env.cmd(["exec", &img_s, "true"]);
@@ -335,20 +331,7 @@ fn many_sequential_and_concurrent_execs_leave_nothing_behind() {
 
     // Loop devices auto-clear once the last mount namespace using them is gone, which the
     // kernel finishes shortly after the processes exit.
-    let clear = wait_until(Duration::from_secs(5), || {
-        loop_devices_backed_by(&img).is_empty()
-    });
-    assert!(
-        clear,
-        "loop devices still backed by the image: {:?}",
-        loop_devices_backed_by(&img)
-    );
-    let mounts = mountinfo_lines_mentioning(&[&img_s, "/run/rctr"]);
-    assert!(
-        mounts.is_empty(),
-        "host mounts left behind:\n{}",
-        mounts.join("\n")
-    );
+    assert_image_released(&img);
 }
 
 #[test]
@@ -363,7 +346,7 @@ fn bad_bind_specs_fail_with_one_line_errors() {
         ":/x".to_string(),
         "/tmp:relative/dst".to_string(),
         "/tmp:/x:ro:extra".to_string(),
-        format!("{}:/x", s(&missing)),
+        format!("{}:/x", path_str(&missing)),
     ];
     for spec in &specs {
         let (_, stderr) = env.fails(["exec", "--bind", spec, &image(), "true"]);
@@ -372,12 +355,12 @@ fn bad_bind_specs_fail_with_one_line_errors() {
     let (_, stderr) = env.fails([
         "exec",
         "--bind",
-        &format!("{}:/x", s(&missing)),
+        &format!("{}:/x", path_str(&missing)),
         &image(),
         "true",
     ]);
     assert!(
-        stderr.contains(&s(&missing)),
+        stderr.contains(&path_str(&missing)),
         "the error should name the missing source: {stderr}"
     );
 }
@@ -395,7 +378,7 @@ fn unusable_images_fail_with_one_line_errors() {
     fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let missing = env.work().join("missing.sif");
     for img in [&missing, &text, &truncated] {
-        let (_, stderr) = env.fails(["exec", &s(img), "true"]);
+        let (_, stderr) = env.fails(["exec", &path_str(img), "true"]);
         let line = assert_one_line_error(&stderr, &format!("exec {}", img.display()));
         let name = img.file_name().unwrap().to_string_lossy();
         assert!(

@@ -6,24 +6,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::mpsc::channel;
 use std::time::Duration;
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// The first column of `rctr instance list`'s table rows.
-fn listed_names(table: &str) -> Vec<String> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn server_instance_counts_requests_and_stop_frees_its_port() {
@@ -31,7 +16,7 @@ fn server_instance_counts_requests_and_stop_frees_its_port() {
         return;
     }
     let env = TestEnv::new("server_instance_counts_requests_and_stop_frees_its_port");
-    let img = s(&server_image());
+    let img = path_str(&server_image());
     let port = free_port();
     let p = port.to_string();
 
@@ -39,7 +24,7 @@ fn server_instance_counts_requests_and_stop_frees_its_port() {
     env.wait_for_instance_port("srv", port);
     let answers: Vec<String> = (0..3).map(|_| request(port)).collect();
     assert_eq!(answers, ["request:1", "request:2", "request:3"]);
-    assert_eq!(listed_names(&env.ok(["instance", "list"])), ["srv"]);
+    assert_eq!(table_first_column(&env.ok(["instance", "list"])), ["srv"]);
     assert_eq!(env.instance_names(), ["srv"]);
 
     env.ok(["instance", "stop", "srv"]);
@@ -70,7 +55,7 @@ fn instance_start_does_not_keep_the_callers_stdout_and_stderr() {
     let mut cmd = env.command([
         "instance",
         "start",
-        &s(&busybox_exec_image()),
+        &path_str(&busybox_exec_image()),
         "quiet",
         "sleep",
         "100000",
@@ -113,13 +98,13 @@ fn instance_stdout_goes_to_its_growing_log_file() {
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let bind = format!("{}:/.singularity.d/startscript:ro", s(&script));
+    let bind = format!("{}:/.singularity.d/startscript:ro", path_str(&script));
     env.ok([
         "instance",
         "start",
         "--bind",
         &bind,
-        &s(&apptainer_busybox_sif()),
+        &path_str(&apptainer_busybox_sif()),
         "ticker",
     ]);
 
@@ -155,7 +140,7 @@ fn twenty_parallel_instances_are_listed_and_stop_all_leaves_nothing() {
     // A private copy, so its loop devices are told apart from anything else's.
     let img = env.work().join("sleeper.sif");
     fs::copy(busybox_exec_image(), &img).unwrap();
-    let img_s = s(&img);
+    let img_s = path_str(&img);
     let names: Vec<String> = (0..20).map(|i| format!("par{i:02}")).collect();
 
     std::thread::scope(|scope| {
@@ -214,20 +199,7 @@ fn twenty_parallel_instances_are_listed_and_stop_all_leaves_nothing() {
         alive.is_empty(),
         "processes still alive after stop --all: {alive:?}"
     );
-    let clear = wait_until(Duration::from_secs(5), || {
-        loop_devices_backed_by(&img).is_empty()
-    });
-    assert!(
-        clear,
-        "loop devices still backed by the image: {:?}",
-        loop_devices_backed_by(&img)
-    );
-    let mounts = mountinfo_lines_mentioning(&[&img_s, "/run/rctr"]);
-    assert!(
-        mounts.is_empty(),
-        "host mounts left behind:\n{}",
-        mounts.join("\n")
-    );
+    assert_image_released(&img);
 }
 
 #[test]
@@ -236,7 +208,7 @@ fn invalid_instance_names_are_refused() {
         return;
     }
     let env = TestEnv::new("invalid_instance_names_are_refused");
-    let img = s(&busybox_exec_image());
+    let img = path_str(&busybox_exec_image());
     let too_long = "a".repeat(65);
     for name in ["../x", "a/b", "-x", "", too_long.as_str()] {
         // `--` so that "-x" is taken as the name, not as an option.
@@ -260,7 +232,7 @@ fn duplicate_instance_name_is_refused_and_the_first_keeps_running() {
         return;
     }
     let env = TestEnv::new("duplicate_instance_name_is_refused_and_the_first_keeps_running");
-    let img = s(&busybox_exec_image());
+    let img = path_str(&busybox_exec_image());
     env.ok(["instance", "start", &img, "dup", "sleep", "100000"]);
     let before = env.instances_json();
     let (_, stderr) = env.fails(["instance", "start", &img, "dup", "sleep", "100000"]);
@@ -304,7 +276,7 @@ fn startscript_failing_at_once_fails_the_start() {
         return;
     }
     let env = TestEnv::new("startscript_failing_at_once_fails_the_start");
-    let img = s(&busybox_exec_image());
+    let img = path_str(&busybox_exec_image());
     let (_, stderr) = env.fails([
         "instance",
         "start",

@@ -10,6 +10,9 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::leftovers;
+
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &["sh", "ls", "cat", "echo", "true", "env", "id"];
 
@@ -44,14 +47,6 @@ fn busybox_rootfs(dir: &Path) -> Option<PathBuf> {
     )
     .unwrap();
     Some(root)
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".rctr-build-"))
-        .collect()
 }
 
 #[test]

@@ -6,7 +6,9 @@ use anyhow::Result;
 use rctr_image::{build_with, inspect, BuildOptions, ImageSource, SectionRun, SectionRunner};
 use std::cell::RefCell;
 use std::fs;
-use std::path::Path;
+
+mod common;
+use common::leftovers;
 
 /// Acts like the scripts of [`DEF`] would, checks what each section sees, and exits with the
 /// configured statuses.
@@ -90,14 +92,6 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let def = dir.path().join("app.def");
     fs::write(&def, DEF).unwrap();
     (dir, def)
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".rctr-build-"))
-        .collect()
 }
 
 #[test]
