@@ -297,3 +297,38 @@ fn startscript_failing_at_once_fails_the_start() {
         "the failed instance is still listed"
     );
 }
+
+#[test]
+fn stopping_an_instance_that_already_died_cleans_it_up() {
+    if !require_root("stopping_an_instance_that_already_died_cleans_it_up") {
+        return;
+    }
+    let env = TestEnv::new("stopping_an_instance_that_already_died_cleans_it_up");
+    let img = path_str(&busybox_exec_image());
+    let marker = env.work().join("release");
+    let bind = format!("{}:/release", path_str(env.work()));
+    // The application crashes (status 3) once the test lets it: after start succeeded.
+    env.ok([
+        "instance",
+        "start",
+        "-B",
+        &bind,
+        &img,
+        "crashy",
+        "sh",
+        "-c",
+        "while [ ! -e /release/release ]; do sleep 0.05; done; exit 3",
+    ]);
+    let init_pid = env.instance_json("crashy")["pid"].as_i64().unwrap() as i32;
+    std::fs::write(&marker, "go").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || !process_alive(init_pid)),
+        "the instance's init did not exit after its application crashed"
+    );
+    // The record is still there (nobody listed it since); stop removes it without error.
+    assert!(env.instances_dir().join("crashy.json").exists());
+    env.ok(["instance", "stop", "crashy"]);
+    assert!(!env.instances_dir().join("crashy.json").exists());
+    let (_, stderr) = env.fails(["instance", "stop", "crashy"]);
+    assert_one_line_error(&stderr, "stopping it a second time");
+}

@@ -72,9 +72,21 @@ fn wait_exit(fd: &OwnedFd, timeout: Duration) -> bool {
 }
 
 impl Instances {
+    /// Stops `name`. An instance whose processes already exited is not an error:
+    /// its record is removed, so that stop is safe to repeat after a crash.
     pub fn stop(&self, name: &str, opts: &StopOptions) -> Result<()> {
-        let rec = self.get(name)?;
-        stop_record(&rec, opts)?;
+        rctr_state::validate_name("instance", name)?;
+        let path = self.record_path(name);
+        if !path.exists() {
+            bail!("no instance named '{name}': see `rctr instance list`");
+        }
+        let rec: InstanceRecord = rctr_state::read_json(&path)?;
+        if rec.init_pid == 0 {
+            bail!("instance '{name}' is still starting: retry in a moment");
+        }
+        if rec.is_running() {
+            stop_record(&rec, opts)?;
+        }
         self.remove(name)
     }
 }
