@@ -520,6 +520,11 @@ fn wrapper_script_in(env: &ContainerEnv, env_dir: &str) -> String {
     ));
     s.push_str("unset __rctr_script __rctr_d\n");
     s.push_str("unset -f __rctr_fixpath\n");
+    // A missing command gets rctr's own one-line message and status 127, after
+    // the image's env scripts had their chance to extend PATH.
+    s.push_str(
+        "command -v -- \"$1\" >/dev/null 2>&1 || { echo \"rctr: error: command '$1' not found in the container\" >&2; exit 127; }\n",
+    );
     s.push_str("exec \"$@\"\n");
     s
 }

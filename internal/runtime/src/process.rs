@@ -79,7 +79,7 @@ pub fn final_command(plan: &ContainerPlan) -> (Vec<String>, Vec<(String, String)
             base: plan.env.clone(),
             overrides: plan.env_overrides.clone(),
         };
-        let script = with_command_check(&crate::env::wrapper_script(&env));
+        let script = crate::env::wrapper_script(&env);
         let mut argv = vec![
             "/bin/sh".to_string(),
             "-c".to_string(),
@@ -137,14 +137,4 @@ pub fn exec(argv: &[String], env: &[(String, String)]) -> (i32, String) {
         code,
         format!("cannot execute '{first}' in the container: {}", err.desc()),
     )
-}
-
-/// A missing command gets rctr's own one-line message and status 127, after
-/// the image's env scripts had their chance to extend PATH.
-fn with_command_check(script: &str) -> String {
-    const CHECK: &str = "command -v -- \"$1\" >/dev/null 2>&1 || { echo \"rctr: error: command '$1' not found in the container\" >&2; exit 127; }\n";
-    match script.rfind("exec \"$@\"") {
-        Some(at) => format!("{}{}{}", &script[..at], CHECK, &script[at..]),
-        None => format!("{script}\n{CHECK}exec \"$@\""),
-    }
 }
