@@ -22,14 +22,14 @@ export RCTR_BIN
 # two threads match the 2-core machines they are written for.
 E2E_THREADS ?= 2
 
-.PHONY: help deps build demo test unit e2e bench lint clean
+.PHONY: help deps build demo test unit unit-tmpfs e2e bench lint clean
 
 help:
 	@echo "make deps    install build/test dependencies and CRIU (Debian 12, as root)"
 	@echo "make build   build $(RCTR_BIN)"
 	@echo "make demo    deps + build + the checkpoint/restart demo (e2e/demo.sh)"
 	@echo "make test    deps + build + unit tests + end-to-end tests"
-	@echo "make unit    unit tests of every crate except the end-to-end ones"
+	@echo "make unit    unit tests of every crate except the end-to-end ones (twice: /tmp as is, /tmp on tmpfs)"
 	@echo "make e2e     end-to-end tests against $(RCTR_BIN) (most need root)"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make bench   benchmarks against the raw tools; writes docs/benchmarks.md (as root)"
@@ -52,8 +52,16 @@ test: deps build
 	if [ $$status -ne 0 ]; then echo "make test: FAILED (see the failing tests above)" >&2; fi; \
 	exit $$status
 
+# The unit tests run twice: on this host's /tmp, then with /tmp (and TMPDIR) on a private tmpfs,
+# because tmpfs lists directory entries in another order than ext4 and many machines have it.
 unit:
-	$(CARGO) test --no-fail-fast --workspace --exclude rctr-e2e
+	@status=0; \
+	$(CARGO) test --no-fail-fast --workspace --exclude rctr-e2e || status=1; \
+	$(MAKE) --no-print-directory unit-tmpfs || status=1; \
+	exit $$status
+
+unit-tmpfs:
+	bash etc/setup/on-private-tmpfs.sh $(CARGO) test --no-fail-fast --workspace --exclude rctr-e2e
 
 e2e: build
 	$(CARGO) test --no-fail-fast -p rctr-e2e -- --test-threads=$(E2E_THREADS)

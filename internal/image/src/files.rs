@@ -146,10 +146,15 @@ fn copy_merge(copier: &mut TreeCopier, src: &Path, dst: &Path) -> Result<()> {
     match fs::symlink_metadata(dst) {
         Err(_) => copier.copy(src, dst),
         Ok(dm) if dm.is_dir() && src_meta.is_dir() => {
-            for e in fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))? {
-                let name = e
-                    .with_context(|| format!("cannot read {}", src.display()))?
-                    .file_name();
+            // Sorted, not in directory order: which path of a hard-link group is copied first
+            // (and which error is met first) must not depend on the host's file system.
+            let mut names: Vec<_> = fs::read_dir(src)
+                .with_context(|| format!("cannot read {}", src.display()))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("cannot read {}", src.display()))?;
+            names.sort();
+            for name in names {
                 copy_merge(copier, &src.join(&name), &dst.join(&name))?;
             }
             Ok(())

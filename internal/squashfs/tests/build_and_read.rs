@@ -92,13 +92,15 @@ struct Summary {
     link: Option<PathBuf>,
     rdev: Option<(u32, u32)>,
     xattrs: Vec<(String, Vec<u8>)>,
-    /// Relative path of the first entry sharing this inode (hard links), else None.
+    /// Smallest relative path of the entries sharing this inode (hard links), else None.
+    /// The smallest, not the first met: directory order differs between file systems.
     hardlink_group: Option<PathBuf>,
 }
 
 fn summarize(root: &Path) -> BTreeMap<PathBuf, Summary> {
     let mut out = BTreeMap::new();
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut inode_of: HashMap<PathBuf, (u64, u64)> = HashMap::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let path = root.join(&rel);
@@ -119,16 +121,14 @@ fn summarize(root: &Path) -> BTreeMap<PathBuf, Summary> {
         } else {
             "socket"
         };
-        let hardlink_group = if !ft.is_dir() && meta.nlink() > 1 {
-            Some(
-                inodes
-                    .entry((meta.dev(), meta.ino()))
-                    .or_insert_with(|| rel.clone())
-                    .clone(),
-            )
-        } else {
-            None
-        };
+        if !ft.is_dir() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            let smallest = inodes.entry(key).or_insert_with(|| rel.clone());
+            if rel < *smallest {
+                *smallest = rel.clone();
+            }
+            inode_of.insert(rel.clone(), key);
+        }
         let rdev = (ft.is_block_device() || ft.is_char_device())
             .then(|| (libc::major(meta.rdev()), libc::minor(meta.rdev())));
         out.insert(
@@ -148,7 +148,7 @@ fn summarize(root: &Path) -> BTreeMap<PathBuf, Summary> {
                 link: ft.is_symlink().then(|| fs::read_link(&path).unwrap()),
                 rdev,
                 xattrs: list_xattrs(&path),
-                hardlink_group,
+                hardlink_group: None,
             },
         );
         if ft.is_dir() {
@@ -156,6 +156,10 @@ fn summarize(root: &Path) -> BTreeMap<PathBuf, Summary> {
                 stack.push(rel.join(e.unwrap().file_name()));
             }
         }
+    }
+    // Second pass: every member of a group is named after the group's smallest path.
+    for (rel, key) in inode_of {
+        out.get_mut(&rel).unwrap().hardlink_group = Some(inodes[&key].clone());
     }
     out
 }
