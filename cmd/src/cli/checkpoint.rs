@@ -1,16 +1,25 @@
 //! `rctr checkpoint create|list|delete|instance|check`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use rctr_checkpoint::dump::{checkpoint_instance, DumpOptions};
-use rctr_checkpoint::store::{dir_size, latest_generation, CheckpointStore};
+use rctr_checkpoint::store::{CheckpointRow, CheckpointStore, GenerationRow};
+use rctr_checkpoint::{CkptConf, EngineKind};
 use rctr_instance::Instances;
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum CheckpointCommand {
     /// Create an empty checkpoint to launch instances with
-    Create { name: String },
+    Create {
+        name: String,
+        /// Checkpoint engine: criu (transparent, whole process tree) or app (the application
+        /// writes its own state; see docs/checkpoint.md). Default: `engine:` in ckpt-conf.yaml
+        #[arg(long, value_name = "ENGINE")]
+        engine: Option<EngineKind>,
+        #[arg(long, value_name = "FILE")]
+        ckpt_conf: Option<PathBuf>,
+    },
     /// List checkpoints, or the generations of one
     List {
         #[arg(long)]
@@ -61,9 +70,21 @@ pub struct InstanceArgs {
 
 pub fn run(c: CheckpointCommand) -> Result<i32> {
     match c {
-        CheckpointCommand::Create { name } => {
-            let dir = CheckpointStore::for_current_user()?.create(&name)?;
-            eprintln!("checkpoint {name} created in {}", dir.display());
+        CheckpointCommand::Create {
+            name,
+            engine,
+            ckpt_conf,
+        } => {
+            let engine = match engine {
+                Some(e) => e,
+                // Only the default engine's name is needed, not the engine itself.
+                None => CkptConf::load_for(ckpt_conf.as_deref(), EngineKind::App)?.engine,
+            };
+            let ckpt = CheckpointStore::for_current_user()?.create(&name, engine)?;
+            eprintln!(
+                "checkpoint {name} ({engine} engine) created in {}",
+                ckpt.dir().display()
+            );
             Ok(0)
         }
         CheckpointCommand::List { json, name: None } => list(json),
@@ -91,28 +112,10 @@ fn users_of(instances: &Instances, name: &str) -> Result<Vec<String>> {
 fn list(json: bool) -> Result<i32> {
     let store = CheckpointStore::for_current_user()?;
     let instances = Instances::for_current_user()?;
-    let mut rows = vec![];
-    for name in store.names()? {
-        let meta = store.meta(&name)?;
-        let dir = store.open(&name)?;
-        let latest = latest_generation(&dir)?;
-        let last = latest
-            .and_then(|g| {
-                rctr_checkpoint::store::read_manifest(
-                    &dir.join(rctr_checkpoint::store::generation_dir_name(g)),
-                )
-                .ok()
-            })
-            .map(|m| m.created);
-        rows.push(serde_json::json!({
-            "name": name,
-            "engine": meta.engine,
-            "created": meta.created,
-            "last_checkpoint": last,
-            "generation": latest,
-            "size_bytes": dir_size(&dir),
-            "used_by": users_of(&instances, &name)?,
-        }));
+    let mut rows: Vec<CheckpointRow> = vec![];
+    for ckpt in store.list()? {
+        let users = users_of(&instances, ckpt.name())?;
+        rows.push(ckpt.row(users)?);
     }
     if json {
         println!(
@@ -126,18 +129,17 @@ fn list(json: bool) -> Result<i32> {
         "NAME", "ENGINE", "CREATED", "LAST CHECKPOINT", "SIZE"
     );
     for r in rows {
-        let used: Vec<String> = serde_json::from_value(r["used_by"].clone()).unwrap_or_default();
         println!(
             "{:<20} {:<7} {:<20} {:<20} {:>10}  {}",
-            r["name"].as_str().unwrap_or(""),
-            r["engine"].as_str().unwrap_or(""),
-            time_text(r["created"].as_u64()),
-            time_text(r["last_checkpoint"].as_u64()),
-            size_text(r["size_bytes"].as_u64().unwrap_or(0)),
-            if used.is_empty() {
+            r.name,
+            r.engine.as_str(),
+            time_text(Some(r.created)),
+            time_text(r.last_checkpoint),
+            size_text(r.size_bytes),
+            if r.used_by.is_empty() {
                 "-".to_string()
             } else {
-                used.join(",")
+                r.used_by.join(",")
             }
         );
     }
@@ -167,31 +169,21 @@ fn size_text(bytes: u64) -> String {
 }
 
 fn delete(name: &str, force: bool) -> Result<i32> {
-    let store = CheckpointStore::for_current_user()?;
-    let dir = store.open(name)?;
+    let ckpt = CheckpointStore::for_current_user()?.open(name)?;
     let users = users_of(&Instances::for_current_user()?, name)?;
-    if !users.is_empty() && !force {
-        bail!(
-            "checkpoint '{name}' is used by running instance(s) {}: stop them first or use --force",
-            users.join(", ")
-        );
-    }
-    // Wait for a checkpoint or restore in progress to finish.
-    let _lock = rctr_state::lock_exclusive(&dir.join(".lock"))?;
-    store.delete(name)?;
+    ckpt.delete(force, &users)?;
     eprintln!("checkpoint {name} deleted");
     Ok(0)
 }
 
 fn instance(a: InstanceArgs) -> Result<i32> {
     let instances = Instances::for_current_user()?;
-    let conf = rctr_checkpoint::CkptConf::load(a.ckpt_conf.as_deref())?;
     let opts = DumpOptions {
         stop: a.stop,
         keep: a.keep,
         no_wait: a.no_wait,
     };
-    let r = checkpoint_instance(&instances, &a.instance, &opts, conf.keep)?;
+    let r = checkpoint_instance(&instances, &a.instance, &opts, a.ckpt_conf.as_deref())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -220,27 +212,13 @@ fn check(conf: Option<PathBuf>) -> Result<i32> {
 }
 
 fn list_generations(name: &str, json: bool) -> Result<i32> {
-    let store = CheckpointStore::for_current_user()?;
-    let dir = store.open(name)?;
-    let latest = latest_generation(&dir)?;
-    let mut rows = vec![];
-    for g in rctr_checkpoint::store::generations(&dir)? {
-        let gen_dir = dir.join(rctr_checkpoint::store::generation_dir_name(g));
-        let m = rctr_checkpoint::store::read_manifest(&gen_dir).ok();
-        rows.push(serde_json::json!({
-            "generation": g,
-            "latest": latest == Some(g),
-            "created": m.as_ref().map(|m| m.created),
-            "size_bytes": dir_size(&gen_dir),
-            "frozen_ms": m.as_ref().and_then(|m| m.frozen_us).map(|us| us as f64 / 1000.0),
-            "instance": m.as_ref().map(|m| m.instance.clone()),
-        }));
-    }
+    let ckpt = CheckpointStore::for_current_user()?.open(name)?;
+    let rows: Vec<GenerationRow> = ckpt.generation_rows()?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "name": name, "generations": rows })
+                &serde_json::json!({ "name": name, "engine": ckpt.engine(), "generations": rows })
             )?
         );
         return Ok(0);
@@ -250,33 +228,26 @@ fn list_generations(name: &str, json: bool) -> Result<i32> {
         "GEN", "CREATED", "SIZE", "FROZEN"
     );
     for r in rows {
-        let mark = if r["latest"].as_bool() == Some(true) {
-            "*"
-        } else {
-            ""
-        };
+        let mark = if r.latest { "*" } else { "" };
         println!(
             "{:<4} {:<20} {:>10} {:>10}  {}",
-            format!("{}{mark}", r["generation"]),
-            time_text(r["created"].as_u64()),
-            size_text(r["size_bytes"].as_u64().unwrap_or(0)),
-            r["frozen_ms"]
-                .as_f64()
+            format!("{}{mark}", r.generation),
+            time_text(r.created),
+            size_text(r.size_bytes),
+            r.frozen_ms
                 .map(|f| format!("{f:.1} ms"))
                 .unwrap_or_else(|| "-".into()),
-            r["instance"].as_str().unwrap_or("-")
+            r.instance.as_deref().unwrap_or("-")
         );
     }
     Ok(0)
 }
 
 fn verify(name: &str, generation: Option<u32>) -> Result<i32> {
-    let store = CheckpointStore::for_current_user()?;
-    let dir = store.open(name)?;
-    let _lock = rctr_state::lock_exclusive(&dir.join(".lock"))?;
-    let g = rctr_checkpoint::verify::select(&dir, name, generation)?;
-    let cache = rctr_state::StateRoot::for_current_user()?.private_subdir("cache")?;
-    rctr_checkpoint::verify::verify(&dir, name, &g, None, false, &cache)?;
+    let ckpt = CheckpointStore::for_current_user()?.open(name)?;
+    let _lock = ckpt.lock()?;
+    let g = ckpt.select(generation)?;
+    ckpt.verify(&g, None, false)?;
     println!(
         "checkpoint {name} generation {}: {} image files intact",
         g.number,

@@ -3,7 +3,6 @@
 use super::run_opts::{plan_for, RunOptions};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use rctr_checkpoint::CkptConf;
 use rctr_instance::{InstanceRecord, Instances, StartRequest, StopOptions};
 use rctr_runtime::launch::AppStart;
 use std::path::PathBuf;
@@ -95,17 +94,22 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
     argv.extend(a.args.iter().cloned());
     let plan = plan_for(&a.image, &a.opts, argv)?;
     let rec = if let Some(ckpt) = &a.ckpt_launch {
-        let conf = CkptConf::load(a.ckpt_conf.as_deref())?;
-        rctr_checkpoint::restore::launch(&instances, &conf, ckpt, &a.name, a.args.clone(), plan)?
+        rctr_checkpoint::restore::launch(
+            &instances,
+            a.ckpt_conf.as_deref(),
+            ckpt,
+            &a.name,
+            a.args.clone(),
+            plan,
+        )?
     } else if let Some(ckpt) = &a.ckpt_restart {
-        let conf = CkptConf::load(a.ckpt_conf.as_deref())?;
         let opts = rctr_checkpoint::restore::RestartOptions {
             generation: a.generation,
             force: a.force,
         };
         rctr_checkpoint::restore::restart(
             &instances,
-            &conf,
+            a.ckpt_conf.as_deref(),
             ckpt,
             &a.name,
             a.args.clone(),

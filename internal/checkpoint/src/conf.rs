@@ -3,8 +3,9 @@
 //!
 //! Every error names the configuration file and, where it can, the line.
 
-use crate::closure::{self, Closure, ClosureRequest, LibSpec};
-use crate::{elf, trust};
+use crate::criu::closure::{self, Closure, ClosureRequest, LibSpec};
+use crate::criu::elf;
+use crate::trust;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -56,39 +57,75 @@ impl fmt::Display for ConfOrigin {
     }
 }
 
-/// The checkpoint engine kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    Criu,
-}
-
-impl fmt::Display for Engine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Engine::Criu => "criu",
-        })
-    }
-}
+/// The engine kind (the same type as [`crate::engine::EngineKind`]).
+pub use crate::engine::EngineKind as Engine;
 
 /// The file as written; see etc/ckpt-conf.yaml for what each key means.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawConf {
     engine: Engine,
+    #[serde(default)]
     bins: Vec<String>,
     #[serde(default)]
     libs: Vec<String>,
     lib_paths: Option<Vec<String>>,
     loader: Option<String>,
     keep: Option<u32>,
+    app: Option<RawApp>,
 }
 
-/// A validated configuration, resolved to host files.
+/// The `app:` section: settings of the application-level engine.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawApp {
+    signal: Option<String>,
+    timeout: Option<u64>,
+    dir: Option<String>,
+}
+
+/// Settings of the application-level engine ([`crate::app`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSettings {
+    /// Signal that asks the application to write a checkpoint.
+    pub signal: nix::sys::signal::Signal,
+    /// How long the application may take to write it.
+    pub timeout: std::time::Duration,
+    /// Directory inside the container where `$RCTR_CKPT_DIR` is created for each checkpoint.
+    pub dir: PathBuf,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        AppSettings {
+            signal: nix::sys::signal::Signal::SIGUSR1,
+            timeout: std::time::Duration::from_secs(DEFAULT_APP_TIMEOUT_S),
+            dir: PathBuf::from(DEFAULT_APP_DIR),
+        }
+    }
+}
+
+const DEFAULT_APP_TIMEOUT_S: u64 = 60;
+const DEFAULT_APP_DIR: &str = "/.rctr-ckpt";
+
+/// A validated configuration. The CRIU part is resolved to host files only when CRIU is
+/// needed, so that the application-level engine works on hosts without CRIU.
 #[derive(Debug, Clone)]
 pub struct CkptConf {
     pub origin: ConfOrigin,
+    /// The engine of new checkpoints (`checkpoint create --engine` overrides it).
     pub engine: Engine,
+    /// Default number of checkpoint generations to keep.
+    pub keep: u32,
+    pub app: AppSettings,
+    /// The CRIU engine, when it was needed and resolved.
+    pub criu: Option<CriuConf>,
+}
+
+/// The CRIU engine's settings, resolved to host files.
+#[derive(Debug, Clone)]
+pub struct CriuConf {
+    pub origin: ConfOrigin,
     /// Engine binaries (absolute paths as configured); bundled as `bin/<file name>`.
     pub bins: Vec<PathBuf>,
     /// Extra libraries from `libs:`.
@@ -97,10 +134,15 @@ pub struct CkptConf {
     pub lib_paths: Vec<PathBuf>,
     /// Explicit loader from `loader:`.
     pub loader: Option<PathBuf>,
-    /// Default number of checkpoint generations to keep.
-    pub keep: u32,
     /// Every library the bundle needs, loader included; all checked root-controlled.
     pub closure: Closure,
+}
+
+impl CriuConf {
+    /// Names of the binaries inside the bundle (`bin/<name>`).
+    pub fn bin_names(&self) -> Vec<String> {
+        self.bins.iter().filter_map(|b| file_name(b)).collect()
+    }
 }
 
 /// Which configuration applies: `explicit` (--ckpt-conf) > $RCTR_CKPT_CONF > /etc/rctr >
@@ -141,22 +183,39 @@ pub fn system_lib_dirs() -> Vec<PathBuf> {
 }
 
 impl CkptConf {
-    /// Locates ([`locate`]), reads and validates the configuration.
+    /// Locates ([`locate`]), reads and validates the configuration, resolving the engine it
+    /// names as the default.
     pub fn load(explicit: Option<&Path>) -> Result<Self> {
+        Self::load_inner(explicit, None)
+    }
+
+    /// Like [`CkptConf::load`], but resolves what `engine` needs instead of the default
+    /// engine: a checkpoint of the application-level engine never needs CRIU.
+    pub fn load_for(explicit: Option<&Path>, engine: Engine) -> Result<Self> {
+        Self::load_inner(explicit, Some(engine))
+    }
+
+    fn load_inner(explicit: Option<&Path>, engine: Option<Engine>) -> Result<Self> {
         let origin = locate(explicit);
         match origin.path() {
-            None => Self::from_yaml(BUILTIN_CONF, origin),
+            None => Self::resolve_text(BUILTIN_CONF, origin, engine),
             Some(p) => {
-                let p = p.to_path_buf();
-                Self::from_file(&p, origin)
+                let path = p.to_path_buf();
+                let text = Self::read_file(&path, &origin)?;
+                Self::resolve_text(&text, origin, engine)
             }
         }
     }
 
     /// Reads and validates the file at `path`; `origin` tells how it was chosen.
     pub fn from_file(path: &Path, origin: ConfOrigin) -> Result<Self> {
+        let text = Self::read_file(path, &origin)?;
+        Self::from_yaml(&text, origin)
+    }
+
+    fn read_file(path: &Path, origin: &ConfOrigin) -> Result<String> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            let how = match &origin {
+            let how = match origin {
                 ConfOrigin::Env(_) => format!(" (named by ${ENV_CONF})"),
                 _ => String::new(),
             };
@@ -166,22 +225,34 @@ impl CkptConf {
             )
         })?;
         trust::ensure_conf_file_safe(path)?;
-        Self::from_yaml(&text, origin)
+        Ok(text)
     }
 
-    /// Parses and validates `text`, resolving every file it names on this host.
+    /// Parses and validates `text`, resolving every file the default engine needs on this
+    /// host.
     pub fn from_yaml(text: &str, origin: ConfOrigin) -> Result<Self> {
+        Self::resolve_text(text, origin, None)
+    }
+
+    fn resolve_text(text: &str, origin: ConfOrigin, engine: Option<Engine>) -> Result<Self> {
         let raw = parse(text, &origin)?;
+        let need_criu = engine.unwrap_or(raw.engine) == Engine::Criu;
         Resolver {
             text,
             origin: &origin,
         }
-        .resolve(raw)
+        .resolve(raw, need_criu)
     }
 
-    /// Names of the binaries inside the bundle (`bin/<name>`).
-    pub fn bin_names(&self) -> Vec<String> {
-        self.bins.iter().filter_map(|b| file_name(b)).collect()
+    /// The CRIU engine's settings, or why there are none.
+    pub fn criu(&self) -> Result<&CriuConf> {
+        self.criu.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{}: the CRIU engine was not loaded (this configuration was read for another \
+                 engine)",
+                self.origin
+            )
+        })
     }
 }
 
@@ -190,7 +261,7 @@ fn parse(text: &str, origin: &ConfOrigin) -> Result<RawConf> {
         .lines()
         .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#') && l.trim() != "---");
     if !has_content {
-        bail!("{origin}: the file is empty; it needs at least `engine: criu` and `bins:`");
+        bail!("{origin}: the file is empty; it needs at least `engine: criu` and `bins:` (or `engine: app`)");
     }
     serde_yaml::from_str(text).map_err(|e| match e.location() {
         Some(loc) => {
@@ -219,18 +290,83 @@ impl Resolver<'_> {
         }
     }
 
-    fn resolve(&self, raw: RawConf) -> Result<CkptConf> {
-        let bins = self.bins(&raw)?;
-        let libs = self.libs(&raw)?;
-        let lib_paths = self.lib_paths(&raw, &bins)?;
-        let loader = match &raw.loader {
-            None => None,
-            Some(l) => Some(self.trusted_file("loader", l)?),
-        };
+    fn resolve(&self, raw: RawConf, need_criu: bool) -> Result<CkptConf> {
         let keep = raw.keep.unwrap_or(DEFAULT_KEEP);
         if keep == 0 {
             bail!("{}keep must be at least 1", self.at("keep:"));
         }
+        let app = self.app(&raw)?;
+        let criu = if need_criu {
+            Some(self.criu(&raw)?)
+        } else {
+            None
+        };
+        Ok(CkptConf {
+            origin: self.origin.clone(),
+            engine: raw.engine,
+            keep,
+            app,
+            criu,
+        })
+    }
+
+    fn app(&self, raw: &RawConf) -> Result<AppSettings> {
+        let mut s = AppSettings::default();
+        let Some(a) = &raw.app else {
+            return Ok(s);
+        };
+        if let Some(sig) = &a.signal {
+            s.signal = parse_signal(sig).ok_or_else(|| {
+                anyhow!("{}app: unknown signal {sig:?} (e.g. SIGUSR1)", self.at(sig))
+            })?;
+            if matches!(
+                s.signal,
+                nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP
+            ) {
+                bail!(
+                    "{}app: {sig} cannot be caught by an application",
+                    self.at(sig)
+                );
+            }
+        }
+        if let Some(t) = a.timeout {
+            if t == 0 {
+                bail!(
+                    "{}app: timeout must be at least 1 (seconds)",
+                    self.at("timeout:")
+                );
+            }
+            s.timeout = std::time::Duration::from_secs(t);
+        }
+        if let Some(d) = &a.dir {
+            let p = Path::new(d);
+            let plain = p.is_absolute()
+                && p.components().count() > 1
+                && p.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )
+                });
+            if !plain {
+                bail!(
+                    "{}app: dir {d:?} must be an absolute path inside the container, without '.' or '..'",
+                    self.at(d)
+                );
+            }
+            s.dir = p.to_path_buf();
+        }
+        Ok(s)
+    }
+
+    fn criu(&self, raw: &RawConf) -> Result<CriuConf> {
+        let bins = self.bins(raw)?;
+        let libs = self.libs(raw)?;
+        let lib_paths = self.lib_paths(raw, &bins)?;
+        let loader = match &raw.loader {
+            None => None,
+            Some(l) => Some(self.trusted_file("loader", l)?),
+        };
 
         let closure = closure::closure(&ClosureRequest {
             bins: &bins,
@@ -251,14 +387,12 @@ impl Resolver<'_> {
             })?;
         }
 
-        Ok(CkptConf {
+        Ok(CriuConf {
             origin: self.origin.clone(),
-            engine: raw.engine,
             bins,
             libs,
             lib_paths,
             loader,
-            keep,
             closure,
         })
     }
@@ -270,7 +404,7 @@ impl Resolver<'_> {
     fn bins(&self, raw: &RawConf) -> Result<Vec<PathBuf>> {
         if raw.bins.is_empty() {
             bail!(
-                "{}bins is empty: name at least the criu binary",
+                "{}bins is empty or missing: the criu engine needs at least the criu binary",
                 self.at("bins")
             );
         }
@@ -283,7 +417,7 @@ impl Resolver<'_> {
                 bail!("{at}bins: {b:?} must be an absolute path");
             }
             if !path.exists() {
-                if raw.engine == Engine::Criu && file_name(path).as_deref() == Some("criu") {
+                if file_name(path).as_deref() == Some("criu") {
                     bail!(
                         "{at}CRIU not found at {b}: {INSTALL_HINT}, or point bins at an \
                          installed criu (4.2 or newer)"
@@ -389,4 +523,65 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 
 fn file_name(p: &Path) -> Option<String> {
     p.file_name().and_then(|n| n.to_str()).map(str::to_string)
+}
+
+/// `SIGUSR1`, `USR1` or a number.
+fn parse_signal(text: &str) -> Option<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal;
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_read_with_or_without_sig_and_as_numbers() {
+        use nix::sys::signal::Signal;
+        assert_eq!(parse_signal("SIGUSR2"), Some(Signal::SIGUSR2));
+        assert_eq!(parse_signal("usr1"), Some(Signal::SIGUSR1));
+        assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("99"), None);
+    }
+
+    #[test]
+    fn app_only_configuration_needs_no_criu() {
+        let c = CkptConf::from_yaml(
+            "engine: app\napp:\n  signal: USR2\n  timeout: 5\n  dir: /ckpt-out\n",
+            ConfOrigin::BuiltIn,
+        )
+        .unwrap();
+        assert_eq!(c.engine, Engine::App);
+        assert!(c.criu.is_none());
+        assert!(c.criu().is_err());
+        assert_eq!(c.app.signal, nix::sys::signal::Signal::SIGUSR2);
+        assert_eq!(c.app.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(c.app.dir, PathBuf::from("/ckpt-out"));
+    }
+
+    #[test]
+    fn bad_app_settings_name_their_line() {
+        for (text, want) in [
+            ("engine: app\napp:\n  signal: SIGFOO\n", ":3:"),
+            ("engine: app\napp:\n  signal: KILL\n", "cannot be caught"),
+            ("engine: app\napp:\n  timeout: 0\n", ":3:"),
+            ("engine: app\napp:\n  dir: ../x\n", ":3:"),
+            ("engine: app\napp:\n  dir: /a/../b\n", "without"),
+            ("engine: app\napp:\n  colour: red\n", "unknown field"),
+        ] {
+            let err = CkptConf::from_yaml(text, ConfOrigin::BuiltIn).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(want), "{text:?}: {msg}");
+        }
+    }
 }

@@ -1,28 +1,25 @@
-//! rctr-checkpoint: the checkpoint engine (CRIU) and the checkpoint commands' logic.
+//! rctr-checkpoint: checkpoints of running instances: the store, and the engines.
 //!
-//! Engine layer: [`conf`] loads ckpt-conf.yaml and resolves it to host files ([`closure`]
-//! computes the libraries, [`trust`] refuses files non-root users could modify), [`bundle`]
-//! assembles them into a cached, self-contained directory run through its own loader, and
-//! [`doctor`] checks that all of it works on this host.
-//!
-//! Checkpoint layer: [`store`] keeps checkpoints and their generations on disk, [`inject`]
-//! adds the engine and checkpoint mounts to a container, [`dump`] checkpoints a running
-//! instance, [`restore`] launches and restarts instances.
+//! The store ([`store`]) keeps each checkpoint's generations on disk and owns every guarantee
+//! about them: numbering, staging, checksums ([`integrity`]), atomic publish, `latest`,
+//! pruning, locking. The engines implement [`engine::CheckpointEngine`]: [`criu`] checkpoints
+//! whole process trees transparently; [`app`] asks the application to write its own state.
+//! [`conf`] loads ckpt-conf.yaml (files it names are checked by [`trust`]). [`dump`] and
+//! [`restore`] put store and engine together for the commands.
 
-pub mod bundle;
-pub mod closure;
+pub mod app;
 pub mod conf;
-pub mod doctor;
+pub mod criu;
 pub mod dump;
-mod elf;
-mod engine_run;
-pub mod inject;
+pub mod engine;
 pub mod integrity;
 pub mod restore;
-pub mod stats;
 pub mod store;
 pub mod trust;
-pub mod verify;
+
+// The CRIU engine's parts keep their short paths.
+pub use criu::{bundle, closure, doctor};
 
 pub use bundle::{ensure_bundle, EngineBundle};
 pub use conf::CkptConf;
+pub use engine::{CheckpointEngine, EngineKind};

@@ -1,7 +1,7 @@
 //! Engine bundles: built once, cached by content, runnable through their own loader.
 
 use rctr_checkpoint::bundle::{ensure_bundle_in, EngineBundle};
-use rctr_checkpoint::conf::{self, CkptConf, ConfOrigin};
+use rctr_checkpoint::conf::{self, CkptConf, ConfOrigin, CriuConf};
 use rctr_checkpoint::doctor;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -9,12 +9,14 @@ use std::process::Command;
 
 const CRIU: &str = "/opt/rctr/criu/bin/criu";
 
-fn conf_for(bins: &[&str]) -> CkptConf {
+fn conf_for(bins: &[&str]) -> CriuConf {
     let list = bins.join(", ");
     CkptConf::from_yaml(
         &format!("engine: criu\nbins: [{list}]\n"),
         ConfOrigin::BuiltIn,
     )
+    .unwrap()
+    .criu
     .unwrap()
 }
 
@@ -66,7 +68,10 @@ fn changed_engine_file_makes_a_new_bundle() {
     std::fs::copy("/bin/true", &bin).unwrap();
     let text = format!("engine: criu\nbins: [{}]\n", bin.display());
     let cache = dir.path().join("cache");
-    let c = CkptConf::from_yaml(&text, ConfOrigin::BuiltIn).unwrap();
+    let c = CkptConf::from_yaml(&text, ConfOrigin::BuiltIn)
+        .unwrap()
+        .criu
+        .unwrap();
     let first = ensure_bundle_in(&c, &cache).unwrap();
     assert_eq!(ensure_bundle_in(&c, &cache).unwrap().dir, first.dir);
 
@@ -74,7 +79,10 @@ fn changed_engine_file_makes_a_new_bundle() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&bin).unwrap();
     std::io::Write::write_all(&mut f, b"trailing bytes").unwrap();
     drop(f);
-    let c = CkptConf::from_yaml(&text, ConfOrigin::BuiltIn).unwrap();
+    let c = CkptConf::from_yaml(&text, ConfOrigin::BuiltIn)
+        .unwrap()
+        .criu
+        .unwrap();
     let second = ensure_bundle_in(&c, &cache).unwrap();
     assert!(second.created);
     assert_ne!(second.id, first.id);
@@ -163,7 +171,7 @@ fn writable_cache_dir_is_refused() {
 fn criu_bundle_runs_criu() {
     let Some(c) = criu_conf() else { return };
     let cache = tempfile::tempdir().unwrap();
-    let b = ensure_bundle_in(&c, cache.path()).unwrap();
+    let b = ensure_bundle_in(c.criu().unwrap(), cache.path()).unwrap();
     let loader = b.loader.clone().unwrap();
     assert_eq!(loader, "ld-linux-x86-64.so.2");
     for lib in [

@@ -31,8 +31,9 @@ fn valid_config_resolves_binaries_libraries_and_defaults() {
     let p = write_conf(dir.path(), "engine: criu\nbins:\n  - /bin/ls\n");
     let c = CkptConf::from_file(&p, ConfOrigin::Flag(p.clone())).unwrap();
     assert_eq!(c.engine, Engine::Criu);
-    assert_eq!(c.bins, [PathBuf::from("/bin/ls")]);
     assert_eq!(c.keep, 3);
+    let c = c.criu().unwrap();
+    assert_eq!(c.bins, [PathBuf::from("/bin/ls")]);
     assert!(c.libs.is_empty());
     assert_eq!(c.bin_names(), ["ls"]);
     assert!(c.closure.lib("libc.so.6").is_some());
@@ -57,6 +58,7 @@ fn all_keys_are_accepted() {
     let p = write_conf(dir.path(), &text);
     let c = CkptConf::from_file(&p, ConfOrigin::Flag(p.clone())).unwrap();
     assert_eq!(c.keep, 7);
+    let c = c.criu().unwrap();
     assert_eq!(c.lib_paths, [libc_dir]);
     assert_eq!(c.libs, [LibSpec::Name("libc.so.6".into())]);
 }
@@ -89,7 +91,7 @@ fn empty_file_and_missing_bins_are_refused() {
     let (_, msg, _d) = load_err("# nothing\n");
     assert!(msg.contains("empty"), "{msg}");
     let (_, msg, _d) = load_err("engine: criu\n");
-    assert!(msg.contains("missing field `bins`"), "{msg}");
+    assert!(msg.contains("bins is empty or missing"), "{msg}");
     let (_, msg, _d) = load_err("engine: criu\nbins: []\n");
     assert!(
         msg.contains(":2:") && msg.contains("bins is empty"),
@@ -239,6 +241,7 @@ fn config_location_precedence() {
 fn built_in_config_loads_or_says_how_to_install_criu() {
     match CkptConf::from_yaml(conf::BUILTIN_CONF, ConfOrigin::BuiltIn) {
         Ok(c) => {
+            let c = c.criu().unwrap();
             assert_eq!(c.bins, [PathBuf::from("/opt/rctr/criu/bin/criu")]);
             // The prefix's own lib/ comes first: that is where its glibc is.
             assert_eq!(c.lib_paths[0], PathBuf::from("/opt/rctr/criu/lib"));

@@ -9,4 +9,4 @@ mod stop;
 pub use liveness::{is_alive, process_start_ticks};
 pub use record::{InstanceRecord, Instances};
 pub use start::StartRequest;
-pub use stop::{stop_record, StopOptions};
+pub use stop::{pidfd_open, pidfd_signal, stop_record, StopOptions};

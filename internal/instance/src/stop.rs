@@ -24,7 +24,9 @@ impl Default for StopOptions {
     }
 }
 
-fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+/// A pidfd for `pid`: it becomes readable when the process exits, and signals sent through it
+/// never reach a later process that reused the pid.
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd> {
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error())
@@ -33,7 +35,8 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn pidfd_signal(fd: &OwnedFd, sig: Signal) -> Result<()> {
+/// Sends `sig` through a pidfd; a process that is already gone is not an error.
+pub fn pidfd_signal(fd: &OwnedFd, sig: Signal) -> Result<()> {
     let rc = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,

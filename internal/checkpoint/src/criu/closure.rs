@@ -8,7 +8,7 @@
 //! architecture are skipped. The first file found for a name serves every requester, as the
 //! dynamic linker's soname de-duplication does at run time.
 
-use crate::elf::{self, ElfInfo, ElfKind};
+use super::elf::{self, ElfInfo, ElfKind};
 use anyhow::{bail, Context, Result};
 use std::collections::{HashSet, VecDeque};
 use std::fmt::Write as _;

@@ -8,7 +8,7 @@
 //! A bundle is assembled in a temporary directory next to the cache entries and renamed into
 //! place, so readers never see a half-built one and concurrent builders cannot collide.
 
-use crate::conf::CkptConf;
+use crate::conf::CriuConf;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -74,12 +74,12 @@ pub fn default_cache_dir() -> Result<PathBuf> {
 }
 
 /// Returns the bundle for `conf`, assembling it in the default cache if needed.
-pub fn ensure_bundle(conf: &CkptConf) -> Result<EngineBundle> {
+pub fn ensure_bundle(conf: &CriuConf) -> Result<EngineBundle> {
     ensure_bundle_in(conf, &default_cache_dir()?)
 }
 
 /// Returns the bundle for `conf` under `cache_dir`, assembling it if needed.
-pub fn ensure_bundle_in(conf: &CkptConf, cache_dir: &Path) -> Result<EngineBundle> {
+pub fn ensure_bundle_in(conf: &CriuConf, cache_dir: &Path) -> Result<EngineBundle> {
     prepare_cache_dir(cache_dir)?;
     let sources = sources_of(conf);
     let key = stat_key(conf, &sources)?;
@@ -93,7 +93,7 @@ pub fn ensure_bundle_in(conf: &CkptConf, cache_dir: &Path) -> Result<EngineBundl
 }
 
 /// The content-addressed lookup: hashes every file, builds the bundle if it is new.
-fn build_or_reuse(conf: &CkptConf, cache_dir: &Path) -> Result<EngineBundle> {
+fn build_or_reuse(conf: &CriuConf, cache_dir: &Path) -> Result<EngineBundle> {
     // Each file is read once: what is hashed is exactly what gets written.
     let mut bins = Vec::new();
     for (bin, name) in conf.bins.iter().zip(conf.bin_names()) {
@@ -160,7 +160,7 @@ fn build_or_reuse(conf: &CkptConf, cache_dir: &Path) -> Result<EngineBundle> {
 }
 
 /// Role, name in the bundle and host source of every bundled file.
-fn sources_of(conf: &CkptConf) -> Vec<(&'static str, String, PathBuf)> {
+fn sources_of(conf: &CriuConf) -> Vec<(&'static str, String, PathBuf)> {
     let bins = conf.bins.iter().zip(conf.bin_names());
     let mut v: Vec<_> = bins.map(|(p, n)| ("bin", n, p.clone())).collect();
     v.extend(
@@ -177,7 +177,7 @@ fn sources_of(conf: &CkptConf) -> Vec<(&'static str, String, PathBuf)> {
 /// the content address is remembered under a key made of the sources' identities and change
 /// times. Engine files are root-owned and root-writable only (see [`crate::trust`]), and any
 /// write to them changes their ctime, which not even root can set back.
-fn stat_key(conf: &CkptConf, sources: &[(&'static str, String, PathBuf)]) -> Result<String> {
+fn stat_key(conf: &CriuConf, sources: &[(&'static str, String, PathBuf)]) -> Result<String> {
     let mut h = Sha256::new();
     h.update(format!(
         "rctr-engine-bundle-stat\0layout={LAYOUT_VERSION}\0"
@@ -207,7 +207,7 @@ fn stat_key(conf: &CkptConf, sources: &[(&'static str, String, PathBuf)]) -> Res
 fn lookup_index(
     cache_dir: &Path,
     key: &str,
-    conf: &CkptConf,
+    conf: &CriuConf,
     sources: &[(&'static str, String, PathBuf)],
 ) -> Option<EngineBundle> {
     let index = cache_dir.join(INDEX_DIR);

@@ -1,8 +1,8 @@
-//! `rctr checkpoint doctor`'s engine checks: is the configured engine usable on this host, and
+//! `rctr checkpoint check`'s engine checks: is the configured engine usable on this host, and
 //! if not, exactly what is missing and how to get it.
 
-use crate::bundle::{self, EngineBundle};
-use crate::conf::{CkptConf, Engine, INSTALL_HINT};
+use super::bundle::{self, EngineBundle};
+use crate::conf::{CkptConf, CriuConf, Engine, INSTALL_HINT};
 use anyhow::{bail, Context, Result};
 use std::fmt;
 use std::io::Read;
@@ -78,8 +78,8 @@ impl fmt::Display for Report {
 /// Loads the configuration (see [`crate::conf::locate`]) and checks it; a configuration that
 /// does not load is reported as a failure, not returned as an error.
 pub fn diagnose(explicit_conf: Option<&Path>) -> Report {
-    match CkptConf::load(explicit_conf) {
-        Ok(conf) => check(&conf),
+    let conf = match CkptConf::load(explicit_conf) {
+        Ok(c) => c,
         Err(e) => {
             let mut r = Report::default();
             r.push(
@@ -87,6 +87,25 @@ pub fn diagnose(explicit_conf: Option<&Path>) -> Report {
                 Status::Fail,
                 format!("{e:#}"),
                 Some("fix the file or what it names (see the message)".into()),
+            );
+            return r;
+        }
+    };
+    if conf.criu.is_some() {
+        return check(&conf);
+    }
+    // CRIU is not the default engine here: check it too, but its absence is no failure.
+    match CkptConf::load_for(explicit_conf, Engine::Criu) {
+        Ok(with_criu) => check(&with_criu),
+        Err(e) => {
+            let mut r = check(&conf);
+            r.push(
+                "criu",
+                Status::Warn,
+                format!("the CRIU engine is not usable: {e:#}"),
+                Some(format!(
+                    "only needed for `--engine criu` checkpoints: {INSTALL_HINT}"
+                )),
             );
             r
         }
@@ -106,14 +125,30 @@ pub fn check(conf: &CkptConf) -> Report {
     }
 }
 
-/// Checks `conf`: the resolved files, the host, the bundle (assembled under `cache_dir` if
-/// needed) and CRIU itself run from the bundle on the host.
+/// Checks `conf`: the application-level engine's settings and, when CRIU is configured, the
+/// resolved files, the host, the bundle (assembled under `cache_dir` if needed) and CRIU
+/// itself run from the bundle on the host.
 pub fn check_with_cache(conf: &CkptConf, cache_dir: &Path) -> Report {
     let mut r = Report::default();
     config_finding(&mut r, conf);
+    r.push(
+        "app engine",
+        Status::Ok,
+        format!(
+            "usable: needs no privileges; signal {}, timeout {} s, files in {} inside the container",
+            conf.app.signal,
+            conf.app.timeout.as_secs(),
+            conf.app.dir.display()
+        ),
+        None,
+    );
+    let Some(criu) = &conf.criu else {
+        return r;
+    };
+    criu_config_finding(&mut r, criu);
     host_findings(&mut r);
 
-    let bundle = match bundle::ensure_bundle_in(conf, cache_dir) {
+    let bundle = match bundle::ensure_bundle_in(criu, cache_dir) {
         Ok(b) => b,
         Err(e) => {
             r.push("bundle", Status::Fail, format!("{e:#}"), None);
@@ -136,15 +171,24 @@ pub fn check_with_cache(conf: &CkptConf, cache_dir: &Path) -> Report {
         ),
         None,
     );
-
-    if conf.engine == Engine::Criu {
-        criu_findings(&mut r, &bundle);
-    }
+    criu_findings(&mut r, &bundle);
     r.bundle = Some(bundle);
     r
 }
 
 fn config_finding(r: &mut Report, conf: &CkptConf) {
+    r.push(
+        "config",
+        Status::Ok,
+        format!(
+            "{}: default engine {}, keep {}",
+            conf.origin, conf.engine, conf.keep
+        ),
+        None,
+    );
+}
+
+fn criu_config_finding(r: &mut Report, conf: &CriuConf) {
     let loader = conf
         .closure
         .loader
@@ -153,12 +197,10 @@ fn config_finding(r: &mut Report, conf: &CkptConf) {
         .map(|l| l.path.display().to_string())
         .unwrap_or_else(|| "none (static)".into());
     r.push(
-        "config",
+        "criu config",
         Status::Ok,
         format!(
-            "{}: engine {}, bins {}, {} libraries, loader {loader}",
-            conf.origin,
-            conf.engine,
+            "bins {}, {} libraries, loader {loader}",
             conf.bins
                 .iter()
                 .map(|b| b.display().to_string())

@@ -1,0 +1,133 @@
+//! The CRIU engine: transparent checkpoints of the whole application process tree.
+//!
+//! [`bundle`] assembles CRIU and its library closure ([`closure`], read by [`elf`]) into a
+//! cached, self-contained directory that [`inject`] bind-mounts read-only into the container;
+//! [`run`] executes it inside a running container's namespaces; [`stats`] reads how long the
+//! application was frozen; [`doctor`] checks the host.
+
+pub mod bundle;
+pub mod closure;
+pub mod doctor;
+pub(crate) mod elf;
+pub mod inject;
+mod restore;
+pub mod run;
+pub mod stats;
+
+use crate::conf::CriuConf;
+use crate::engine::{CheckpointEngine, Dumped, EngineKind, Restore};
+use crate::store::{generation_dir_name, Checkpoint, CriuData, EngineData, Generation, Staged};
+use anyhow::{bail, Result};
+use bundle::{ensure_bundle, EngineBundle};
+use inject::{add_checkpoint_mounts, bundle_dir_of, CKPT_MOUNT, ENGINE_MOUNT};
+use rctr_instance::InstanceRecord;
+use rctr_runtime::plan::ContainerPlan;
+use run::{engine_failure, run_in_container};
+use std::time::Duration;
+
+/// The binary's name inside the bundle.
+const CRIU: &str = "criu";
+
+pub struct CriuEngine {
+    conf: CriuConf,
+}
+
+impl CriuEngine {
+    pub fn new(conf: &CriuConf) -> Self {
+        CriuEngine { conf: conf.clone() }
+    }
+}
+
+impl CheckpointEngine for CriuEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Criu
+    }
+
+    /// The bundle (read-only) and the whole checkpoint directory: CRIU runs as root inside the
+    /// container and writes its images and logs there directly.
+    fn inject(&self, plan: &mut ContainerPlan, ckpt: &Checkpoint) -> Result<()> {
+        let bundle = ensure_bundle(&self.conf)?;
+        add_checkpoint_mounts(plan, &bundle.dir, ckpt.dir());
+        Ok(())
+    }
+
+    fn dump(&self, target: &InstanceRecord, ckpt: &Checkpoint, staged: &Staged) -> Result<Dumped> {
+        // The bundle the instance was started with: it is what is mounted in the container.
+        let bundle = EngineBundle::open(&bundle_dir_of(&target.plan)?)?;
+        let data = CriuData {
+            stdout_pipe: pipe_identity(target.app_host_pid, 1),
+            stderr_pipe: pipe_identity(target.app_host_pid, 2),
+        };
+        let log_name = format!("dump-{}.log", generation_dir_name(staged.number));
+        let args: Vec<String> = [
+            "dump",
+            "-t",
+            &target.app_pid.to_string(),
+            "-D",
+            &format!("{CKPT_MOUNT}/{}", staged.dir_name),
+            "-o",
+            &format!("{CKPT_MOUNT}/logs/{log_name}"),
+            "-v2",
+            "--leave-running",
+            "--tcp-established",
+            "--file-locks",
+            "--network-lock",
+            "nftables",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
+        let code = run_in_container(target.init_pid, target.plan.net_ns, &argv)?;
+        let log = ckpt.logs_dir().join(&log_name);
+        if code != 0 {
+            bail!(
+                "checkpoint of instance '{}' failed: {} (full log: {}); the previous checkpoint is unchanged",
+                target.name,
+                engine_failure(code, &log),
+                log.display()
+            );
+        }
+        Ok(Dumped {
+            data: EngineData::Criu(data),
+            frozen_us: stats::read_dump_stats(&staged.dir).map(|s| s.frozen_us),
+        })
+    }
+
+    /// The restored processes expect exactly the mounts they were dumped with, on the image
+    /// the user named (verified to be the same one): the recorded plan is rebuilt.
+    fn restore(
+        &self,
+        ckpt: &Checkpoint,
+        g: &Generation,
+        requested: ContainerPlan,
+    ) -> Result<Restore> {
+        let EngineData::Criu(data) = &g.manifest.engine_data else {
+            bail!(
+                "generation {} of checkpoint '{}' has no CRIU data in its manifest",
+                g.number,
+                ckpt.name()
+            );
+        };
+        let mut plan = g.manifest.plan.clone();
+        plan.root = requested.root;
+        plan.image_display = requested.image_display;
+        let bundle = ensure_bundle(&self.conf)?;
+        add_checkpoint_mounts(&mut plan, &bundle.dir, ckpt.dir());
+        let gen_name = generation_dir_name(g.number);
+        let host_log = ckpt.logs_dir().join(format!("restore-{gen_name}.log"));
+        let start = restore::starter(&bundle, &gen_name, data, host_log)?;
+        Ok(Restore {
+            plan,
+            start,
+            grace: Duration::ZERO,
+        })
+    }
+}
+
+/// `pipe:[inode]` of the application's stdout or stderr, as CRIU names it.
+fn pipe_identity(host_pid: i32, fd: i32) -> Option<String> {
+    let target = std::fs::read_link(format!("/proc/{host_pid}/fd/{fd}")).ok()?;
+    let s = target.to_string_lossy().into_owned();
+    s.starts_with("pipe:").then_some(s)
+}

@@ -1,0 +1,120 @@
+//! Restoring with CRIU inside a new container: the engine runs as init's child and restores
+//! the application tree with its old pids, its output reconnected to the new init's pipes.
+
+use super::bundle::EngineBundle;
+use super::inject::{CKPT_MOUNT, ENGINE_MOUNT};
+use super::run::{engine_failure, exec_engine};
+use super::CRIU;
+use crate::store::CriuData;
+use anyhow::{bail, Context, Result};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use rctr_runtime::launch::{AppIo, AppStart};
+use rctr_runtime::process::detach_stdio;
+use std::os::fd::AsRawFd;
+
+/// Descriptors at which the restore process holds the new log pipes.
+const STDOUT_FD: i32 = 3;
+const STDERR_FD: i32 = 4;
+
+/// Runs inside the new container's init: restores the application as init's child.
+pub(super) fn starter(
+    bundle: &EngineBundle,
+    gen_name: &str,
+    data: &CriuData,
+    host_log: std::path::PathBuf,
+) -> Result<AppStart> {
+    let logs = format!("{CKPT_MOUNT}/logs");
+    let log = format!("{logs}/restore-{gen_name}.log");
+    let pidfile = format!("{logs}/restore-{gen_name}.pid");
+    let mut args: Vec<String> = [
+        "restore",
+        "-D",
+        &format!("{CKPT_MOUNT}/{gen_name}"),
+        // CRIU writes its stats file into the work directory, by default the images
+        // directory: a published generation must stay exactly as its manifest says.
+        "-W",
+        &logs,
+        "-o",
+        &log,
+        "-v2",
+        "--restore-detached",
+        "--restore-sibling",
+        "--tcp-close",
+        "--file-locks",
+        "--pidfile",
+        &pidfile,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // The application's stdout/stderr were pipes to the old init: hand CRIU the
+    // new init's pipes in their place.
+    let mut seen = vec![];
+    for (fd, pipe) in [
+        (STDOUT_FD, &data.stdout_pipe),
+        (STDERR_FD, &data.stderr_pipe),
+    ] {
+        if let Some(p) = pipe {
+            if !seen.contains(p) {
+                args.push("--inherit-fd".into());
+                args.push(format!("fd[{fd}]:{p}"));
+                seen.push(p.clone());
+            }
+        }
+    }
+    let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
+    Ok(AppStart::Custom(Box::new(move |io: AppIo| {
+        run_restore(&argv, &log, &host_log, &pidfile, io)
+    })))
+}
+
+/// `log` is the engine's log as the container sees it, `host_log` as the user does.
+fn run_restore(
+    argv: &[String],
+    log: &str,
+    host_log: &std::path::Path,
+    pidfile: &str,
+    io: AppIo,
+) -> Result<Pid> {
+    let _ = std::fs::remove_file(pidfile);
+    // Restored tasks take back their old pids (2 and up): keep CRIU and its
+    // helpers far away from them.
+    std::fs::write("/proc/sys/kernel/ns_last_pid", "99999")
+        .context("cannot set ns_last_pid in the container")?;
+    match unsafe { fork() }.context("fork failed")? {
+        ForkResult::Child => {
+            let out = nix::fcntl::fcntl(io.stdout.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(100))
+                .unwrap_or(-1);
+            let err = nix::fcntl::fcntl(io.stderr.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(100))
+                .unwrap_or(-1);
+            detach_stdio();
+            unsafe {
+                libc::dup2(out, STDOUT_FD);
+                libc::dup2(err, STDERR_FD);
+            }
+            rctr_runtime::container::close_fds_except(&[STDOUT_FD, STDERR_FD]);
+            exec_engine(argv, &[]);
+            unsafe { libc::_exit(126) }
+        }
+        ForkResult::Parent { child } => {
+            drop(io);
+            let status = waitpid(child, None).context("waiting for the engine failed")?;
+            let code = rctr_runtime::supervise::exit_code(status).unwrap_or(1);
+            if code != 0 {
+                bail!(
+                    "restore failed: {} (full log: {})",
+                    engine_failure(code, std::path::Path::new(log)),
+                    host_log.display()
+                );
+            }
+            let pid = std::fs::read_to_string(pidfile)
+                .with_context(|| format!("the engine wrote no pid file {pidfile}"))?;
+            let pid: i32 = pid
+                .trim()
+                .parse()
+                .with_context(|| format!("bad pid in {pidfile}"))?;
+            Ok(Pid::from_raw(pid))
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The checkpoint engine interface: what every engine does for rctr, whatever its mechanism.
+//!
+//! The store ([`crate::store`]) owns everything on disk and the guarantees (numbering,
+//! staging, checksums, atomic publish, pruning); an engine only fills a staged directory with
+//! an application's state and, later, brings the application back from a published one.
+//! [`crate::criu`] does it transparently with CRIU; [`crate::app`] asks the application to
+//! write its own state.
+
+use crate::conf::CkptConf;
+use crate::store::{Checkpoint, EngineData, Generation, Staged};
+use anyhow::{bail, Result};
+use rctr_instance::InstanceRecord;
+use rctr_runtime::launch::AppStart;
+use rctr_runtime::plan::ContainerPlan;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// Which engine a checkpoint uses; fixed when the checkpoint is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// CRIU: the whole process tree, transparently, as root.
+    Criu,
+    /// The application writes and reads its own state (no privileges, any kernel).
+    App,
+}
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 2] = [EngineKind::Criu, EngineKind::App];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Criu => "criu",
+            EngineKind::App => "app",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "criu" => Ok(EngineKind::Criu),
+            "app" => Ok(EngineKind::App),
+            _ => bail!("unknown checkpoint engine {s:?}: use criu or app"),
+        }
+    }
+}
+
+/// What a successful dump hands back to the store, beside the files it wrote.
+#[derive(Debug, Clone)]
+pub struct Dumped {
+    /// The engine's own facts about this generation, kept in the manifest.
+    pub data: EngineData,
+    /// How long the application was frozen, when the engine froze it and measured it.
+    pub frozen_us: Option<u64>,
+}
+
+/// How a restarted container is built and its application brought back.
+pub struct Restore {
+    pub plan: ContainerPlan,
+    pub start: AppStart,
+    /// How long to watch for an application that fails at once.
+    pub grace: Duration,
+}
+
+/// One checkpoint mechanism. Implementations hold their configuration; the store and the
+/// orchestration in [`crate::dump`] and [`crate::restore`] hold everything else.
+pub trait CheckpointEngine {
+    fn kind(&self) -> EngineKind;
+
+    /// Adds what the engine needs to a container whose application will be checkpointed into
+    /// `ckpt` (mounts, environment). Used at launch and again at every restart.
+    fn inject(&self, plan: &mut ContainerPlan, ckpt: &Checkpoint) -> Result<()>;
+
+    /// Writes the state of the running instance `target` into `staged`, leaving the
+    /// application running. On error the store discards `staged`; the error says why in one
+    /// line (the engine's explanation of its failure, with where its log is).
+    fn dump(&self, target: &InstanceRecord, ckpt: &Checkpoint, staged: &Staged) -> Result<Dumped>;
+
+    /// The container to start for a restart from `generation` (already verified) and how its
+    /// application comes back. `requested` is the container the user asked for now.
+    fn restore(
+        &self,
+        ckpt: &Checkpoint,
+        generation: &Generation,
+        requested: ContainerPlan,
+    ) -> Result<Restore>;
+}
+
+/// The engine for `ckpt`, configured from `conf`.
+pub fn engine_for(kind: EngineKind, conf: &CkptConf) -> Result<Box<dyn CheckpointEngine>> {
+    Ok(match kind {
+        EngineKind::Criu => Box::new(crate::criu::CriuEngine::new(conf.criu()?)),
+        EngineKind::App => Box::new(crate::app::AppEngine::new(conf.app.clone())),
+    })
+}
+
+/// Watch a freshly launched application this long for an immediate failure.
+pub const LAUNCH_GRACE: Duration = Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_names_round_trip() {
+        for k in EngineKind::ALL {
+            assert_eq!(k.as_str().parse::<EngineKind>().unwrap(), k);
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+        let err = "dmtcp".parse::<EngineKind>().unwrap_err().to_string();
+        assert!(
+            err.contains("dmtcp") && err.contains("criu or app"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! A handle on one checkpoint: its directory and everything in it.
+
+use super::{dir_size, generation_dir_name, CheckpointMeta, Generation, Manifest};
+use crate::engine::EngineKind;
+use crate::integrity::{image_digest, verify_files};
+use anyhow::{bail, Context, Result};
+use rctr_runtime::plan::RootSource;
+use rctr_state::{lock_exclusive, read_json, try_lock_exclusive, StateLock};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    dir: PathBuf,
+    meta: CheckpointMeta,
+    /// The user's private cache (image digests).
+    cache: PathBuf,
+}
+
+/// One line of `checkpoint list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointRow {
+    pub name: String,
+    pub engine: EngineKind,
+    pub created: u64,
+    pub last_checkpoint: Option<u64>,
+    pub generation: Option<u32>,
+    pub size_bytes: u64,
+    pub used_by: Vec<String>,
+}
+
+/// One line of `checkpoint list NAME`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationRow {
+    pub generation: u32,
+    pub latest: bool,
+    pub created: Option<u64>,
+    pub size_bytes: u64,
+    pub frozen_ms: Option<f64>,
+    pub instance: Option<String>,
+}
+
+impl Checkpoint {
+    pub(super) fn new(dir: PathBuf, meta: CheckpointMeta, cache: PathBuf) -> Self {
+        Checkpoint { dir, meta, cache }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn engine(&self) -> EngineKind {
+        self.meta.engine
+    }
+
+    pub fn meta(&self) -> &CheckpointMeta {
+        &self.meta
+    }
+
+    /// The checkpoint's directory on the host (engines bind it or parts of it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where engines write their logs.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// The private cache of the checkpoint's owner.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
+    /// Waits for, then holds, the checkpoint's lock: one writer or restorer at a time.
+    pub fn lock(&self) -> Result<StateLock> {
+        lock_exclusive(&self.lock_path())
+    }
+
+    /// The lock, or a one-line error at once if another command holds it.
+    pub fn try_lock(&self) -> Result<StateLock> {
+        match try_lock_exclusive(&self.lock_path())? {
+            Some(l) => Ok(l),
+            None => bail!(
+                "checkpoint '{}' is busy (another checkpoint or restore is running): retry, or drop --no-wait to wait",
+                self.name()
+            ),
+        }
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join(".lock")
+    }
+
+    /// Published generations (complete: they were renamed into place), ascending.
+    pub fn generations(&self) -> Result<Vec<u32>> {
+        let mut out = vec![];
+        let entries = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot read {}", self.dir.display()))?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let number = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("gen-"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(n) = number {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    out.push(n);
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The newest complete generation, if any: what `latest` points at, or (if `latest` is
+    /// missing, damaged or points at a pruned generation) the highest published one.
+    pub fn latest(&self) -> Result<Option<u32>> {
+        let published = self.generations()?;
+        let pointed = std::fs::read_to_string(self.dir.join("latest"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|n| published.contains(n));
+        Ok(pointed.or_else(|| published.last().copied()))
+    }
+
+    /// Published generation `number` with its manifest.
+    pub fn generation(&self, number: u32) -> Result<Generation> {
+        if !self.generations()?.contains(&number) {
+            bail!(
+                "checkpoint '{}' has no generation {number}: see `rctr checkpoint list {}`",
+                self.name(),
+                self.name()
+            );
+        }
+        let dir = self.dir.join(generation_dir_name(number));
+        let manifest: Manifest = match read_json(&dir.join("manifest.json")) {
+            Ok(m) => m,
+            Err(e) => bail!(
+                "generation {number} of checkpoint '{}' is damaged: {e:#}{}",
+                self.name(),
+                self.older_hint(number)
+            ),
+        };
+        if manifest.engine != self.engine() {
+            bail!(
+                "generation {number} of checkpoint '{}' is damaged: it was written by the {} engine, not {}{}",
+                self.name(),
+                manifest.engine,
+                self.engine(),
+                self.older_hint(number)
+            );
+        }
+        Ok(Generation {
+            number,
+            dir,
+            manifest,
+        })
+    }
+
+    /// Generation `wanted`, or the newest one.
+    pub fn select(&self, wanted: Option<u32>) -> Result<Generation> {
+        let number = match wanted {
+            Some(g) => g,
+            None => match self.latest()? {
+                Some(g) => g,
+                None => bail!(
+                    "checkpoint '{n}' has no images yet: start an instance with `--ckpt-launch {n}` and run `rctr checkpoint instance INSTANCE` first",
+                    n = self.name()
+                ),
+            },
+        };
+        self.generation(number)
+    }
+
+    /// Checks every file of `g` and, when `image` is given, that it is the image the
+    /// checkpoint was taken from (unless `force`).
+    pub fn verify(&self, g: &Generation, image: Option<&RootSource>, force: bool) -> Result<()> {
+        if let Err(e) = verify_files(&g.dir, &g.manifest.files) {
+            bail!(
+                "generation {} of checkpoint '{}' is damaged: {e:#}{}",
+                g.number,
+                self.name(),
+                self.older_hint(g.number)
+            );
+        }
+        if let (Some(root), Some(want), false) = (image, &g.manifest.image_digest, force) {
+            let have = image_digest(root, &self.cache)?;
+            if have.as_deref() != Some(want.as_str()) {
+                bail!(
+                    "image {} differs from the image checkpoint '{}' was taken from ({}): use that image, or --force to restore anyway",
+                    root.path.display(),
+                    self.name(),
+                    g.manifest.image
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn older_hint(&self, number: u32) -> String {
+        let prev = self
+            .generations()
+            .ok()
+            .and_then(|all| all.into_iter().filter(|n| *n < number).max());
+        match prev {
+            Some(prev) => format!(
+                "; restore the previous one with `--generation {prev}` (check it with `rctr checkpoint verify {} --generation {prev}`)",
+                self.name()
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// Deletes the checkpoint and all its generations. `users` are the running instances
+    /// using it: deleting is refused while there are any, unless `force`. Waits for a
+    /// checkpoint or restore in progress to finish.
+    pub fn delete(self, force: bool, users: &[String]) -> Result<()> {
+        if !users.is_empty() && !force {
+            bail!(
+                "checkpoint '{}' is used by running instance(s) {}: stop them first or use --force",
+                self.name(),
+                users.join(", ")
+            );
+        }
+        let _lock = self.lock()?;
+        std::fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("cannot delete {}", self.dir.display()))
+    }
+
+    /// Total size of everything the checkpoint holds.
+    pub fn size(&self) -> u64 {
+        dir_size(&self.dir)
+    }
+
+    /// The checkpoint's line in `checkpoint list`.
+    pub fn row(&self, used_by: Vec<String>) -> Result<CheckpointRow> {
+        let latest = self.latest()?;
+        let last_checkpoint = latest
+            .and_then(|g| self.generation(g).ok())
+            .map(|g| g.manifest.created);
+        Ok(CheckpointRow {
+            name: self.name().to_string(),
+            engine: self.engine(),
+            created: self.meta.created,
+            last_checkpoint,
+            generation: latest,
+            size_bytes: self.size(),
+            used_by,
+        })
+    }
+
+    /// The lines of `checkpoint list NAME`: every published generation.
+    pub fn generation_rows(&self) -> Result<Vec<GenerationRow>> {
+        let latest = self.latest()?;
+        let mut rows = vec![];
+        for n in self.generations()? {
+            let dir = self.dir.join(generation_dir_name(n));
+            let m: Option<Manifest> = read_json(&dir.join("manifest.json")).ok();
+            rows.push(GenerationRow {
+                generation: n,
+                latest: latest == Some(n),
+                created: m.as_ref().map(|m| m.created),
+                size_bytes: dir_size(&dir),
+                frozen_ms: m
+                    .as_ref()
+                    .and_then(|m| m.frozen_us)
+                    .map(|us| us as f64 / 1000.0),
+                instance: m.map(|m| m.instance),
+            });
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,56 @@
+//! What a generation records about itself, beside the engine's files.
+
+use crate::engine::EngineKind;
+use crate::integrity::FileSum;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Facts about one generation, written beside the engine's images as `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub generation: u32,
+    pub engine: EngineKind,
+    pub created: u64,
+    pub instance: String,
+    pub image: String,
+    /// The container as it was built: a restart rebuilds exactly these mounts.
+    pub plan: rctr_runtime::plan::ContainerPlan,
+    pub size_bytes: u64,
+    pub frozen_us: Option<u64>,
+    pub wall_ms: u64,
+    /// Digest of the container image's filesystem (None for directory images).
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// Every file of the generation (relative path) with its size and checksum.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileSum>,
+    /// What only the engine that wrote the generation needs to restore it.
+    pub engine_data: EngineData,
+}
+
+/// Engine-specific facts of a generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "engine", rename_all = "lowercase")]
+pub enum EngineData {
+    Criu(CriuData),
+    /// The application's own files are everything: nothing else is needed.
+    App,
+}
+
+/// CRIU: how to reconnect the application's output on restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CriuData {
+    /// The host pipe identities of the application's stdout/stderr at dump time
+    /// (e.g. `pipe:[1234]`), handed to CRIU as inherited descriptors on restore.
+    pub stdout_pipe: Option<String>,
+    pub stderr_pipe: Option<String>,
+}
+
+/// A published generation and its manifest.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub number: u32,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}

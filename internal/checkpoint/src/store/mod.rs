@@ -1,0 +1,174 @@
+//! Checkpoint state on disk: `$HOME/.rctr/checkpoint/<engine>/<NAME>/`, private.
+//!
+//! ```text
+//! <NAME>/meta.json          name, engine, creation time
+//! <NAME>/gen-000001/        one complete set of engine images + manifest.json
+//! <NAME>/latest             number of the newest complete generation
+//! <NAME>/.lock              taken by every command that reads or writes generations
+//! <NAME>/.tmp-*/            a generation being written (never restored from)
+//! <NAME>/logs/              engine logs
+//! <NAME>/exchange/          the application-level engine's hand-over directory
+//! ```
+//! A generation becomes visible only by rename after everything in it is on disk, so a failed
+//! or interrupted checkpoint leaves the previous one intact. Names are one namespace across
+//! engines: `create` refuses a name that any engine's directory already holds.
+//!
+//! [`CheckpointStore`] is the user's set of checkpoints; [`Checkpoint`] is a handle on one of
+//! them and owns everything under its directory; [`Staged`] is a generation being written.
+
+mod checkpoint;
+mod manifest;
+mod stage;
+
+pub use checkpoint::{Checkpoint, CheckpointRow, GenerationRow};
+pub use manifest::{CriuData, EngineData, Generation, Manifest};
+pub use stage::{remove_in_background, Published, Staged};
+
+use crate::engine::EngineKind;
+use anyhow::{bail, Context, Result};
+use rctr_state::{ensure_private_dir, read_json, validate_name, write_json_atomic, StateRoot};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub name: String,
+    pub engine: EngineKind,
+    /// Seconds since the epoch.
+    pub created: u64,
+}
+
+/// The checkpoints of one user.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    /// `<state>/checkpoint`: one subdirectory per engine.
+    root: PathBuf,
+    /// Private cache (image digests).
+    cache: PathBuf,
+}
+
+impl CheckpointStore {
+    pub fn for_current_user() -> Result<Self> {
+        let state = StateRoot::for_current_user()?;
+        // Creates and checks <state>/checkpoint/<engine> for every engine.
+        let mut root = None;
+        for kind in EngineKind::ALL {
+            let dir = state.checkpoint_engine_dir(kind.as_str())?;
+            root = dir.parent().map(Path::to_path_buf);
+        }
+        Ok(CheckpointStore {
+            root: root.context("no checkpoint directory")?,
+            cache: state.private_subdir("cache")?,
+        })
+    }
+
+    /// A store rooted at `root` (which holds one directory per engine), for tests and tools.
+    pub fn at(root: &Path, cache: &Path) -> Result<Self> {
+        for kind in EngineKind::ALL {
+            ensure_private_dir(&root.join(kind.as_str()))?;
+        }
+        ensure_private_dir(cache)?;
+        Ok(CheckpointStore {
+            root: root.to_path_buf(),
+            cache: cache.to_path_buf(),
+        })
+    }
+
+    fn dir_of(&self, engine: EngineKind, name: &str) -> Result<PathBuf> {
+        validate_name("checkpoint", name)?;
+        Ok(self.root.join(engine.as_str()).join(name))
+    }
+
+    /// Creates an empty checkpoint for `engine`.
+    pub fn create(&self, name: &str, engine: EngineKind) -> Result<Checkpoint> {
+        for kind in EngineKind::ALL {
+            if std::fs::symlink_metadata(self.dir_of(kind, name)?).is_ok() {
+                bail!("checkpoint '{name}' already exists: use it, or delete it with `rctr checkpoint delete {name}`");
+            }
+        }
+        let dir = self.dir_of(engine, name)?;
+        ensure_private_dir(&dir)?;
+        ensure_private_dir(&dir.join("logs"))?;
+        let meta = CheckpointMeta {
+            name: name.to_string(),
+            engine,
+            created: now(),
+        };
+        write_json_atomic(&dir.join("meta.json"), &meta)?;
+        Ok(Checkpoint::new(dir, meta, self.cache.clone()))
+    }
+
+    /// An existing checkpoint, whatever its engine; its directory checked to be ours and
+    /// private.
+    pub fn open(&self, name: &str) -> Result<Checkpoint> {
+        for kind in EngineKind::ALL {
+            let dir = self.dir_of(kind, name)?;
+            if std::fs::symlink_metadata(dir.join("meta.json")).is_err() {
+                continue;
+            }
+            ensure_private_dir(&dir)?;
+            let meta: CheckpointMeta = read_json(&dir.join("meta.json"))?;
+            if meta.engine != kind || meta.name != name {
+                bail!(
+                    "checkpoint '{name}' is damaged: {} describes {} checkpoint '{}'; delete it with `rctr checkpoint delete {name}`",
+                    dir.join("meta.json").display(),
+                    meta.engine,
+                    meta.name
+                );
+            }
+            return Ok(Checkpoint::new(dir, meta, self.cache.clone()));
+        }
+        bail!("no checkpoint named '{name}': create it with `rctr checkpoint create {name}`")
+    }
+
+    /// Every checkpoint, sorted by name.
+    pub fn list(&self) -> Result<Vec<Checkpoint>> {
+        let mut names = vec![];
+        for kind in EngineKind::ALL {
+            let dir = self.root.join(kind.as_str());
+            for e in std::fs::read_dir(&dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?
+                .flatten()
+            {
+                if let Some(n) = e.file_name().to_str() {
+                    if validate_name("checkpoint", n).is_ok() && e.path().join("meta.json").exists()
+                    {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names.iter().map(|n| self.open(n)).collect()
+    }
+}
+
+pub fn generation_dir_name(n: u32) -> String {
+    format!("gen-{n:06}")
+}
+
+/// Total size of the regular files in a directory tree.
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_size(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

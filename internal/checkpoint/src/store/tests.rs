@@ -1,0 +1,338 @@
+//! The store's guarantees, with a fake engine: no root, no CRIU.
+
+use super::*;
+use crate::dump::{take, DumpOptions};
+use crate::engine::{CheckpointEngine, Dumped, Restore};
+use rctr_instance::InstanceRecord;
+use rctr_runtime::plan::{ContainerPlan, RootKind, RootSource};
+use std::cell::Cell;
+
+/// An engine that writes a file per "dump" holding a counter, and can be told to fail or to
+/// leave a symlink behind.
+struct FakeEngine {
+    counter: Cell<u32>,
+    fail: Cell<bool>,
+    plant_symlink: Cell<bool>,
+}
+
+impl FakeEngine {
+    fn new() -> Self {
+        FakeEngine {
+            counter: Cell::new(0),
+            fail: Cell::new(false),
+            plant_symlink: Cell::new(false),
+        }
+    }
+}
+
+impl CheckpointEngine for FakeEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::App
+    }
+    fn inject(&self, _plan: &mut ContainerPlan, _ckpt: &Checkpoint) -> Result<()> {
+        Ok(())
+    }
+    fn dump(&self, _t: &InstanceRecord, _c: &Checkpoint, staged: &Staged) -> Result<Dumped> {
+        self.counter.set(self.counter.get() + 1);
+        std::fs::write(
+            staged.dir.join("state.txt"),
+            format!("count {}\n", self.counter.get()),
+        )?;
+        std::fs::create_dir(staged.dir.join("sub"))?;
+        std::fs::write(staged.dir.join("sub/pages.img"), vec![7u8; 10_000])?;
+        if self.plant_symlink.get() {
+            std::os::unix::fs::symlink("/etc/shadow", staged.dir.join("sub/link"))?;
+        }
+        if self.fail.get() {
+            bail!("the fake engine failed as asked");
+        }
+        Ok(Dumped {
+            data: EngineData::App,
+            frozen_us: Some(1234),
+        })
+    }
+    fn restore(&self, _c: &Checkpoint, _g: &Generation, _p: ContainerPlan) -> Result<Restore> {
+        bail!("the fake engine does not restore")
+    }
+}
+
+fn plan(root: &Path) -> ContainerPlan {
+    ContainerPlan {
+        root: RootSource {
+            kind: RootKind::Dir,
+            path: root.to_path_buf(),
+            offset: 0,
+            size: 0,
+        },
+        image_display: root.display().to_string(),
+        mounts: vec![],
+        writable_tmpfs: false,
+        identity: None,
+        cwd: "/".into(),
+        home: "/root".into(),
+        env: vec![],
+        env_overrides: vec![],
+        argv: vec!["/bin/true".into()],
+        pid_ns: true,
+        net_ns: false,
+        host_pts: false,
+        writable_root: false,
+    }
+}
+
+fn record(root: &Path) -> InstanceRecord {
+    InstanceRecord {
+        name: "inst".into(),
+        image: root.display().to_string(),
+        args: vec![],
+        plan: plan(root),
+        init_pid: 0,
+        init_start_ticks: 0,
+        app_pid: 2,
+        app_host_pid: 0,
+        started: 0,
+        checkpoint: Some("c".into()),
+        ip: None,
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    store: CheckpointStore,
+    root: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let store =
+        CheckpointStore::at(&tmp.path().join("checkpoint"), &tmp.path().join("cache")).unwrap();
+    let root = tmp.path().join("rootfs");
+    std::fs::create_dir(&root).unwrap();
+    Fixture {
+        _tmp: tmp,
+        store,
+        root,
+    }
+}
+
+fn dump(f: &Fixture, ckpt: &Checkpoint, e: &FakeEngine, keep: u32) -> Result<u32> {
+    let opts = DumpOptions {
+        keep: Some(keep),
+        ..Default::default()
+    };
+    Ok(take(ckpt, e, &record(&f.root), &opts, 3)?.generation)
+}
+
+fn leftovers(ckpt: &Checkpoint) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(ckpt.dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-") || n.starts_with(".trash-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn generations_are_numbered_in_order_and_latest_follows() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let e = FakeEngine::new();
+    assert_eq!(ckpt.latest().unwrap(), None);
+    for want in 1..=3 {
+        assert_eq!(dump(&f, &ckpt, &e, 0).unwrap(), want);
+        assert_eq!(ckpt.latest().unwrap(), Some(want));
+    }
+    assert_eq!(ckpt.generations().unwrap(), [1, 2, 3]);
+    let g = ckpt.select(None).unwrap();
+    assert_eq!(g.number, 3);
+    assert_eq!(g.manifest.frozen_us, Some(1234));
+    assert_eq!(g.manifest.engine_data, EngineData::App);
+    // Files in subdirectories are checksummed too, and private.
+    assert!(g.manifest.files.contains_key("sub/pages.img"));
+    assert_eq!(
+        std::fs::read_to_string(g.dir.join("state.txt")).unwrap(),
+        "count 3\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(g.dir.join("sub/pages.img"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    ckpt.verify(&g, None, false).unwrap();
+}
+
+#[test]
+fn a_damaged_or_stale_latest_falls_back_to_the_highest_generation() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let e = FakeEngine::new();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    std::fs::write(ckpt.dir().join("latest"), "garbage").unwrap();
+    assert_eq!(ckpt.latest().unwrap(), Some(2));
+    std::fs::write(ckpt.dir().join("latest"), "17\n").unwrap();
+    assert_eq!(ckpt.latest().unwrap(), Some(2));
+    std::fs::remove_file(ckpt.dir().join("latest")).unwrap();
+    assert_eq!(ckpt.latest().unwrap(), Some(2));
+    // `latest` pointing at an older, still published generation is obeyed.
+    std::fs::write(ckpt.dir().join("latest"), "1\n").unwrap();
+    assert_eq!(ckpt.latest().unwrap(), Some(1));
+    // ...but the next generation is numbered above every published one.
+    assert_eq!(dump(&f, &ckpt, &e, 0).unwrap(), 3);
+}
+
+#[test]
+fn a_crash_between_stage_and_publish_leaves_the_previous_generation() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let e = FakeEngine::new();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    {
+        let lock = ckpt.lock().unwrap();
+        let staged = ckpt.stage(&lock).unwrap();
+        std::fs::write(staged.dir.join("half-written"), b"x").unwrap();
+        // A crash: the process dies, nothing runs Drop.
+        std::mem::forget(staged);
+    }
+    assert_eq!(leftovers(&ckpt).len(), 1);
+    assert_eq!(ckpt.latest().unwrap(), Some(1));
+    assert_eq!(ckpt.generations().unwrap(), [1]);
+    ckpt.verify(&ckpt.select(None).unwrap(), None, false)
+        .unwrap();
+    // The next checkpoint sweeps the leftover and takes the next number.
+    assert_eq!(dump(&f, &ckpt, &e, 0).unwrap(), 2);
+    assert!(leftovers(&ckpt).is_empty(), "{:?}", leftovers(&ckpt));
+}
+
+#[test]
+fn a_failed_dump_leaves_nothing_and_keeps_the_previous_generation() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let e = FakeEngine::new();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    e.fail.set(true);
+    let err = dump(&f, &ckpt, &e, 0).unwrap_err();
+    assert!(err.to_string().contains("failed as asked"), "{err:#}");
+    assert!(leftovers(&ckpt).is_empty(), "{:?}", leftovers(&ckpt));
+    assert_eq!(ckpt.generations().unwrap(), [1]);
+    let g = ckpt.select(None).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(g.dir.join("state.txt")).unwrap(),
+        "count 1\n"
+    );
+}
+
+#[test]
+fn symlinks_in_a_generation_are_refused() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let e = FakeEngine::new();
+    e.plant_symlink.set(true);
+    let err = format!("{:#}", dump(&f, &ckpt, &e, 0).unwrap_err());
+    assert!(
+        err.contains("sub/link") && err.contains("not a regular file"),
+        "{err}"
+    );
+    assert_eq!(ckpt.latest().unwrap(), None);
+    assert!(leftovers(&ckpt).is_empty());
+}
+
+#[test]
+fn keep_prunes_the_oldest_generations() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let e = FakeEngine::new();
+    for _ in 0..5 {
+        dump(&f, &ckpt, &e, 2).unwrap();
+    }
+    assert_eq!(ckpt.generations().unwrap(), [4, 5]);
+    assert_eq!(ckpt.latest().unwrap(), Some(5));
+    // keep 0 keeps everything.
+    for _ in 0..3 {
+        dump(&f, &ckpt, &e, 0).unwrap();
+    }
+    assert_eq!(ckpt.generations().unwrap(), [4, 5, 6, 7, 8]);
+    // The pruned directories were renamed out of sight: removed in the background, or swept
+    // by the next stage at the latest.
+    {
+        let lock = ckpt.lock().unwrap();
+        drop(ckpt.stage(&lock).unwrap());
+    }
+    assert!(leftovers(&ckpt).is_empty(), "{:?}", leftovers(&ckpt));
+}
+
+#[test]
+fn verify_names_the_damaged_file_and_the_previous_generation() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let e = FakeEngine::new();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    let g = ckpt.select(None).unwrap();
+    let victim = g.dir.join("sub/pages.img");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[42] ^= 1;
+    std::fs::write(&victim, bytes).unwrap();
+    let err = format!("{:#}", ckpt.verify(&g, None, false).unwrap_err());
+    assert!(
+        err.contains("sub/pages.img") && err.contains("corrupt"),
+        "{err}"
+    );
+    assert!(err.contains("--generation 1"), "{err}");
+    ckpt.verify(&ckpt.select(Some(1)).unwrap(), None, false)
+        .unwrap();
+    let err = format!("{:#}", ckpt.select(Some(9)).unwrap_err());
+    assert!(err.contains("no generation 9"), "{err}");
+}
+
+#[test]
+fn names_are_one_namespace_across_engines_and_delete_respects_users() {
+    let f = fixture();
+    f.store.create("c", EngineKind::App).unwrap();
+    let err = f
+        .store
+        .create("c", EngineKind::Criu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already exists"), "{err}");
+    f.store.create("d", EngineKind::Criu).unwrap();
+    let names: Vec<String> = f
+        .store
+        .list()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}:{}", c.name(), c.engine()))
+        .collect();
+    assert_eq!(names, ["c:app", "d:criu"]);
+    let ckpt = f.store.open("c").unwrap();
+    let err = ckpt
+        .clone()
+        .delete(false, &["web".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("web") && err.contains("--force"), "{err}");
+    ckpt.delete(true, &["web".to_string()]).unwrap();
+    assert!(f.store.open("c").is_err());
+    for bad in ["", "..", "a/b", ".hidden", "-x"] {
+        assert!(f.store.create(bad, EngineKind::App).is_err(), "{bad:?}");
+        assert!(f.store.open(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_manifest_of_another_engine_is_refused() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let e = FakeEngine::new();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    let path = ckpt.select(None).unwrap().dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"engine\": \"app\"", "\"engine\": \"criu\"");
+    std::fs::write(&path, text).unwrap();
+    let err = format!("{:#}", ckpt.select(None).unwrap_err());
+    assert!(err.contains("damaged"), "{err}");
+}
