@@ -63,6 +63,45 @@ pub fn write_server_image(output: &Path, scratch: &Path) -> Result<()> {
     build_sif(output, &def)
 }
 
+/// Writes the image of the application-level checkpoint tests: the Python rootfs plus
+/// /opt/fib.py and /opt/ckpt_counter (compiled here, statically, with the host's gcc); its
+/// startscript and runscript exec their arguments.
+fn write_app_image(output: &Path, scratch: &Path) -> Result<()> {
+    let rootfs = scratch.join("app-rootfs");
+    python_rootfs(&rootfs).context("assembling the Python rootfs")?;
+    let fib = rootfs.join("opt/fib.py");
+    std::fs::write(&fib, FIB_PY).with_context(|| format!("cannot write {}", fib.display()))?;
+    let src = scratch.join("ckpt_counter.c");
+    std::fs::write(&src, CKPT_COUNTER_C)?;
+    let out = Command::new("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(rootfs.join("opt/ckpt_counter"))
+        .arg(&src)
+        .output()
+        .context("cannot run gcc (install build-essential: make deps)")?;
+    if !out.status.success() {
+        bail!(
+            "gcc -static ckpt_counter.c failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let def = scratch.join("app.def");
+    std::fs::write(
+        &def,
+        format!(
+            "{}\n%runscript\n    exec \"$@\"\n",
+            exec_def(&rootfs).trim_end()
+        ),
+    )
+    .with_context(|| format!("cannot write {}", def.display()))?;
+    build_sif(output, &def)
+}
+
+/// The Fibonacci job of the application-level engine tests.
+pub const FIB_PY: &str = include_str!("apps/fib.py");
+/// The C counter of the application-level engine tests.
+pub const CKPT_COUNTER_C: &str = include_str!("apps/ckpt_counter.c");
+
 fn write_busybox_exec_image(output: &Path, scratch: &Path) -> Result<()> {
     let rootfs = scratch.join("busybox-rootfs");
     busybox_rootfs(&rootfs).context("assembling the busybox rootfs")?;
@@ -131,4 +170,11 @@ pub fn server_image() -> PathBuf {
 pub fn busybox_exec_image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     cached(&IMAGE, "busybox-exec", write_busybox_exec_image)
+}
+
+/// The Python image with the application-level checkpoint programs (/opt/fib.py,
+/// /opt/ckpt_counter); startscript and runscript exec their arguments.
+pub fn app_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    cached(&IMAGE, "app", write_app_image)
 }

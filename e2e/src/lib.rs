@@ -23,7 +23,8 @@ pub use checks::{
 };
 pub use env::TestEnv;
 pub use images::{
-    build_sif, busybox_exec_image, scratch_dir, server_def, server_image, write_server_image,
+    app_image, build_sif, busybox_exec_image, scratch_dir, server_def, server_image,
+    write_server_image, CKPT_COUNTER_C, FIB_PY,
 };
 pub use listing::table_first_column;
 pub use logs::{complete_lines, last_number, numbers_from};

@@ -38,8 +38,13 @@ impl TestEnv {
         table_first_column(&self.ok(["checkpoint", "list"]))
     }
 
-    /// `$HOME/.rctr/checkpoint/criu/<name>`: where checkpoint `name` keeps its generations.
+    /// `$HOME/.rctr/checkpoint/<engine>/<name>`: where checkpoint `name` keeps its
+    /// generations (the criu directory when no engine's directory has it yet).
     pub fn checkpoint_dir(&self, name: &str) -> PathBuf {
+        let app = self.home().join(".rctr/checkpoint/app").join(name);
+        if app.exists() {
+            return app;
+        }
         self.home().join(".rctr/checkpoint/criu").join(name)
     }
 }

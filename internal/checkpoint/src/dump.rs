@@ -5,7 +5,7 @@ use crate::conf::CkptConf;
 use crate::engine::{engine_for, CheckpointEngine};
 use crate::integrity::image_digest;
 use crate::store::{now, remove_in_background, Checkpoint, CheckpointStore, Manifest};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use rctr_instance::{stop_record, InstanceRecord, Instances, StopOptions};
 use serde::Serialize;
 use std::path::Path;
@@ -89,7 +89,14 @@ pub fn take(
         files: Default::default(),
         engine_data: dumped.data,
     };
-    let published = ckpt.publish(&lock, staged, manifest, opts.keep.unwrap_or(default_keep))?;
+    let published = ckpt
+        .publish(&lock, staged, manifest, opts.keep.unwrap_or(default_keep))
+        .map_err(|e| {
+            anyhow!(
+                "checkpoint of instance '{}' failed: {e:#}; the previous checkpoint is unchanged",
+                target.name
+            )
+        })?;
     drop(lock);
     remove_in_background(published.pruned);
     Ok(DumpReport {

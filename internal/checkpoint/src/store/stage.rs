@@ -192,8 +192,8 @@ fn files_under(dir: &Path) -> Result<Vec<String>> {
                 out.push(name.to_string());
             } else {
                 bail!(
-                    "checkpoint file {} is not a regular file or directory (symlinks, devices and FIFOs cannot be checkpointed)",
-                    e.path().display()
+                    "{} is not a regular file or directory (a generation holds no symlinks, devices or FIFOs)",
+                    rel.display()
                 );
             }
         }
