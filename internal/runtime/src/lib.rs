@@ -15,5 +15,6 @@ pub mod options;
 pub mod plan;
 pub mod process;
 pub mod rootfs;
+pub mod spawn;
 pub mod supervise;
 pub mod syscall;
