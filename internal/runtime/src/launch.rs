@@ -2,6 +2,7 @@
 //! under rctr's own init (instances).
 
 use crate::container::{setup_rootfs, unshare_namespaces};
+use crate::init_status::InitStatus;
 use crate::loopdev::{self, LoopDevice};
 use crate::plan::{ContainerPlan, RootKind};
 use crate::process::{block_supervised_signals, exec, final_command};
@@ -47,6 +48,11 @@ fn report(fd: i32, msg: &str) {
         unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
         msg.as_bytes(),
     );
+}
+
+/// Sends one of init's reports to `instance start` (see [`read_status`]).
+fn send(fd: i32, status: &InitStatus) {
+    report(fd, &status.encode());
 }
 
 /// Runs the plan's command in the foreground and returns its exit status.
@@ -206,14 +212,14 @@ fn init_main(
     // SAFETY: SIG_IGN installs no handler code; children get the default back before exec.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.ok();
     if let Err(e) = unshare_namespaces(plan).and_then(|_| setup_rootfs(plan, device)) {
-        report(status_fd, &format!("error: {e:#}\n"));
+        send(status_fd, &InitStatus::Error(format!("{e:#}")));
         return 255;
     }
     let pipes = (|| -> Result<_> { Ok((pipe_cloexec()?, pipe_cloexec()?)) })();
     let ((out_r, out_w), (err_r, err_w)) = match pipes {
         Ok(p) => p,
         Err(e) => {
-            report(status_fd, &format!("error: {e:#}\n"));
+            send(status_fd, &InitStatus::Error(format!("{e:#}")));
             return 255;
         }
     };
@@ -238,14 +244,14 @@ fn init_main(
     let app = match app {
         Ok(pid) => pid,
         Err(e) => {
-            report(status_fd, &format!("error: {e:#}\n"));
+            send(status_fd, &InitStatus::Error(format!("{e:#}")));
             return 255;
         }
     };
-    report(status_fd, &format!("ready {app}\n"));
+    send(status_fd, &InitStatus::Ready(app.as_raw()));
     let mut pumps = [LogPump::new(out_r, logs.out), LogPump::new(err_r, logs.err)];
     let code = supervise(app, &mut pumps).unwrap_or(255);
-    report(status_fd, &format!("exited {code}\n"));
+    send(status_fd, &InitStatus::Exited(code));
     drop(status_w);
     if code == 0 {
         // As with Apptainer, an instance whose start script finished cleanly
@@ -294,41 +300,44 @@ fn start_app(plan: &ContainerPlan, io: AppIo) -> Result<Pid> {
     Ok(app.pid())
 }
 
-/// Reads init's reports: "ready <pid>" or "error: ...".
+/// Reads init's reports: `Ready`, then within `grace` perhaps `Exited`; or `Error`.
 fn read_status(status_r: OwnedFd, init_pid: i32, grace: std::time::Duration) -> Result<Detached> {
-    let fd = status_r.as_raw_fd();
     let mut reader = BufReader::new(File::from(status_r));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            bail!("the container's init exited during setup");
-        }
-        let l = line.trim_end();
-        if let Some(msg) = l.strip_prefix("error: ") {
-            bail!("{msg}");
-        } else if let Some(p) = l.strip_prefix("ready ") {
-            let app_pid: i32 = p.parse().context("bad report from the container's init")?;
-            // An application that fails at once should fail `instance start`.
-            if !grace.is_zero() {
-                let mut pfd = [nix::poll::PollFd::new(
-                    // SAFETY: `reader` owns the descriptor and outlives the poll.
-                    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-                    nix::poll::PollFlags::POLLIN,
-                )];
-                let ms = grace.as_millis().min(u16::MAX as u128) as u16;
-                if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)).unwrap_or(0) > 0 {
-                    line.clear();
-                    let _ = reader.read_line(&mut line);
-                    if let Some(code) = line.trim_end().strip_prefix("exited ") {
-                        let code = code.parse().unwrap_or(1);
-                        if code != 0 {
-                            return Err(EarlyExit { code }.into());
-                        }
-                    }
-                }
+    let app_pid = match next_status(&mut reader)? {
+        None => bail!("the container's init exited during setup"),
+        Some(InitStatus::Error(msg)) => bail!("{msg}"),
+        Some(InitStatus::Ready(pid)) => pid,
+        Some(other) => bail!("unexpected report from the container's init: {other:?}"),
+    };
+    // An application that fails at once should fail `instance start`.
+    if !grace.is_zero() && readable_within(&reader, grace) {
+        if let Ok(Some(InitStatus::Exited(code))) = next_status(&mut reader) {
+            if code != 0 {
+                return Err(EarlyExit { code }.into());
             }
-            return Ok(Detached { init_pid, app_pid });
         }
     }
+    Ok(Detached { init_pid, app_pid })
+}
+
+/// The next report of init; None once init closed the pipe.
+fn next_status(reader: &mut BufReader<File>) -> Result<Option<InitStatus>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    InitStatus::decode(&line).map(Some)
+}
+
+/// Whether a report (or EOF) is there to read within `timeout`.
+fn readable_within(reader: &BufReader<File>, timeout: std::time::Duration) -> bool {
+    if !reader.buffer().is_empty() {
+        return true;
+    }
+    let mut pfd = [nix::poll::PollFd::new(
+        reader.get_ref().as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = timeout.as_millis().min(u16::MAX as u128) as u16;
+    nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)).unwrap_or(0) > 0
 }

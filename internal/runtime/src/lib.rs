@@ -7,6 +7,7 @@ pub mod container;
 pub mod env;
 pub mod identity;
 pub mod image_root;
+mod init_status;
 pub mod join;
 pub mod launch;
 pub mod loopdev;
