@@ -44,7 +44,7 @@ pub fn exec_in(init_pid: i32, plan: &ContainerPlan) -> Result<Outcome> {
     let child = fork_child(move || exec_child(plan, err_w))?;
     let mut msg = String::new();
     let _ = File::from(err_r).read_to_string(&mut msg);
-    let code = supervise(child.pid(), &mut [])?;
+    let code = supervise(child.pid(), &mut [])?.code;
     Ok(Outcome {
         code,
         error: (!msg.trim().is_empty()).then(|| msg.trim().to_string()),

@@ -9,7 +9,7 @@ use crate::process::{block_supervised_signals, exec, final_command};
 use crate::spawn::{
     close_fds_except, detach_stdio, fork_child, fork_detached, prepare_exec, ExecIo, Stdio,
 };
-use crate::supervise::{supervise, LogPump};
+use crate::supervise::{supervise, Ended, LogPump};
 use anyhow::{bail, Context, Result};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
@@ -74,7 +74,7 @@ pub fn run_foreground(plan: &ContainerPlan) -> Result<Outcome> {
     drop(device);
     let mut msg = String::new();
     let _ = File::from(err_r).read_to_string(&mut msg);
-    let code = supervise(child.pid(), &mut [])?;
+    let code = supervise(child.pid(), &mut [])?.code;
     let error = (!msg.trim().is_empty()).then(|| msg.trim().to_string());
     Ok(Outcome { code, error })
 }
@@ -110,7 +110,7 @@ fn foreground_child(plan: &ContainerPlan, device: Option<&Path>, err_w: OwnedFd)
     match fork_child(exec_or_report) {
         Ok(app) => {
             drop(err_w);
-            supervise(app.pid(), &mut []).unwrap_or(255)
+            supervise(app.pid(), &mut []).map_or(255, |e| e.code)
         }
         Err(e) => {
             report(err_fd, &format!("{e:#}"));
@@ -250,15 +250,20 @@ fn init_main(
     };
     send(status_fd, &InitStatus::Ready(app.as_raw()));
     let mut pumps = [LogPump::new(out_r, logs.out), LogPump::new(err_r, logs.err)];
-    let code = supervise(app, &mut pumps).unwrap_or(255);
-    send(status_fd, &InitStatus::Exited(code));
+    let ended = supervise(app, &mut pumps).unwrap_or(Ended {
+        code: 255,
+        relayed: None,
+    });
+    send(status_fd, &InitStatus::Exited(ended.code));
     drop(status_w);
-    if code == 0 {
-        // As with Apptainer, an instance whose start script finished cleanly
-        // stays up (for `exec instance://`) until it is stopped.
+    // As with Apptainer, an instance whose start script finished cleanly
+    // stays up (for `exec instance://`) until it is stopped. One that exits 0
+    // on the signal we relayed (a server's SIGTERM handler) was stopped: the
+    // stop that sent it waits for us and sends nothing more.
+    if ended.code == 0 && ended.relayed.is_none() {
         idle_until_stopped();
     }
-    code
+    ended.code
 }
 
 /// Waits for a terminating signal, reaping anything that gets reparented to us.
