@@ -1,10 +1,17 @@
-//! Child processes: the one place rctr calls fork(2), and the steps every
-//! child takes before it execs a program.
+//! Child processes: the one place rctr-runtime calls fork(2), and the steps
+//! every child takes before it execs a program.
 //!
-//! # Safety of every fork in rctr
+//! - [`fork_child`] runs a closure in a child, [`Child::wait`] returns its
+//!   exit status; [`run_in_child`] does both.
+//! - [`fork_detached`] double-forks a process that is nobody's child.
+//! - [`prepare_exec`] sets stdio, closes descriptors and resets signals in a
+//!   child about to exec.
+//!
+//! # Safety of every fork
 //!
 //! This is the single safety argument for the `fork` calls below; the rest of
-//! rctr forks only through this module.
+//! rctr-runtime forks only through this module (rctr-checkpoint's forks are
+//! meant to move here).
 //!
 //! - **One thread.** A forked child holds only the thread that called fork.
 //!   rctr forks while it is single-threaded (the CLI starts no thread before
