@@ -19,9 +19,9 @@
 //! cannot be overridden (use `--home`). Values are taken literally: unlike
 //! Apptainer, rctr never evaluates `$VAR` in them.
 //!
-//! The code follows those jobs: [`precedence`] computes the levels from the
-//! host and the options, [`parse`] reads what users type (`--env`, env
-//! files), and [`wrapper`] writes the script that applies them in the
+//! The code follows those jobs: `precedence` computes the levels from the
+//! host and the options, `parse` reads what users type (`--env`, env
+//! files), and `wrapper` writes the script that applies them in the
 //! container.
 
 mod parse;
