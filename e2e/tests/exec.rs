@@ -411,3 +411,82 @@ fn contain_works_with_a_home_under_tmp() {
     cmd.env("HOME", home.path());
     assert_eq!(env.ok_cmd(cmd), format!("{}\n", home.path().display()));
 }
+
+/// Whether SIGPIPE is ignored according to a /proc/PID/status text (bit 13 of SigIgn).
+fn sigpipe_ignored(status: &str) -> bool {
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .unwrap_or_else(|| panic!("no SigIgn line in:\n{status}"));
+    let mask = u64::from_str_radix(mask.trim(), 16).unwrap();
+    mask & (1 << (libc::SIGPIPE - 1)) != 0
+}
+
+/// Runs `rctr ARGS | head -1` (args make `yes` run in a container): the producer must die of
+/// SIGPIPE once head is gone, as on the host, not loop on EPIPE or print "Broken pipe".
+fn assert_yes_into_head_ends_by_sigpipe(env: &TestEnv, args: &[&str], what: &str) {
+    use std::io::BufRead;
+    let mut cmd = env.command(args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "y\n", "{what}: first line");
+    drop(stdout); // head exits
+    let status = wait_child(child, Duration::from_secs(30), what);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+    assert!(!err.contains("Broken pipe"), "{what}: stderr:\n{err}");
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGPIPE),
+        "{what}: status {status:?}, stderr:\n{err}"
+    );
+}
+
+#[test]
+fn container_processes_start_with_sigpipe_at_its_default() {
+    if !require_root("container_processes_start_with_sigpipe_at_its_default") {
+        return;
+    }
+    let env = TestEnv::new("container_processes_start_with_sigpipe_at_its_default");
+    let status = env.ok(["exec", &image(), "cat", "/proc/self/status"]);
+    assert!(
+        !sigpipe_ignored(&status),
+        "SIGPIPE ignored in exec:\n{status}"
+    );
+    assert_yes_into_head_ends_by_sigpipe(&env, &["exec", &image(), "yes"], "exec yes | head -1");
+    // Inside the container too: `yes` dies quietly and the pipeline succeeds.
+    let out = env.cmd(["exec", &image(), "sh", "-c", "yes | head -1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "y\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.is_empty(), "{out:?}");
+}
+
+#[test]
+fn instance_processes_start_with_sigpipe_at_its_default() {
+    if !require_root("instance_processes_start_with_sigpipe_at_its_default") {
+        return;
+    }
+    let env = TestEnv::new("instance_processes_start_with_sigpipe_at_its_default");
+    let img = path_str(&busybox_exec_image());
+    env.ok(["instance", "start", &img, "pipes", "sleep", "100000"]);
+    let app = fs::read_to_string(format!("/proc/{}/status", env.app_pid("pipes"))).unwrap();
+    assert!(
+        !sigpipe_ignored(&app),
+        "SIGPIPE ignored in the application:\n{app}"
+    );
+    let status = env.ok(["exec", "instance://pipes", "cat", "/proc/self/status"]);
+    assert!(
+        !sigpipe_ignored(&status),
+        "SIGPIPE ignored in exec instance://:\n{status}"
+    );
+    assert_yes_into_head_ends_by_sigpipe(
+        &env,
+        &["exec", "instance://pipes", "yes"],
+        "exec instance://pipes yes | head -1",
+    );
+    env.ok(["instance", "stop", "pipes"]);
+}

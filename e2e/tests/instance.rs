@@ -332,3 +332,41 @@ fn stopping_an_instance_that_already_died_cleans_it_up() {
     let (_, stderr) = env.fails(["instance", "stop", "crashy"]);
     assert_one_line_error(&stderr, "stopping it a second time");
 }
+
+#[test]
+fn an_application_exiting_0_on_sigterm_stops_without_the_timeout() {
+    if !require_root("an_application_exiting_0_on_sigterm_stops_without_the_timeout") {
+        return;
+    }
+    let env = TestEnv::new("an_application_exiting_0_on_sigterm_stops_without_the_timeout");
+    let img = path_str(&busybox_exec_image());
+    // Like redis, nginx or a Python server with a SIGTERM handler: a clean exit, status 0.
+    // (`sleep & wait` lets the shell run its trap at once.)
+    env.ok([
+        "instance",
+        "start",
+        &img,
+        "graceful",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo up; while :; do sleep 1 & wait $!; done",
+    ]);
+    let log = env.instance_log("graceful");
+    assert!(
+        wait_until(Duration::from_secs(10), || fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("up")),
+        "the application did not start: {}",
+        log.display()
+    );
+    let started = std::time::Instant::now();
+    env.ok(["instance", "stop", "graceful"]);
+    let took = started.elapsed();
+    // The stop timeout is 10 s: well under it means init did not wait for it.
+    assert!(
+        took < Duration::from_secs(3),
+        "instance stop took {took:?} for an application that exited 0 on SIGTERM"
+    );
+    assert!(fs::read_to_string(&log).unwrap().contains("bye"));
+    assert!(env.instance_names().is_empty());
+}

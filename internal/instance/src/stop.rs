@@ -27,16 +27,19 @@ impl Default for StopOptions {
 /// A pidfd for `pid`: it becomes readable when the process exits, and signals sent through it
 /// never reach a later process that reused the pid.
 pub fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("cannot watch process {pid}"));
     }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Sends `sig` through a pidfd; a process that is already gone is not an error.
 pub fn pidfd_signal(fd: &OwnedFd, sig: Signal) -> Result<()> {
+    // SAFETY: `fd` is an open pidfd; a null siginfo is allowed.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,

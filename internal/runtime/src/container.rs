@@ -6,7 +6,6 @@ use crate::syscall::{LinuxSyscall, Syscall};
 use anyhow::{Context, Result};
 use nix::mount::MsFlags;
 use nix::sched::{unshare, CloneFlags};
-use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 /// Enters a new mount (and, if asked, network) namespace. Call in the child.
@@ -123,17 +122,5 @@ fn write_identity_files(
     Ok(out)
 }
 
-/// Closes every descriptor above 2 except `keep`.
-pub fn close_fds_except(keep: &[RawFd]) {
-    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect(),
-        Err(_) => (3..1024).collect(),
-    };
-    for fd in fds {
-        if fd > 2 && !keep.contains(&fd) {
-            unsafe { libc::close(fd) };
-        }
-    }
-}
+/// Closes every descriptor above 2 except `keep`: see [`crate::spawn::close_fds_except`].
+pub use crate::spawn::close_fds_except;

@@ -4,13 +4,13 @@
 use crate::launch::Outcome;
 use crate::plan::ContainerPlan;
 use crate::process::{block_supervised_signals, exec, final_command};
+use crate::spawn::{fork_child, prepare_exec, ExecIo};
 use crate::supervise::supervise;
 use anyhow::{Context, Result};
 use nix::sched::{setns, CloneFlags};
-use nix::unistd::{fork, ForkResult};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Joins the namespaces of the process `init_pid` (host pid). The pid
 /// namespace applies to children forked afterwards.
@@ -40,33 +40,34 @@ pub fn exec_in(init_pid: i32, plan: &ContainerPlan) -> Result<Outcome> {
     join_namespaces(init_pid, plan.net_ns)?;
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-    match unsafe { fork() }.context("fork failed")? {
-        ForkResult::Child => {
-            drop(err_r);
-            for dir in [
-                plan.cwd.as_path(),
-                plan.home.as_path(),
-                std::path::Path::new("/"),
-            ] {
-                if nix::unistd::chdir(dir).is_ok() {
-                    break;
-                }
-            }
-            crate::container::close_fds_except(&[err_w.as_raw_fd()]);
-            let (argv, env) = final_command(plan);
-            let (code, msg) = exec(&argv, &env);
-            let _ = nix::unistd::write(&err_w, msg.as_bytes());
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => {
-            drop(err_w);
-            let mut msg = String::new();
-            let _ = File::from(err_r).read_to_string(&mut msg);
-            let code = supervise(child, &mut [])?;
-            Ok(Outcome {
-                code,
-                error: (!msg.trim().is_empty()).then(|| msg.trim().to_string()),
-            })
+    // The closure owns `err_w`: the parent's copy is closed once the child is forked.
+    let child = fork_child(move || exec_child(plan, err_w))?;
+    let mut msg = String::new();
+    let _ = File::from(err_r).read_to_string(&mut msg);
+    let code = supervise(child.pid(), &mut [])?.code;
+    Ok(Outcome {
+        code,
+        error: (!msg.trim().is_empty()).then(|| msg.trim().to_string()),
+    })
+}
+
+/// The forked child of [`exec_in`]: the command, or its error on `err_w`.
+fn exec_child(plan: &ContainerPlan, err_w: OwnedFd) -> i32 {
+    for dir in [
+        plan.cwd.as_path(),
+        plan.home.as_path(),
+        std::path::Path::new("/"),
+    ] {
+        if nix::unistd::chdir(dir).is_ok() {
+            break;
         }
     }
+    let (argv, env) = final_command(plan);
+    prepare_exec(&ExecIo {
+        keep: &[err_w.as_raw_fd()],
+        ..ExecIo::INHERIT
+    });
+    let (code, msg) = exec(&argv, &env);
+    let _ = nix::unistd::write(&err_w, msg.as_bytes());
+    code
 }

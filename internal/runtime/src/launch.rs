@@ -1,18 +1,22 @@
 //! Running containers: in the foreground (exec/run/shell/test) and detached
 //! under rctr's own init (instances).
 
-use crate::container::{close_fds_except, setup_rootfs, unshare_namespaces};
+use crate::container::{setup_rootfs, unshare_namespaces};
+use crate::init_status::InitStatus;
 use crate::loopdev::{self, LoopDevice};
 use crate::plan::{ContainerPlan, RootKind};
-use crate::process::{block_supervised_signals, detach_stdio, exec, final_command};
-use crate::supervise::{supervise, LogPump};
+use crate::process::{block_supervised_signals, exec, final_command};
+use crate::spawn::{
+    close_fds_except, detach_stdio, fork_child, fork_detached, prepare_exec, ExecIo, Stdio,
+};
+use crate::supervise::{supervise, Ended, LogPump};
 use anyhow::{bail, Context, Result};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// How a foreground container ended.
@@ -39,47 +43,47 @@ fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Writes a message to a raw fd, ignoring errors (the reader may be gone).
 fn report(fd: i32, msg: &str) {
+    // SAFETY: callers pass a descriptor they hold open for the duration of the call.
     let _ = nix::unistd::write(
         unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
         msg.as_bytes(),
     );
 }
 
+/// Sends one of init's reports to `instance start` (see [`read_status`]).
+fn send(fd: i32, status: &InitStatus) {
+    report(fd, &status.encode());
+}
+
 /// Runs the plan's command in the foreground and returns its exit status.
 pub fn run_foreground(plan: &ContainerPlan) -> Result<Outcome> {
     let device = attach_image(plan)?;
+    let device_path = device.as_ref().map(|d| d.path.as_path());
     block_supervised_signals()?;
     let (err_r, err_w) = pipe_cloexec()?;
     if plan.pid_ns {
         // Our next child becomes pid 1 of a new pid namespace.
         unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
     }
-    match unsafe { fork() }.context("fork failed")? {
-        ForkResult::Child => {
-            drop(err_r);
-            let code = foreground_child(plan, device.as_ref().map(|d| d.path.as_path()), err_w);
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => {
-            // Our own later threads and containers must not land in the child's namespace.
-            if plan.pid_ns {
-                crate::container::reset_pid_ns_for_children()?;
-            }
-            drop(err_w);
-            drop(device);
-            let mut msg = String::new();
-            let _ = File::from(err_r).read_to_string(&mut msg);
-            let code = supervise(child, &mut [])?;
-            let error = (!msg.trim().is_empty()).then(|| msg.trim().to_string());
-            Ok(Outcome { code, error })
-        }
+    // The closure owns `err_w`: the parent's copy is closed once the child is forked.
+    let child = fork_child(move || foreground_child(plan, device_path, err_w))?;
+    // Our own later threads and containers must not land in the child's namespace.
+    if plan.pid_ns {
+        crate::container::reset_pid_ns_for_children()?;
     }
+    drop(device);
+    let mut msg = String::new();
+    let _ = File::from(err_r).read_to_string(&mut msg);
+    let code = supervise(child.pid(), &mut [])?.code;
+    let error = (!msg.trim().is_empty()).then(|| msg.trim().to_string());
+    Ok(Outcome { code, error })
 }
 
 fn foreground_child(plan: &ContainerPlan, device: Option<&Path>, err_w: OwnedFd) -> i32 {
     let err_fd = err_w.as_raw_fd();
     // A foreground container must not outlive rctr, even if rctr is SIGKILLed
     // (a batch system's hard kill): nothing may be left running behind it.
+    // SAFETY: prctl with integer arguments only changes this process's attributes.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if nix::unistd::getppid().as_raw() == 1 {
         return 255;
@@ -90,24 +94,26 @@ fn foreground_child(plan: &ContainerPlan, device: Option<&Path>, err_w: OwnedFd)
     }
     close_fds_except(&[err_fd]);
     let (argv, env) = final_command(plan);
-    if !plan.pid_ns {
+    let exec_or_report = || {
+        prepare_exec(&ExecIo {
+            keep: &[err_fd],
+            ..ExecIo::INHERIT
+        });
         let (code, msg) = exec(&argv, &env);
         report(err_fd, &msg);
-        return code;
+        code
+    };
+    if !plan.pid_ns {
+        return exec_or_report();
     }
     // We are pid 1: run the command as our child and reap everything.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let (code, msg) = exec(&argv, &env);
-            report(err_fd, &msg);
-            unsafe { libc::_exit(code) }
-        }
-        Ok(ForkResult::Parent { child }) => {
+    match fork_child(exec_or_report) {
+        Ok(app) => {
             drop(err_w);
-            supervise(child, &mut []).unwrap_or(255)
+            supervise(app.pid(), &mut []).map_or(255, |e| e.code)
         }
         Err(e) => {
-            report(err_fd, &format!("fork failed: {e}"));
+            report(err_fd, &format!("{e:#}"));
             255
         }
     }
@@ -171,67 +177,25 @@ pub fn spawn_detached(
     grace: std::time::Duration,
 ) -> Result<Detached> {
     let device = attach_image(plan)?;
+    let device_path = device.as_ref().map(|d| d.path.as_path());
     let (status_r, status_w) = pipe_cloexec()?;
-    match unsafe { fork() }.context("fork failed")? {
-        ForkResult::Child => {
-            drop(status_r);
-            let code = detached_middle(
-                plan,
-                device.as_ref().map(|d| d.path.as_path()),
-                status_w,
-                logs,
-                start,
-            );
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => {
-            drop(status_w);
-            drop(device);
-            drop(logs);
-            let _ = nix::sys::wait::waitpid(child, None);
-            read_status(status_r, grace)
-        }
-    }
+    // The closure owns `status_w` and the logs: the parent's copies are closed
+    // once init is forked, so that a dead init reads as EOF.
+    let init_pid = fork_detached(enter_init_namespace, move || {
+        init_main(plan, device_path, status_w, logs, start)
+    })?;
+    drop(device);
+    read_status(status_r, init_pid.as_raw(), grace)
 }
 
-/// The first child: leaves our session, creates the pid namespace, forks init, exits.
-fn detached_middle(
-    plan: &ContainerPlan,
-    device: Option<&Path>,
-    status_w: OwnedFd,
-    logs: LogFiles,
-    start: AppStart,
-) -> i32 {
-    let status_fd = status_w.as_raw_fd();
-    let _ = nix::unistd::setsid();
+/// In the process that forks init: leaves the caller's stdio, creates the pid
+/// namespace init is born into, and blocks the signals init supervises.
+fn enter_init_namespace() -> Result<()> {
     // The caller's stdio (maybe a pipe someone waits on to reach EOF) must not
-    // stay open for the life of the instance: errors travel over `status_w`.
+    // stay open for the life of the instance: errors travel over the status pipe.
     detach_stdio();
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
-        report(
-            status_fd,
-            &format!("error: cannot create a pid namespace: {e}\n"),
-        );
-        return 1;
-    }
-    if let Err(e) = block_supervised_signals() {
-        report(status_fd, &format!("error: {e:#}\n"));
-        return 1;
-    }
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let code = init_main(plan, device, status_w, logs, start);
-            unsafe { libc::_exit(code) }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            report(status_fd, &format!("init {child}\n"));
-            0
-        }
-        Err(e) => {
-            report(status_fd, &format!("error: fork failed: {e}\n"));
-            1
-        }
-    }
+    unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
+    block_supervised_signals()
 }
 
 /// pid 1 of an instance: builds the container, starts the application, then
@@ -245,16 +209,17 @@ fn init_main(
 ) -> i32 {
     let status_fd = status_w.as_raw_fd();
     // The CLI that started us may be gone; writing to it must not kill us.
+    // SAFETY: SIG_IGN installs no handler code; children get the default back before exec.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.ok();
     if let Err(e) = unshare_namespaces(plan).and_then(|_| setup_rootfs(plan, device)) {
-        report(status_fd, &format!("error: {e:#}\n"));
+        send(status_fd, &InitStatus::Error(format!("{e:#}")));
         return 255;
     }
     let pipes = (|| -> Result<_> { Ok((pipe_cloexec()?, pipe_cloexec()?)) })();
     let ((out_r, out_w), (err_r, err_w)) = match pipes {
         Ok(p) => p,
         Err(e) => {
-            report(status_fd, &format!("error: {e:#}\n"));
+            send(status_fd, &InitStatus::Error(format!("{e:#}")));
             return 255;
         }
     };
@@ -279,21 +244,26 @@ fn init_main(
     let app = match app {
         Ok(pid) => pid,
         Err(e) => {
-            report(status_fd, &format!("error: {e:#}\n"));
+            send(status_fd, &InitStatus::Error(format!("{e:#}")));
             return 255;
         }
     };
-    report(status_fd, &format!("ready {app}\n"));
+    send(status_fd, &InitStatus::Ready(app.as_raw()));
     let mut pumps = [LogPump::new(out_r, logs.out), LogPump::new(err_r, logs.err)];
-    let code = supervise(app, &mut pumps).unwrap_or(255);
-    report(status_fd, &format!("exited {code}\n"));
+    let ended = supervise(app, &mut pumps).unwrap_or(Ended {
+        code: 255,
+        relayed: None,
+    });
+    send(status_fd, &InitStatus::Exited(ended.code));
     drop(status_w);
-    if code == 0 {
-        // As with Apptainer, an instance whose start script finished cleanly
-        // stays up (for `exec instance://`) until it is stopped.
+    // As with Apptainer, an instance whose start script finished cleanly
+    // stays up (for `exec instance://`) until it is stopped. One that exits 0
+    // on the signal we relayed (a server's SIGTERM handler) was stopped: the
+    // stop that sent it waits for us and sends nothing more.
+    if ended.code == 0 && ended.relayed.is_none() {
         idle_until_stopped();
     }
-    code
+    ended.code
 }
 
 /// Waits for a terminating signal, reaping anything that gets reparented to us.
@@ -319,73 +289,60 @@ fn idle_until_stopped() {
 /// Forks the application: session leader, stdin /dev/null, output to the log pipes.
 fn start_app(plan: &ContainerPlan, io: AppIo) -> Result<Pid> {
     let (argv, env) = final_command(plan);
-    match unsafe { fork() }.context("fork failed")? {
-        ForkResult::Child => {
-            let _ = nix::unistd::setsid();
-            redirect_stdio(&io);
-            close_fds_except(&[]);
-            unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.ok();
-            let (code, msg) = exec(&argv, &env);
-            let _ = writeln!(std::io::stderr(), "rctr: error: {msg}");
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => Ok(child),
-    }
+    let app = fork_child(|| {
+        let _ = nix::unistd::setsid();
+        prepare_exec(&ExecIo {
+            stdin: Stdio::Null,
+            stdout: Stdio::Fd(io.stdout.as_fd()),
+            stderr: Stdio::Fd(io.stderr.as_fd()),
+            keep: &[],
+        });
+        let (code, msg) = exec(&argv, &env);
+        let _ = writeln!(std::io::stderr(), "rctr: error: {msg}");
+        code
+    })?;
+    // Init's supervisor reaps it.
+    Ok(app.pid())
 }
 
-/// stdin from /dev/null, stdout/stderr into the pipes.
-pub fn redirect_stdio(io: &AppIo) {
-    if let Ok(null) = File::open("/dev/null") {
-        let fd = null.into_raw_fd();
-        unsafe { libc::dup2(fd, 0) };
-        if fd != 0 {
-            unsafe { libc::close(fd) };
-        }
-    }
-    unsafe {
-        libc::dup2(io.stdout.as_raw_fd(), 1);
-        libc::dup2(io.stderr.as_raw_fd(), 2);
-    }
-}
-
-/// Reads init's reports: "init <pid>", then "ready <pid>" or "error: ...".
-fn read_status(status_r: OwnedFd, grace: std::time::Duration) -> Result<Detached> {
-    let fd = status_r.as_raw_fd();
+/// Reads init's reports: `Ready`, then within `grace` perhaps `Exited`; or `Error`.
+fn read_status(status_r: OwnedFd, init_pid: i32, grace: std::time::Duration) -> Result<Detached> {
     let mut reader = BufReader::new(File::from(status_r));
-    let mut init_pid = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            bail!("the container's init exited during setup");
-        }
-        let l = line.trim_end();
-        if let Some(p) = l.strip_prefix("init ") {
-            init_pid = p.parse::<i32>().ok();
-        } else if let Some(msg) = l.strip_prefix("error: ") {
-            bail!("{msg}");
-        } else if let Some(p) = l.strip_prefix("ready ") {
-            let app_pid: i32 = p.parse().context("bad report from the container's init")?;
-            let init_pid = init_pid.context("bad report from the container's init")?;
-            // An application that fails at once should fail `instance start`.
-            if !grace.is_zero() {
-                let mut pfd = [nix::poll::PollFd::new(
-                    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-                    nix::poll::PollFlags::POLLIN,
-                )];
-                let ms = grace.as_millis().min(u16::MAX as u128) as u16;
-                if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)).unwrap_or(0) > 0 {
-                    line.clear();
-                    let _ = reader.read_line(&mut line);
-                    if let Some(code) = line.trim_end().strip_prefix("exited ") {
-                        let code = code.parse().unwrap_or(1);
-                        if code != 0 {
-                            return Err(EarlyExit { code }.into());
-                        }
-                    }
-                }
+    let app_pid = match next_status(&mut reader)? {
+        None => bail!("the container's init exited during setup"),
+        Some(InitStatus::Error(msg)) => bail!("{msg}"),
+        Some(InitStatus::Ready(pid)) => pid,
+        Some(other) => bail!("unexpected report from the container's init: {other:?}"),
+    };
+    // An application that fails at once should fail `instance start`.
+    if !grace.is_zero() && readable_within(&reader, grace) {
+        if let Ok(Some(InitStatus::Exited(code))) = next_status(&mut reader) {
+            if code != 0 {
+                return Err(EarlyExit { code }.into());
             }
-            return Ok(Detached { init_pid, app_pid });
         }
     }
+    Ok(Detached { init_pid, app_pid })
+}
+
+/// The next report of init; None once init closed the pipe.
+fn next_status(reader: &mut BufReader<File>) -> Result<Option<InitStatus>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    InitStatus::decode(&line).map(Some)
+}
+
+/// Whether a report (or EOF) is there to read within `timeout`.
+fn readable_within(reader: &BufReader<File>, timeout: std::time::Duration) -> bool {
+    if !reader.buffer().is_empty() {
+        return true;
+    }
+    let mut pfd = [nix::poll::PollFd::new(
+        reader.get_ref().as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = timeout.as_millis().min(u16::MAX as u128) as u16;
+    nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)).unwrap_or(0) > 0
 }

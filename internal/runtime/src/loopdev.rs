@@ -60,6 +60,7 @@ pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
     // Another process may grab the free device between GET_FREE and CONFIGURE:
     // that shows up as EBUSY, and we simply ask for the next free one.
     for _ in 0..64 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
         let number = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if number < 0 {
             return Err(std::io::Error::last_os_error()).context("no free loop device");
@@ -76,6 +77,7 @@ pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
         };
+        // SAFETY: LoopConfig is plain C data, valid when zeroed.
         let mut config: LoopConfig = unsafe { std::mem::zeroed() };
         config.fd = backing.as_raw_fd() as u32;
         config.info.lo_offset = offset;
@@ -84,6 +86,7 @@ pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
         let name = image.as_os_str().as_encoded_bytes();
         let n = name.len().min(LO_NAME_SIZE - 1);
         config.info.lo_file_name[..n].copy_from_slice(&name[..n]);
+        // SAFETY: LOOP_CONFIGURE reads a loop_config, which `config` is laid out as.
         let rc = unsafe {
             libc::ioctl(
                 dev.as_raw_fd(),

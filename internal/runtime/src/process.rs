@@ -16,22 +16,8 @@ pub const FORWARDED: &[Signal] = &[
     Signal::SIGUSR2,
 ];
 
-/// Points stdin, stdout and stderr at /dev/null (best effort, for a child after fork). A
-/// detached process must not hold the caller's stdio: a pipe someone waits on would never
-/// reach EOF, and a host terminal is not the child's to write to.
-pub fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors of this process.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
-    }
-}
+/// Points stdin, stdout and stderr at /dev/null: see [`crate::spawn::detach_stdio`].
+pub use crate::spawn::detach_stdio;
 
 /// The forwarded signals plus SIGCHLD: what supervisors take through a signalfd.
 pub fn supervised_set() -> SigSet {
@@ -48,28 +34,9 @@ pub fn block_supervised_signals() -> Result<()> {
         .context("cannot block signals")
 }
 
-pub fn unblock_all_signals() {
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-}
-
-/// Closes every descriptor from `first` up (CRIU cannot dump a process holding
-/// descriptors of host files it cannot see, and they would leak into the container).
-pub fn close_fds_from(first: i32) {
-    // close_range(2) exists on every kernel rctr supports; fall back to a loop.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        )
-    };
-    if rc != 0 {
-        for fd in first..4096 {
-            unsafe { libc::close(fd) };
-        }
-    }
-}
+/// Default signal dispositions and an empty mask, for a child about to exec (the
+/// engine's in rctr-checkpoint): see [`crate::spawn::reset_signals`].
+pub use crate::spawn::reset_signals as unblock_all_signals;
 
 /// The final argv and environment: through the image's /bin/sh when it has one,
 /// so that /.singularity.d/env/*.sh is sourced as Apptainer's action scripts do.
@@ -113,7 +80,8 @@ pub fn resolve_in_path(cmd: &str, env: &[(String, String)]) -> Option<String> {
         .find(|p| Path::new(p).exists())
 }
 
-/// Replaces the current process. Only returns on failure, with the exit status
+/// Replaces the current process, with default signal dispositions and an empty
+/// signal mask (see [`crate::spawn`]). Only returns on failure, with the exit status
 /// a shell would use (127 not found, 126 not executable) and a message.
 pub fn exec(argv: &[String], env: &[(String, String)]) -> (i32, String) {
     let Some(first) = argv.first() else {
@@ -126,7 +94,7 @@ pub fn exec(argv: &[String], env: &[(String, String)]) -> (i32, String) {
     let c_path = to_c(&resolved);
     let c_argv: Vec<CString> = argv.iter().map(|a| to_c(a)).collect();
     let c_env: Vec<CString> = env.iter().map(|(k, v)| to_c(&format!("{k}={v}"))).collect();
-    unblock_all_signals();
+    crate::spawn::reset_signals();
     let err = nix::unistd::execve(&c_path, &c_argv, &c_env).unwrap_err();
     let code = if err == nix::errno::Errno::ENOENT {
         127

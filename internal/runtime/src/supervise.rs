@@ -63,16 +63,27 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
+/// How a supervised process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// Exit status in shell convention.
+    pub code: i32,
+    /// The last signal relayed to it, if any: an application that exits 0
+    /// after one was stopped by it rather than done with its work.
+    pub relayed: Option<Signal>,
+}
+
 /// Relays forwarded signals to `target`, reaps every child (we may be pid 1),
-/// pumps logs, and returns `target`'s exit code once it is gone.
+/// pumps logs, and returns how `target` ended once it is gone.
 /// The supervised signals must already be blocked.
-pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<i32> {
+pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<Ended> {
     let sfd = SignalFd::with_flags(
         &supervised_set(),
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     )
     .context("cannot create signalfd")?;
     let mut result: Option<i32> = reap(target);
+    let mut relayed = None;
     while result.is_none() {
         let mut fds: Vec<PollFd> = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let open: Vec<usize> = (0..pumps.len()).filter(|i| pumps[*i].open).collect();
@@ -103,6 +114,7 @@ pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<i32> {
                 };
                 if FORWARDED.contains(&sig) {
                     let _ = kill(target, sig);
+                    relayed = Some(sig);
                 }
             }
         }
@@ -112,7 +124,10 @@ pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<i32> {
     for p in pumps.iter_mut() {
         drain(p);
     }
-    Ok(result.unwrap_or(1))
+    Ok(Ended {
+        code: result.unwrap_or(1),
+        relayed,
+    })
 }
 
 fn drain(p: &mut LogPump) {
