@@ -10,8 +10,8 @@
 //! # Safety of every fork
 //!
 //! This is the single safety argument for the `fork` calls below; the rest of
-//! rctr-runtime forks only through this module (rctr-checkpoint's forks are
-//! meant to move here).
+//! rctr (runtime, instances, the checkpoint engines and store) forks only
+//! through this module.
 //!
 //! - **One thread.** A forked child holds only the thread that called fork.
 //!   rctr forks while it is single-threaded (the CLI starts no thread before

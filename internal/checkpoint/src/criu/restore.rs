@@ -7,10 +7,9 @@ use super::run::{engine_failure, exec_engine};
 use super::CRIU;
 use crate::store::CriuData;
 use anyhow::{bail, Context, Result};
-use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use rctr_runtime::launch::{AppIo, AppStart};
-use rctr_runtime::process::detach_stdio;
+use rctr_runtime::spawn::{close_fds_except, fork_child, prepare_exec, ExecIo};
 use std::os::fd::AsRawFd;
 
 /// Descriptors at which the restore process holds the new log pipes.
@@ -82,39 +81,43 @@ fn run_restore(
     // helpers far away from them.
     std::fs::write("/proc/sys/kernel/ns_last_pid", "99999")
         .context("cannot set ns_last_pid in the container")?;
-    match unsafe { fork() }.context("fork failed")? {
-        ForkResult::Child => {
-            let out = nix::fcntl::fcntl(io.stdout.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(100))
-                .unwrap_or(-1);
-            let err = nix::fcntl::fcntl(io.stderr.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(100))
-                .unwrap_or(-1);
-            detach_stdio();
-            unsafe {
-                libc::dup2(out, STDOUT_FD);
-                libc::dup2(err, STDERR_FD);
-            }
-            rctr_runtime::container::close_fds_except(&[STDOUT_FD, STDERR_FD]);
-            exec_engine(argv, &[]);
-            unsafe { libc::_exit(126) }
+    let child = fork_child(|| {
+        // Above 2 first, so that pointing stdio at /dev/null cannot close them.
+        let dup_high = |fd: i32| {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).unwrap_or(-1)
+        };
+        let (out, err) = (
+            dup_high(io.stdout.as_raw_fd()),
+            dup_high(io.stderr.as_raw_fd()),
+        );
+        prepare_exec(&ExecIo {
+            keep: &[out, err],
+            ..ExecIo::NULL
+        });
+        // SAFETY: dup2 on descriptors this child owns; the copies at 3 and 4 are not
+        // close-on-exec, so the engine inherits them.
+        unsafe {
+            libc::dup2(out, STDOUT_FD);
+            libc::dup2(err, STDERR_FD);
         }
-        ForkResult::Parent { child } => {
-            drop(io);
-            let status = waitpid(child, None).context("waiting for the engine failed")?;
-            let code = rctr_runtime::supervise::exit_code(status).unwrap_or(1);
-            if code != 0 {
-                bail!(
-                    "restore failed: {} (full log: {})",
-                    engine_failure(code, std::path::Path::new(log)),
-                    host_log.display()
-                );
-            }
-            let pid = std::fs::read_to_string(pidfile)
-                .with_context(|| format!("the engine wrote no pid file {pidfile}"))?;
-            let pid: i32 = pid
-                .trim()
-                .parse()
-                .with_context(|| format!("bad pid in {pidfile}"))?;
-            Ok(Pid::from_raw(pid))
-        }
+        close_fds_except(&[STDOUT_FD, STDERR_FD]);
+        exec_engine(argv, &[]);
+        126
+    })?;
+    drop(io);
+    let code = child.wait().context("waiting for the engine failed")?;
+    if code != 0 {
+        bail!(
+            "restore failed: {} (full log: {})",
+            engine_failure(code, std::path::Path::new(log)),
+            host_log.display()
+        );
     }
+    let pid = std::fs::read_to_string(pidfile)
+        .with_context(|| format!("the engine wrote no pid file {pidfile}"))?;
+    let pid: i32 = pid
+        .trim()
+        .parse()
+        .with_context(|| format!("bad pid in {pidfile}"))?;
+    Ok(Pid::from_raw(pid))
 }

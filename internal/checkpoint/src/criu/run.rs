@@ -2,49 +2,30 @@
 //! namespaces (so CRIU sees the container's /proc and mounts as its own), fork,
 //! and exec the bundled engine.
 
-use anyhow::{Context, Result};
-use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult};
+use anyhow::Result;
+use rctr_runtime::spawn::{prepare_exec, run_in_child, ExecIo};
 use std::ffi::CString;
 
 /// Runs `argv` inside the container whose init has host pid `init_pid`; returns the exit code.
 pub fn run_in_container(init_pid: i32, net: bool, argv: &[String]) -> Result<i32> {
-    match unsafe { fork() }.context("fork failed")? {
-        ForkResult::Child => {
-            let code = match rctr_runtime::join::join_namespaces(init_pid, net) {
-                Ok(()) => exec_child(argv),
-                Err(e) => {
-                    eprintln!("rctr: error: {e:#}");
-                    125
-                }
-            };
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => {
-            let status = waitpid(child, None).context("waiting for the engine failed")?;
-            Ok(rctr_runtime::supervise::exit_code(status).unwrap_or(1))
-        }
-    }
-}
-
-/// Forks once more (joining a pid namespace applies to children only) and execs.
-fn exec_child(argv: &[String]) -> i32 {
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let _ = nix::unistd::chdir("/");
-            // The engine logs to its own file; its stdio must not be a descriptor of the
-            // host it could trip over.
-            rctr_runtime::process::detach_stdio();
-            rctr_runtime::container::close_fds_except(&[]);
-            exec_engine(argv, &[]);
-            unsafe { libc::_exit(126) }
-        }
-        Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
-            Ok(status) => rctr_runtime::supervise::exit_code(status).unwrap_or(1),
-            Err(_) => 1,
+    run_in_child(
+        || match rctr_runtime::join::join_namespaces(init_pid, net) {
+            // Joining a pid namespace applies to children only: fork once more to be in it.
+            Ok(()) => run_in_child(|| {
+                let _ = nix::unistd::chdir("/");
+                // The engine logs to its own file; its stdio must not be a descriptor of the
+                // host it could trip over.
+                prepare_exec(&ExecIo::NULL);
+                exec_engine(argv, &[]);
+                126
+            })
+            .unwrap_or(1),
+            Err(e) => {
+                eprintln!("rctr: error: {e:#}");
+                125
+            }
         },
-        Err(_) => 1,
-    }
+    )
 }
 
 /// execv with a minimal environment; returns only on failure.

@@ -136,7 +136,6 @@ impl Checkpoint {
 /// while, and nobody needs to wait for it. Whatever a killed remover leaves is swept by the
 /// next checkpoint.
 pub fn remove_in_background(dirs: Vec<PathBuf>) {
-    use nix::unistd::{fork, ForkResult};
     if dirs.is_empty() {
         return;
     }
@@ -145,23 +144,15 @@ pub fn remove_in_background(dirs: Vec<PathBuf>) {
             let _ = std::fs::remove_dir_all(d);
         }
     };
-    // SAFETY: the callers are single-threaded here (the sealing threads have been joined);
-    // the children only remove files and _exit.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let _ = nix::unistd::setsid();
-            // Double fork: the remover is nobody's child and never a zombie of ours.
-            // SAFETY: as above.
-            if let Ok(ForkResult::Child) = unsafe { fork() } {
-                remove_all(&dirs);
-            }
-            // SAFETY: _exit ends the child without running the parent's destructors.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            let _ = nix::sys::wait::waitpid(child, None);
-        }
-        Err(_) => remove_all(&dirs),
+    let detached = rctr_runtime::spawn::fork_detached(
+        || Ok(()),
+        || {
+            remove_all(&dirs);
+            0
+        },
+    );
+    if detached.is_err() {
+        remove_all(&dirs);
     }
 }
 
