@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use rctr_checkpoint::dump::{checkpoint_instance, DumpOptions};
+use rctr_checkpoint::engine::DumpMode;
 use rctr_checkpoint::store::{CheckpointRow, CheckpointStore, GenerationRow};
 use rctr_checkpoint::{CkptConf, EngineKind};
 use rctr_instance::Instances;
@@ -182,6 +183,11 @@ fn instance(a: InstanceArgs) -> Result<i32> {
         stop: a.stop,
         keep: a.keep,
         no_wait: a.no_wait,
+        // An instance about to be stopped must do nothing after its checkpoint (its files
+        // would no longer match the images).
+        mode: DumpMode {
+            leave_running: !a.stop,
+        },
     };
     let r = checkpoint_instance(&instances, &a.instance, &opts, a.ckpt_conf.as_deref())?;
     if a.json {

@@ -1,5 +1,6 @@
 //! `rctr exec|run|shell|test` and the hidden init entry point.
 
+use super::job::JobArgs;
 use super::run_opts::{plan_for, RunOptions};
 use anyhow::Result;
 use clap::Args;
@@ -9,6 +10,8 @@ use rctr_runtime::launch::{run_foreground, Outcome};
 pub struct ExecArgs {
     #[command(flatten)]
     pub opts: RunOptions,
+    #[command(flatten)]
+    pub job: JobArgs,
     /// Image: .sif, squashfs file, directory, or instance://NAME
     pub image: String,
     /// Command and arguments
@@ -20,6 +23,8 @@ pub struct ExecArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub opts: RunOptions,
+    #[command(flatten)]
+    pub job: JobArgs,
     pub image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -75,13 +80,36 @@ fn run_in(image: &str, opts: &RunOptions, argv: Vec<String>) -> Result<i32> {
 }
 
 pub fn exec(a: ExecArgs) -> Result<i32> {
+    if let Some(job) = a.job.to_options()? {
+        return run_job(&a.image, &a.opts, &job, a.command.clone(), a.command);
+    }
     run_in(&a.image, &a.opts, a.command)
 }
 
 pub fn run(a: RunArgs) -> Result<i32> {
     let mut argv = vec!["/.singularity.d/runscript".to_string()];
-    argv.extend(a.args);
+    argv.extend(a.args.iter().cloned());
+    if let Some(job) = a.job.to_options()? {
+        return run_job(&a.image, &a.opts, &job, a.args, runscript_or_shell(argv));
+    }
     run_in(&a.image, &a.opts, runscript_or_shell(argv))
+}
+
+/// A checkpointable foreground job (`--ckpt`): see rctr_job.
+fn run_job(
+    image: &str,
+    opts: &RunOptions,
+    job: &rctr_job::JobOptions,
+    args: Vec<String>,
+    argv: Vec<String>,
+) -> Result<i32> {
+    if image.starts_with(INSTANCE_PREFIX) {
+        anyhow::bail!("--ckpt runs a new container from an image, not in instance {image}");
+    }
+    // Like an instance's: its own pid namespace (init at pid 1), private devpts, stdin
+    // /dev/null: nothing of the caller's terminal that a checkpoint would have to hold.
+    let plan = plan_for(image, opts, argv)?;
+    rctr_job::run_job(job, plan, args)
 }
 
 /// Images without a runscript run /bin/sh, as Apptainer does.

@@ -3,6 +3,7 @@
 use super::run_opts::{plan_for, RunOptions};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use rctr_checkpoint::restore::{Placement, Target};
 use rctr_instance::{InstanceRecord, Instances, StartRequest, StopOptions};
 use rctr_runtime::launch::AppStart;
 use std::path::PathBuf;
@@ -94,28 +95,30 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
     argv.extend(a.args.iter().cloned());
     let plan = plan_for(&a.image, &a.opts, argv)?;
     let rec = if let Some(ckpt) = &a.ckpt_launch {
-        rctr_checkpoint::restore::launch(
-            &instances,
-            a.ckpt_conf.as_deref(),
-            ckpt,
-            &a.name,
-            a.args.clone(),
+        let target = Target {
+            name: a.name.clone(),
+            args: a.args.clone(),
             plan,
-        )?
+            placement: Placement::Instance,
+        };
+        rctr_checkpoint::restore::launch(&instances, a.ckpt_conf.as_deref(), ckpt, target)?
+            .record()
+            .clone()
     } else if let Some(ckpt) = &a.ckpt_restart {
         let opts = rctr_checkpoint::restore::RestartOptions {
             generation: a.generation,
             force: a.force,
+            fall_back: false,
         };
-        rctr_checkpoint::restore::restart(
-            &instances,
-            a.ckpt_conf.as_deref(),
-            ckpt,
-            &a.name,
-            a.args.clone(),
+        let target = Target {
+            name: a.name.clone(),
+            args: a.args.clone(),
             plan,
-            &opts,
-        )?
+            placement: Placement::Instance,
+        };
+        rctr_checkpoint::restore::restart(&instances, a.ckpt_conf.as_deref(), ckpt, target, &opts)?
+            .record()
+            .clone()
     } else {
         instances.start(StartRequest {
             name: a.name.clone(),
@@ -147,11 +150,16 @@ fn list(a: ListArgs) -> Result<i32> {
     println!("{:<16} {:<8} {:<15} IMAGE", "INSTANCE NAME", "PID", "IP");
     for r in &all {
         println!(
-            "{:<16} {:<8} {:<15} {}",
+            "{:<16} {:<8} {:<15} {}{}",
             r.name,
             r.init_pid,
             r.ip.clone().unwrap_or_default(),
-            r.plan.root.path.display()
+            r.plan.root.path.display(),
+            if r.foreground {
+                " (foreground job)"
+            } else {
+                ""
+            }
         );
     }
     for r in &dead {
@@ -175,10 +183,11 @@ fn json_item(r: &InstanceRecord) -> serde_json::Value {
         "img": r.plan.root.path,
         "checkpoint": r.checkpoint,
         "started": r.started,
+        "foreground": r.foreground,
     })
 }
 
-fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
+pub(crate) fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
     use std::str::FromStr;
     if let Ok(n) = s.parse::<i32>() {
         return nix::sys::signal::Signal::try_from(n)

@@ -5,6 +5,7 @@ mod checkpoint;
 mod exec;
 mod inspect;
 mod instance;
+mod job;
 mod run_opts;
 mod sif;
 

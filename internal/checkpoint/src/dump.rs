@@ -2,7 +2,7 @@
 //! its checkpoint uses. The engine fills a staged directory; the store seals and publishes it.
 
 use crate::conf::CkptConf;
-use crate::engine::{engine_for, CheckpointEngine};
+use crate::engine::{engine_for, CheckpointEngine, DumpMode};
 use crate::integrity::image_digest;
 use crate::store::{now, remove_in_background, Checkpoint, CheckpointStore, Manifest};
 use anyhow::{anyhow, bail, Result};
@@ -31,6 +31,8 @@ pub struct DumpOptions {
     pub keep: Option<u32>,
     /// Fail at once instead of waiting when another checkpoint is running.
     pub no_wait: bool,
+    /// How the engine treats the application (a job about to stop lets CRIU end it).
+    pub mode: DumpMode,
 }
 
 /// Checkpoints instance `instance` into the checkpoint it was launched with; `conf_path` is
@@ -74,7 +76,7 @@ pub fn take(
         ckpt.lock()?
     };
     let staged = ckpt.stage(&lock)?;
-    let dumped = engine.dump(target, ckpt, &staged)?;
+    let dumped = engine.dump(target, ckpt, &staged, opts.mode)?;
     let manifest = Manifest {
         generation: staged.number,
         engine: engine.kind(),

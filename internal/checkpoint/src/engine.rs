@@ -64,6 +64,21 @@ pub struct Dumped {
     pub frozen_us: Option<u64>,
 }
 
+/// How a dump treats the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpMode {
+    /// Keep the application running after the checkpoint (false: it is about to be stopped).
+    pub leave_running: bool,
+}
+
+impl Default for DumpMode {
+    fn default() -> Self {
+        DumpMode {
+            leave_running: true,
+        }
+    }
+}
+
 /// How a restarted container is built and its application brought back.
 pub struct Restore {
     pub plan: ContainerPlan,
@@ -81,10 +96,18 @@ pub trait CheckpointEngine {
     /// `ckpt` (mounts, environment). Used at launch and again at every restart.
     fn inject(&self, plan: &mut ContainerPlan, ckpt: &Checkpoint) -> Result<()>;
 
-    /// Writes the state of the running instance `target` into `staged`, leaving the
-    /// application running. On error the store discards `staged`; the error says why in one
-    /// line (the engine's explanation of its failure, with where its log is).
-    fn dump(&self, target: &InstanceRecord, ckpt: &Checkpoint, staged: &Staged) -> Result<Dumped>;
+    /// Writes the state of the running instance `target` into `staged`. With
+    /// `mode.leave_running` false the engine may end the application right after (CRIU does:
+    /// nothing the application does after the checkpoint is seen); the caller stops it in any
+    /// case. On error the store discards `staged`, the application is left running, and the
+    /// error says why in one line (the engine's explanation, with where its log is).
+    fn dump(
+        &self,
+        target: &InstanceRecord,
+        ckpt: &Checkpoint,
+        staged: &Staged,
+        mode: DumpMode,
+    ) -> Result<Dumped>;
 
     /// The container to start for a restart from `generation` (already verified) and how its
     /// application comes back. `requested` is the container the user asked for now.

@@ -1,35 +1,89 @@
-//! `instance start --ckpt-launch` and `--ckpt-restart`, for every engine.
+//! `--ckpt-launch` and `--ckpt-restart`, for every engine, as a background instance or as a
+//! foreground job.
 
 use crate::conf::CkptConf;
-use crate::engine::{engine_for, LAUNCH_GRACE};
-use crate::store::CheckpointStore;
+use crate::engine::{engine_for, Restore, LAUNCH_GRACE};
+use crate::store::{Checkpoint, CheckpointStore, Generation};
 use anyhow::{bail, Result};
-use rctr_instance::{InstanceRecord, Instances, StartRequest};
+use rctr_instance::{AttachedInstance, InstanceRecord, Instances, StartRequest};
 use rctr_runtime::launch::AppStart;
 use rctr_runtime::plan::ContainerPlan;
+use std::fs::File;
 use std::path::Path;
 
-/// Starts an instance with checkpoint `checkpoint`'s engine injected; `conf_path` is
+/// Where the container runs.
+pub enum Placement {
+    /// A background instance, logging to its log files.
+    Instance,
+    /// A foreground job: the caller's child, its output copied to `out` and `err`.
+    Foreground { out: File, err: File },
+}
+
+/// The container to start: its instance name, arguments, plan (what the user asked for now)
+/// and where it runs.
+pub struct Target {
+    pub name: String,
+    pub args: Vec<String>,
+    pub plan: ContainerPlan,
+    pub placement: Placement,
+}
+
+/// What was started.
+pub enum Started {
+    Instance(InstanceRecord),
+    Foreground(AttachedInstance),
+}
+
+impl Started {
+    /// The instance record, for callers that asked for [`Placement::Instance`].
+    pub fn record(&self) -> &InstanceRecord {
+        match self {
+            Started::Instance(r) => r,
+            Started::Foreground(a) => &a.record,
+        }
+    }
+}
+
+fn start(instances: &Instances, req: StartRequest, placement: Placement) -> Result<Started> {
+    Ok(match placement {
+        Placement::Instance => Started::Instance(instances.start(req)?),
+        Placement::Foreground { out, err } => {
+            // A job's application that ends at once simply ends the job, with its status.
+            let req = StartRequest {
+                grace: std::time::Duration::ZERO,
+                ..req
+            };
+            Started::Foreground(instances.start_attached(req, out, err)?)
+        }
+    })
+}
+
+/// Starts a container with checkpoint `checkpoint`'s engine injected; `conf_path` is
 /// `--ckpt-conf`.
 pub fn launch(
     instances: &Instances,
     conf_path: Option<&Path>,
     checkpoint: &str,
-    name: &str,
-    args: Vec<String>,
-    mut plan: ContainerPlan,
-) -> Result<InstanceRecord> {
+    target: Target,
+) -> Result<Started> {
     let ckpt = CheckpointStore::for_current_user()?.open(checkpoint)?;
     let conf = CkptConf::load_for(conf_path, ckpt.engine())?;
+    let Target {
+        name,
+        args,
+        mut plan,
+        placement,
+    } = target;
     engine_for(ckpt.engine(), &conf)?.inject(&mut plan, &ckpt)?;
-    instances.start(StartRequest {
-        name: name.to_string(),
+    let req = StartRequest {
+        name,
         args,
         plan,
         checkpoint: Some(checkpoint.to_string()),
         start: AppStart::Exec,
         grace: LAUNCH_GRACE,
-    })
+    };
+    start(instances, req, placement)
 }
 
 /// Which generation to restore, and whether to skip the image check.
@@ -37,25 +91,31 @@ pub fn launch(
 pub struct RestartOptions {
     pub generation: Option<u32>,
     pub force: bool,
+    /// When the newest generation is damaged, resume from the newest one that verifies (a
+    /// batch job's resume), saying so on stderr.
+    pub fall_back: bool,
 }
 
-/// Starts a new instance from a verified generation of `checkpoint`.
+/// Starts a container from a verified generation of `checkpoint`.
 pub fn restart(
     instances: &Instances,
     conf_path: Option<&Path>,
     checkpoint: &str,
-    name: &str,
-    args: Vec<String>,
-    requested: ContainerPlan,
+    target: Target,
     opts: &RestartOptions,
-) -> Result<InstanceRecord> {
+) -> Result<Started> {
+    let Target {
+        name,
+        args,
+        plan: requested,
+        placement,
+    } = target;
     let ckpt = CheckpointStore::for_current_user()?.open(checkpoint)?;
     let conf = CkptConf::load_for(conf_path, ckpt.engine())?;
     let engine = engine_for(ckpt.engine(), &conf)?;
     // Not while a checkpoint is being written or the checkpoint deleted.
     let _lock = ckpt.lock()?;
-    let g = ckpt.select(opts.generation)?;
-    ckpt.verify(&g, Some(&requested.root), opts.force)?;
+    let g = choose(&ckpt, &requested, opts)?;
     if !opts.force
         && (!same_file(&requested.root.path, &g.manifest.plan.root.path)
             && g.manifest.image_digest.is_none())
@@ -66,15 +126,52 @@ pub fn restart(
             requested.root.path.display()
         );
     }
-    let restore = engine.restore(&ckpt, &g, requested)?;
-    instances.start(StartRequest {
-        name: name.to_string(),
+    let Restore {
+        plan,
+        start: how,
+        grace,
+    } = engine.restore(&ckpt, &g, requested)?;
+    let req = StartRequest {
+        name,
         args,
-        plan: restore.plan,
+        plan,
         checkpoint: Some(checkpoint.to_string()),
-        start: restore.start,
-        grace: restore.grace,
-    })
+        start: how,
+        grace,
+    };
+    start(instances, req, placement)
+}
+
+/// The generation to restore, verified: the one asked for, else the newest, else (with
+/// `fall_back`) the newest that verifies.
+fn choose(
+    ckpt: &Checkpoint,
+    requested: &ContainerPlan,
+    opts: &RestartOptions,
+) -> Result<Generation> {
+    let first = ckpt.select(opts.generation);
+    let first_err = match first.and_then(|g| {
+        ckpt.verify(&g, Some(&requested.root), opts.force)?;
+        Ok(g)
+    }) {
+        Ok(g) => return Ok(g),
+        Err(e) => e,
+    };
+    if !opts.fall_back || opts.generation.is_some() {
+        return Err(first_err);
+    }
+    let mut older = ckpt.generations()?;
+    older.reverse();
+    for n in older {
+        let Ok(g) = ckpt.generation(n) else { continue };
+        if ckpt.verify(&g, Some(&requested.root), opts.force).is_ok() {
+            eprintln!(
+                "rctr: warning: {first_err:#}; resuming from generation {n}, the newest one intact"
+            );
+            return Ok(g);
+        }
+    }
+    Err(first_err)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

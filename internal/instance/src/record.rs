@@ -29,6 +29,9 @@ pub struct InstanceRecord {
     pub checkpoint: Option<String>,
     #[serde(default)]
     pub ip: Option<String>,
+    /// A foreground job (`rctr run|exec --ckpt`), not a background instance.
+    #[serde(default)]
+    pub foreground: bool,
 }
 
 impl InstanceRecord {

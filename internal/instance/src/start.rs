@@ -4,8 +4,9 @@
 use crate::liveness::process_start_ticks;
 use crate::record::{InstanceRecord, Instances};
 use anyhow::{bail, Context, Result};
-use rctr_runtime::launch::{spawn_detached, AppStart, EarlyExit, LogFiles};
+use rctr_runtime::launch::{spawn_attached, spawn_detached, AppStart, EarlyExit, LogFiles};
 use rctr_runtime::plan::ContainerPlan;
+use rctr_runtime::spawn::Child;
 use rctr_state::{read_json, validate_name, write_json_atomic};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,8 +33,56 @@ fn open_log(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open log file {}", path.display()))
 }
 
+/// A foreground job's container: its record and init, the caller's child.
+pub struct AttachedInstance {
+    pub record: InstanceRecord,
+    /// Wait for it: its exit status is the application's.
+    pub init: Child,
+}
+
 impl Instances {
+    /// Starts an instance: detached, logging to `<NAME>.out`/`.err`.
     pub fn start(&self, req: StartRequest) -> Result<InstanceRecord> {
+        let (out, err) = self.log_paths(&req.name);
+        let err_for_tail = err.clone();
+        let (rec, _) = self.start_with(req, false, Some(&err_for_tail), |plan, start, grace| {
+            let logs = LogFiles {
+                out: open_log(&out)?,
+                err: open_log(&err)?,
+            };
+            spawn_detached(plan, logs, start, grace).map(|d| (d, None))
+        })?;
+        Ok(rec)
+    }
+
+    /// Starts a foreground job's container: registered like an instance (so that it can be
+    /// checkpointed, listed and joined from another shell) but the caller's child, its
+    /// application's output copied to `out`/`err` (the caller's own stdout and stderr).
+    pub fn start_attached(
+        &self,
+        req: StartRequest,
+        out: File,
+        err: File,
+    ) -> Result<AttachedInstance> {
+        let (record, init) = self.start_with(req, true, None, |plan, start, grace| {
+            let (d, child) = spawn_attached(plan, LogFiles { out, err }, start, grace)?;
+            Ok((d, Some(child)))
+        })?;
+        let init = init.context("the job's init was not started")?;
+        Ok(AttachedInstance { record, init })
+    }
+
+    fn start_with(
+        &self,
+        req: StartRequest,
+        foreground: bool,
+        err_log: Option<&Path>,
+        spawn: impl FnOnce(
+            &ContainerPlan,
+            AppStart,
+            Duration,
+        ) -> Result<(rctr_runtime::launch::Detached, Option<Child>)>,
+    ) -> Result<(InstanceRecord, Option<Child>)> {
         validate_name("instance", &req.name)?;
         let name = req.name.clone();
         let mut rec = InstanceRecord {
@@ -51,22 +100,21 @@ impl Instances {
                 .unwrap_or(0),
             checkpoint: req.checkpoint.clone(),
             ip: req.plan.net_ns.then(|| "127.0.0.1".to_string()),
+            foreground,
         };
         self.reserve(&rec)?;
-        let (out, err) = self.log_paths(&name);
-        let started = (|| -> Result<_> {
-            let logs = LogFiles {
-                out: open_log(&out)?,
-                err: open_log(&err)?,
-            };
-            spawn_detached(&req.plan, logs, req.start, req.grace)
-        })();
-        let detached = match started {
+        let (detached, child) = match spawn(&req.plan, req.start, req.grace) {
             Ok(d) => d,
             Err(e) => {
                 let _ = self.remove(&name);
                 if let Some(early) = e.downcast_ref::<EarlyExit>() {
-                    let tail = log_tail(&err);
+                    let Some(err) = err_log else {
+                        bail!(
+                            "'{name}' failed to start: its application exited at once with status {}",
+                            early.code
+                        );
+                    };
+                    let tail = log_tail(err);
                     if !tail.is_empty() {
                         eprintln!("{tail}");
                     }
@@ -84,7 +132,7 @@ impl Instances {
         rec.app_pid = detached.app_pid;
         rec.app_host_pid = first_child(detached.init_pid).unwrap_or(0);
         write_json_atomic(&self.record_path(&name), &rec)?;
-        Ok(rec)
+        Ok((rec, child))
     }
 
     /// Claims the name under the lock; a stale record of a dead instance is replaced.

@@ -168,6 +168,18 @@ pub struct Detached {
     pub app_pid: i32,
 }
 
+/// How long a container under rctr's init lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// An instance: init is nobody's child, outlives the command that started it, and stays
+    /// up after an application that finished cleanly (for `exec instance://`).
+    Detached,
+    /// A foreground job: init is the caller's child, dies with it (SIGKILL included, and
+    /// with init the whole pid namespace), and exits with the application's status as
+    /// soon as the application ends.
+    Attached,
+}
+
 /// Starts the container in the background under rctr's init. `grace` is how long
 /// to watch for an application that dies at once.
 pub fn spawn_detached(
@@ -182,10 +194,41 @@ pub fn spawn_detached(
     // The closure owns `status_w` and the logs: the parent's copies are closed
     // once init is forked, so that a dead init reads as EOF.
     let init_pid = fork_detached(enter_init_namespace, move || {
-        init_main(plan, device_path, status_w, logs, start)
+        init_main(plan, device_path, status_w, logs, start, Lifetime::Detached)
     })?;
     drop(device);
     read_status(status_r, init_pid.as_raw(), grace)
+}
+
+/// Starts the container under rctr's init as a child of the caller ([`Lifetime::Attached`]).
+/// The caller waits for the returned [`Child`]: its exit status is the application's.
+/// The supervised signals must be blocked by the caller (its own handling of them, a
+/// signalfd, is its business); init inherits the mask.
+pub fn spawn_attached(
+    plan: &ContainerPlan,
+    logs: LogFiles,
+    start: AppStart,
+    grace: std::time::Duration,
+) -> Result<(Detached, crate::spawn::Child)> {
+    let device = attach_image(plan)?;
+    let device_path = device.as_ref().map(|d| d.path.as_path());
+    let (status_r, status_w) = pipe_cloexec()?;
+    // Our next child becomes pid 1 of a new pid namespace.
+    unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
+    let forked = fork_child(move || {
+        // SAFETY: prctl with integer arguments only changes this process's attributes.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        if block_supervised_signals().is_err() {
+            return 255;
+        }
+        init_main(plan, device_path, status_w, logs, start, Lifetime::Attached)
+    });
+    // Our own later children (the engine, in checkpoints) must not land in it.
+    crate::container::reset_pid_ns_for_children()?;
+    let init = forked?;
+    drop(device);
+    let detached = read_status(status_r, init.pid().as_raw(), grace)?;
+    Ok((detached, init))
 }
 
 /// In the process that forks init: leaves the caller's stdio, creates the pid
@@ -206,6 +249,7 @@ fn init_main(
     status_w: OwnedFd,
     logs: LogFiles,
     start: AppStart,
+    lifetime: Lifetime,
 ) -> i32 {
     let status_fd = status_w.as_raw_fd();
     // The CLI that started us may be gone; writing to it must not kill us.
@@ -257,10 +301,10 @@ fn init_main(
     send(status_fd, &InitStatus::Exited(ended.code));
     drop(status_w);
     // As with Apptainer, an instance whose start script finished cleanly
-    // stays up (for `exec instance://`) until it is stopped. One that exits 0
+    // stays up (for `exec instance://`) until it is stopped; a foreground job ends. One that exits 0
     // on the signal we relayed (a server's SIGTERM handler) was stopped: the
     // stop that sent it waits for us and sends nothing more.
-    if ended.code == 0 && ended.relayed.is_none() {
+    if ended.code == 0 && ended.relayed.is_none() && lifetime == Lifetime::Detached {
         idle_until_stopped();
     }
     ended.code

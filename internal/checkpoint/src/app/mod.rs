@@ -19,7 +19,7 @@
 mod handover;
 
 use crate::conf::AppSettings;
-use crate::engine::{CheckpointEngine, Dumped, EngineKind, Restore, LAUNCH_GRACE};
+use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore, LAUNCH_GRACE};
 use crate::store::{Checkpoint, EngineData, Generation, Staged};
 use anyhow::Result;
 use rctr_instance::InstanceRecord;
@@ -76,7 +76,14 @@ impl CheckpointEngine for AppEngine {
         Ok(())
     }
 
-    fn dump(&self, target: &InstanceRecord, ckpt: &Checkpoint, staged: &Staged) -> Result<Dumped> {
+    /// The application keeps running whatever `mode` says: the caller stops it.
+    fn dump(
+        &self,
+        target: &InstanceRecord,
+        ckpt: &Checkpoint,
+        staged: &Staged,
+        _mode: DumpMode,
+    ) -> Result<Dumped> {
         handover::collect(
             &handover::Request {
                 exchange: exchange_dir(ckpt),

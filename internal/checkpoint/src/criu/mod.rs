@@ -15,7 +15,7 @@ pub mod run;
 pub mod stats;
 
 use crate::conf::CriuConf;
-use crate::engine::{CheckpointEngine, Dumped, EngineKind, Restore};
+use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore};
 use crate::store::{generation_dir_name, Checkpoint, CriuData, EngineData, Generation, Staged};
 use anyhow::{bail, Result};
 use bundle::{ensure_bundle, EngineBundle};
@@ -51,7 +51,13 @@ impl CheckpointEngine for CriuEngine {
         Ok(())
     }
 
-    fn dump(&self, target: &InstanceRecord, ckpt: &Checkpoint, staged: &Staged) -> Result<Dumped> {
+    fn dump(
+        &self,
+        target: &InstanceRecord,
+        ckpt: &Checkpoint,
+        staged: &Staged,
+        mode: DumpMode,
+    ) -> Result<Dumped> {
         // The bundle the instance was started with: it is what is mounted in the container.
         let bundle = EngineBundle::open(&bundle_dir_of(&target.plan)?)?;
         let data = CriuData {
@@ -59,7 +65,7 @@ impl CheckpointEngine for CriuEngine {
             stderr_pipe: pipe_identity(target.app_host_pid, 2),
         };
         let log_name = format!("dump-{}.log", generation_dir_name(staged.number));
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "dump",
             "-t",
             &target.app_pid.to_string(),
@@ -68,7 +74,6 @@ impl CheckpointEngine for CriuEngine {
             "-o",
             &format!("{CKPT_MOUNT}/logs/{log_name}"),
             "-v2",
-            "--leave-running",
             "--tcp-established",
             "--file-locks",
             "--network-lock",
@@ -77,6 +82,11 @@ impl CheckpointEngine for CriuEngine {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // Without it CRIU kills the dumped tree once its images are complete (and resumes
+        // it if the dump fails).
+        if mode.leave_running {
+            args.push("--leave-running".into());
+        }
         let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
         let code = run_in_container(target.init_pid, target.plan.net_ns, &argv)?;
         let log = ckpt.logs_dir().join(&log_name);

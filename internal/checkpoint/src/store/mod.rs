@@ -121,6 +121,16 @@ impl CheckpointStore {
         bail!("no checkpoint named '{name}': create it with `rctr checkpoint create {name}`")
     }
 
+    /// Whether a checkpoint named `name` exists, whatever its engine.
+    pub fn exists(&self, name: &str) -> Result<bool> {
+        for kind in EngineKind::ALL {
+            if std::fs::symlink_metadata(self.dir_of(kind, name)?.join("meta.json")).is_ok() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every checkpoint, sorted by name.
     pub fn list(&self) -> Result<Vec<Checkpoint>> {
         let mut names = vec![];

@@ -32,7 +32,13 @@ impl CheckpointEngine for FakeEngine {
     fn inject(&self, _plan: &mut ContainerPlan, _ckpt: &Checkpoint) -> Result<()> {
         Ok(())
     }
-    fn dump(&self, _t: &InstanceRecord, _c: &Checkpoint, staged: &Staged) -> Result<Dumped> {
+    fn dump(
+        &self,
+        _t: &InstanceRecord,
+        _c: &Checkpoint,
+        staged: &Staged,
+        _mode: crate::engine::DumpMode,
+    ) -> Result<Dumped> {
         self.counter.set(self.counter.get() + 1);
         std::fs::write(
             staged.dir.join("state.txt"),
@@ -93,6 +99,7 @@ fn record(root: &Path) -> InstanceRecord {
         started: 0,
         checkpoint: Some("c".into()),
         ip: None,
+        foreground: false,
     }
 }
 
