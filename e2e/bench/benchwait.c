@@ -4,6 +4,8 @@
  *                                    and answers; prints the answer's first line
  *   benchwait free PORT TIMEOUT_MS   until nothing listens on 127.0.0.1:PORT any more
  *   benchwait file PATH TIMEOUT_MS   until PATH exists; prints its first line
+ *   benchwait grow PATH SIZE TIMEOUT_MS  until PATH holds a complete line after its first SIZE
+ *                                    bytes (a new line of output); prints it
  *
  * Exits 0 when the condition holds, 1 after TIMEOUT_MS. It polls every 0.5 ms: a compiled
  * helper rather than a shell loop so the waiting adds microseconds to a measurement, not the
@@ -73,14 +75,30 @@ static int try_file(const char *path, char *buf, size_t len) {
     return 1;
 }
 
+/* 1: a complete line after byte `from` (in buf), 0: not yet */
+static int try_grow(const char *path, long from, char *buf, size_t len) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int got = 0;
+    if (fseek(f, from, SEEK_SET) == 0 && fgets(buf, len, f) && strchr(buf, '\n')) {
+        first_line(buf);
+        got = 1;
+    }
+    fclose(f);
+    return got;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 4 || (strcmp(argv[1], "port") && strcmp(argv[1], "free") && strcmp(argv[1], "file"))) {
-        fprintf(stderr, "usage: benchwait port|free PORT TIMEOUT_MS | benchwait file PATH TIMEOUT_MS\n");
+    int grow = argc == 5 && !strcmp(argv[1], "grow");
+    if (!grow && (argc != 4 || (strcmp(argv[1], "port") && strcmp(argv[1], "free") && strcmp(argv[1], "file")))) {
+        fprintf(stderr, "usage: benchwait port|free PORT TIMEOUT_MS | benchwait file PATH TIMEOUT_MS | benchwait grow PATH SIZE TIMEOUT_MS\n");
         return 2;
     }
     const char *mode = argv[1];
     int port = atoi(argv[2]);
-    double timeout = atof(argv[3]);
+    long from = grow ? atol(argv[3]) : 0;
+    double timeout = atof(argv[grow ? 4 : 3]);
     double deadline = now_ms() + timeout;
     const struct timespec pause = {0, 500000};
     char buf[256];
@@ -90,6 +108,8 @@ int main(int argc, char **argv) {
             r = try_port(port, buf, sizeof buf);
         else if (!strcmp(mode, "free"))
             r = try_free(port);
+        else if (grow)
+            r = try_grow(argv[2], from, buf, sizeof buf);
         else
             r = try_file(argv[2], buf, sizeof buf);
         if (r < 0) {
@@ -105,6 +125,6 @@ int main(int argc, char **argv) {
             break;
         nanosleep(&pause, NULL);
     }
-    fprintf(stderr, "benchwait: %s %s: not reached within %s ms\n", mode, argv[2], argv[3]);
+    fprintf(stderr, "benchwait: %s %s: not reached within %s ms\n", mode, argv[2], argv[grow ? 4 : 3]);
     return 1;
 }

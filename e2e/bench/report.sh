@@ -85,7 +85,11 @@ targets_table() {
         r=$(med_ratio build-rctr build-mksquashfs)
         echo "| Build ≤ 1.5× mksquashfs (gzip) | ${r}× | $(verdict "$r" "<=" 1.5) |"
     fi
-    for c in startup checkpoint restore build; do
+    if has job-instance; then
+        r=$(med_ratio job-resume job-instance)
+        echo "| Job resume until its first new output line ≤ 1.15× an instance's restore | ${r}× | $(verdict "$r" "<=" 1.15) |"
+    fi
+    for c in startup checkpoint restore build job; do
         if skipped "$c"; then echo "| $c | skipped: $(skip_reason "$c") | not measured |"; fi
     done
 }
@@ -211,6 +215,21 @@ build_section() {
     echo "| \`mksquashfs rootfs/ out.sqfs -comp gzip -noappend\` | $(summary build-mksquashfs 0) | ${sizes[1]} | 1.00× |"
 }
 
+job_section() {
+    echo "### 5. Job"
+    echo
+    if skipped job || ! has job-instance; then
+        echo "Not run: $(skip_reason job 2>/dev/null || echo "not selected")."
+        return 0
+    fi
+    echo "A Python counter printing a line every 20 ms, checkpointed once as a foreground job (\`rctr exec --ckpt ck-job --ckpt-signal USR1 --ckpt-then exit\`, then USR1) and once as an instance (\`checkpoint instance --stop\`). Then $RUNS times each, alternating after one warm-up, brought back from that checkpoint and timed from the command's start until a new line reaches the job's output file (appended to, as a batch job's) or the instance's log."
+    echo
+    echo "| Command | until the first new line, ms median (min–max) | vs instance |"
+    echo "|---|---|---|"
+    echo "| \`rctr exec --ckpt ck-job ...\` (resume) | $(summary job-resume) | $(med_ratio job-resume job-instance)× |"
+    echo "| \`rctr instance start --ckpt-restart ck-inst ...\` | $(summary job-instance) | 1.00× |"
+}
+
 generated() {
     echo "$BEGIN_MARK"
     echo
@@ -235,6 +254,8 @@ generated() {
     restore_section
     echo
     build_section
+    echo
+    job_section
     echo
     echo "$END_MARK"
 }

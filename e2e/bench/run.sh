@@ -12,6 +12,9 @@
 #   3. Restore     `rctr instance start --ckpt-restart` until the server answers vs criu
 #                  restore of the same kind of images in a hand-made container (handmade-ctr.sh)
 #   4. Build       `rctr build` of a ~50 MB Python root filesystem vs mksquashfs -comp gzip
+#   5. Job         a foreground job (`rctr exec --ckpt`) resumed until its first new output line
+#                  vs an instance restarted from the same kind of checkpoint until its log's
+#                  first new line
 #
 # Environment:
 #   RCTR_BIN             rctr binary (default: target/release/rctr, built with cargo first)
@@ -21,7 +24,7 @@
 #   RCTR_BENCH_RUNS      runs per checkpoint/restore/build case (default 7)
 #   RCTR_BENCH_STARTUP_RUNS  runs per startup case (default 20)
 #   RCTR_BENCH_KEEP=1    keep the scratch directory (images, checkpoints, logs, samples)
-#   RCTR_BENCH_CASES     cases to run, space-separated subset of "startup checkpoint restore build"
+#   RCTR_BENCH_CASES     cases to run, space-separated subset of "startup checkpoint restore build job"
 set -euo pipefail
 umask 022
 
@@ -32,7 +35,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RUNS=${RCTR_BENCH_RUNS:-7}
 STARTUP_RUNS=${RCTR_BENCH_STARTUP_RUNS:-20}
-CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build}
+CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job}
 OUT=${RCTR_BENCH_OUT:-$REPO/docs/benchmarks.md}
 PY=/usr/bin/python3
 TOOLS=("$PY" "$HERE/tools.py")
@@ -44,7 +47,7 @@ MEM_SIZES=(256 1024)
 case "$RUNS$STARTUP_RUNS" in *[!0-9]*) die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be numbers" ;; esac
 { [ "$RUNS" -ge 1 ] && [ "$STARTUP_RUNS" -ge 1 ]; } || die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be at least 1"
 for c in $CASES; do
-    case "$c" in startup | checkpoint | restore | build) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
+    case "$c" in startup | checkpoint | restore | build | job) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
 done
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 for tool in unshare nsenter mount chroot pivot_root mksquashfs gcc dd sync awk ldd tar; do
@@ -452,6 +455,71 @@ case_build() {
     BUILD_SIZES="$(stat -c %s "$WORK/b.sif") $(stat -c %s "$WORK/b.sqfs")"
 }
 
+# === 5. job ===================================================================================
+# The same Python counter (a line every 20 ms) checkpointed once as a foreground job (on USR1,
+# then exit) and once as an instance (checkpoint --stop); then, alternating, each is brought
+# back from its checkpoint and timed from the command's start until a new line of output
+# reaches the job's output file / the instance's log.
+PY_COUNTER='import itertools, time
+for i in itertools.count(1):
+    print(i, flush=True)
+    time.sleep(0.02)'
+
+inst_log() { echo "$(dirname "$(instance_record "$1")")/$1.out"; }
+
+job_resume() {
+    local t0 size pid
+    size=$(stat -c %s "$WORK/job.out")
+    t0=$(now_us)
+    "$RCTR" exec --ckpt ck-job "$IMG_PY" python3 -u -c "$PY_COUNTER" >>"$WORK/job.out" 2>>"$WORK/job.err" &
+    pid=$!
+    "$BW" grow "$WORK/job.out" "$size" 10000 >/dev/null || die "the resumed job printed nothing (see $WORK/job.err)"
+    record job-resume "$(ms_since "$t0")"
+    kill -INT "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
+instance_resume() {
+    local t0 size log=$INST_LOG
+    size=$(stat -c %s "$log")
+    t0=$(now_us)
+    quietly "$RCTR" instance start --ckpt-restart ck-inst "$IMG_PY" bench-inst python3 -u -c "$PY_COUNTER"
+    "$BW" grow "$log" "$size" 10000 >/dev/null || die "the restarted instance logged nothing"
+    record job-instance "$(ms_since "$t0")"
+    quietly "$RCTR" instance stop bench-inst
+}
+
+case_job() {
+    local i pid
+    say "5/5 job: resume until the first new output line vs instance restart, $RUNS runs each"
+    quietly "$RCTR" checkpoint create ck-job --engine criu
+    : >"$WORK/job.out"
+    "$RCTR" exec --ckpt ck-job --ckpt-signal USR1 --ckpt-then exit "$IMG_PY" python3 -u -c "$PY_COUNTER" >>"$WORK/job.out" 2>>"$WORK/job.err" &
+    pid=$!
+    "$BW" grow "$WORK/job.out" 0 10000 >/dev/null || die "the job printed nothing (see $WORK/job.err)"
+    kill -USR1 "$pid"
+    wait "$pid" || die "the job did not exit 0 after its checkpoint (see $WORK/job.err)"
+    quietly "$RCTR" checkpoint create ck-inst --engine criu
+    quietly "$RCTR" instance start --ckpt-launch ck-inst "$IMG_PY" bench-inst python3 -u -c "$PY_COUNTER"
+    STARTED_INSTANCES+=(bench-inst)
+    # The log keeps its path when the instance is stopped and restarted under the same name.
+    INST_LOG=$(inst_log bench-inst)
+    "$BW" grow "$INST_LOG" 0 10000 >/dev/null || die "the instance logged nothing"
+    quietly "$RCTR" checkpoint instance --stop bench-inst
+    job_resume
+    instance_resume
+    rm -f "$RES/job-resume" "$RES/job-instance" # warm-up
+    for ((i = 0; i < RUNS; i++)); do
+        if ((i % 2)); then
+            instance_resume
+            job_resume
+        else
+            job_resume
+            instance_resume
+        fi
+    done
+}
+
 # === run ======================================================================================
 T_START=$(now_us)
 BUSY0=$(machine_busy_s)
@@ -474,6 +542,13 @@ if [ "$CRIU_OK" = 1 ] && { wants checkpoint || wants restore; }; then
         quietly "$RCTR" instance stop "bench-$wl"
     done
     if wants restore; then case_restore; fi
+fi
+if wants job; then
+    if [ "$CRIU_OK" = 1 ] && "$RCTR" checkpoint check >/dev/null 2>&1; then
+        case_job
+    else
+        skip job "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
+    fi
 fi
 if wants build; then
     if [ "$RCTR_BUILD_OK" = 1 ]; then

@@ -52,7 +52,12 @@ pub fn checkpoint_instance(
     let engine = engine_for(ckpt.engine(), &conf)?;
     let mut report = take(&ckpt, engine.as_ref(), &rec, opts, conf.keep)?;
     if opts.stop {
-        stop_record(&rec, &StopOptions::default())?;
+        // An application the engine left stopped cannot take a gentler signal.
+        let stop = StopOptions {
+            force: !opts.mode.leave_running,
+            ..StopOptions::default()
+        };
+        stop_record(&rec, &stop)?;
         instances.remove(instance)?;
         report.stopped = true;
     }

@@ -97,9 +97,8 @@ pub trait CheckpointEngine {
     fn inject(&self, plan: &mut ContainerPlan, ckpt: &Checkpoint) -> Result<()>;
 
     /// Writes the state of the running instance `target` into `staged`. With
-    /// `mode.leave_running` false the engine may end the application right after (CRIU does:
-    /// nothing the application does after the checkpoint is seen); the caller stops it in any
-    /// case. On error the store discards `staged`, the application is left running, and the
+    /// `mode.leave_running` false the engine may leave the application stopped (CRIU does:
+    /// nothing it does after the checkpoint is seen); the caller then ends it with SIGKILL. On error the store discards `staged`, the application is left running, and the
     /// error says why in one line (the engine's explanation, with where its log is).
     fn dump(
         &self,

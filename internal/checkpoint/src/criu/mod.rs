@@ -82,11 +82,15 @@ impl CheckpointEngine for CriuEngine {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        // Without it CRIU kills the dumped tree once its images are complete (and resumes
-        // it if the dump fails).
-        if mode.leave_running {
-            args.push("--leave-running".into());
-        }
+        // A tree about to be stopped is left stopped, not killed: CRIU runs inside the
+        // container's pid namespace, which ends with the application, and must finish first.
+        // Either way nothing the application does after the dump is seen. A failed dump
+        // leaves it running.
+        args.push(if mode.leave_running {
+            "--leave-running".into()
+        } else {
+            "--leave-stopped".into()
+        });
         let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
         let code = run_in_container(target.init_pid, target.plan.net_ns, &argv)?;
         let log = ckpt.logs_dir().join(&log_name);
