@@ -100,22 +100,12 @@ pub fn run(c: CheckpointCommand) -> Result<i32> {
     }
 }
 
-/// Names of running instances using checkpoint `name`.
-fn users_of(instances: &Instances, name: &str) -> Result<Vec<String>> {
-    Ok(instances
-        .list(None)?
-        .into_iter()
-        .filter(|r| r.checkpoint.as_deref() == Some(name))
-        .map(|r| r.name)
-        .collect())
-}
-
 fn list(json: bool) -> Result<i32> {
     let store = CheckpointStore::for_current_user()?;
     let instances = Instances::for_current_user()?;
     let mut rows: Vec<CheckpointRow> = vec![];
     for ckpt in store.list()? {
-        let users = users_of(&instances, ckpt.name())?;
+        let users = ckpt.users(&instances)?;
         rows.push(ckpt.row(users)?);
     }
     if json {
@@ -171,7 +161,7 @@ fn size_text(bytes: u64) -> String {
 
 fn delete(name: &str, force: bool) -> Result<i32> {
     let ckpt = CheckpointStore::for_current_user()?.open(name)?;
-    let users = users_of(&Instances::for_current_user()?, name)?;
+    let users = ckpt.users(&Instances::for_current_user()?)?;
     ckpt.delete(force, &users)?;
     eprintln!("checkpoint {name} deleted");
     Ok(0)

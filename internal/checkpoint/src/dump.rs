@@ -47,7 +47,14 @@ pub fn checkpoint_instance(
     let Some(name) = rec.checkpoint.clone() else {
         bail!("instance '{instance}' was not started with --ckpt-launch or --ckpt-restart, so it cannot be checkpointed: start it with `rctr instance start --ckpt-launch NAME ...`");
     };
-    let ckpt = CheckpointStore::for_current_user()?.open(&name)?;
+    let store = CheckpointStore::for_current_user()?;
+    if !store.exists(&name)? {
+        bail!("instance '{instance}' was started with checkpoint '{name}', which has been deleted: restart the instance with `--ckpt-launch NEW` to checkpoint it again");
+    }
+    let ckpt = store.open(&name)?;
+    if !ckpt.is_used_by(&rec) {
+        bail!("instance '{instance}' was started with an earlier checkpoint named '{name}', deleted since (the '{name}' there now is another one): restart the instance with `--ckpt-launch {name}` to checkpoint into it");
+    }
     let conf = CkptConf::load_for(conf_path, ckpt.engine())?;
     let engine = engine_for(ckpt.engine(), &conf)?;
     let mut report = take(&ckpt, engine.as_ref(), &rec, opts, conf.keep)?;

@@ -109,12 +109,14 @@ pub trait CheckpointEngine {
     ) -> Result<Dumped>;
 
     /// The container to start for a restart from `generation` (already verified) and how its
-    /// application comes back. `requested` is the container the user asked for now.
+    /// application comes back. `requested` is the container the user asked for now; `force`
+    /// accepts what the engine would otherwise refuse (changed files).
     fn restore(
         &self,
         ckpt: &Checkpoint,
         generation: &Generation,
         requested: ContainerPlan,
+        force: bool,
     ) -> Result<Restore>;
 }
 

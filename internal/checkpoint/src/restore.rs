@@ -74,12 +74,20 @@ pub fn launch(
         mut plan,
         placement,
     } = target;
+    // Two instances writing generations into one checkpoint would interleave them.
+    let users = ckpt.users(instances)?;
+    if !users.is_empty() {
+        bail!(
+            "checkpoint '{checkpoint}' is in use by running instance(s) {}: stop them, or create another checkpoint for this one",
+            users.join(", ")
+        );
+    }
     engine_for(ckpt.engine(), &conf)?.inject(&mut plan, &ckpt)?;
     let req = StartRequest {
         name,
         args,
         plan,
-        checkpoint: Some(checkpoint.to_string()),
+        checkpoint: Some(ckpt.reference()),
         start: AppStart::Exec,
         grace: LAUNCH_GRACE,
     };
@@ -115,6 +123,15 @@ pub fn restart(
     let engine = engine_for(ckpt.engine(), &conf)?;
     // Not while a checkpoint is being written or the checkpoint deleted.
     let _lock = ckpt.lock()?;
+    // A second copy of a running application (two servers on one port, two writers of the
+    // same files) only on request.
+    let users = ckpt.users(instances)?;
+    if !users.is_empty() && !opts.force {
+        bail!(
+            "checkpoint '{checkpoint}' is in use by running instance(s) {}: stop them first, or use --force to restore a second copy",
+            users.join(", ")
+        );
+    }
     let g = choose(&ckpt, &requested, opts)?;
     if !opts.force
         && (!same_file(&requested.root.path, &g.manifest.plan.root.path)
@@ -130,12 +147,12 @@ pub fn restart(
         plan,
         start: how,
         grace,
-    } = engine.restore(&ckpt, &g, requested)?;
+    } = engine.restore(&ckpt, &g, requested, opts.force)?;
     let req = StartRequest {
         name,
         args,
         plan,
-        checkpoint: Some(checkpoint.to_string()),
+        checkpoint: Some(ckpt.reference()),
         start: how,
         grace,
     };

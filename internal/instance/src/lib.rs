@@ -8,5 +8,5 @@ mod stop;
 
 pub use liveness::{is_alive, process_start_ticks};
 pub use record::{InstanceRecord, Instances};
-pub use start::{AttachedInstance, StartRequest};
+pub use start::{AttachedInstance, CheckpointRef, StartRequest};
 pub use stop::{pidfd_open, pidfd_signal, stop_record, StopOptions};

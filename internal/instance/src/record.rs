@@ -27,6 +27,10 @@ pub struct InstanceRecord {
     /// Checkpoint this instance was launched or restarted with.
     #[serde(default)]
     pub checkpoint: Option<String>,
+    /// That checkpoint's identity: a checkpoint deleted and created again under the same
+    /// name is another one, which this instance does not use.
+    #[serde(default)]
+    pub checkpoint_id: Option<String>,
     #[serde(default)]
     pub ip: Option<String>,
     /// A foreground job (`rctr run|exec --ckpt`), not a background instance.

@@ -13,11 +13,18 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The checkpoint an instance is started with: its name and identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRef {
+    pub name: String,
+    pub id: String,
+}
+
 pub struct StartRequest {
     pub name: String,
     pub args: Vec<String>,
     pub plan: ContainerPlan,
-    pub checkpoint: Option<String>,
+    pub checkpoint: Option<CheckpointRef>,
     pub start: AppStart,
     /// How long to watch for an application that exits at once.
     pub grace: Duration,
@@ -98,7 +105,8 @@ impl Instances {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            checkpoint: req.checkpoint.clone(),
+            checkpoint: req.checkpoint.as_ref().map(|c| c.name.clone()),
+            checkpoint_id: req.checkpoint.as_ref().map(|c| c.id.clone()),
             ip: req.plan.net_ns.then(|| "127.0.0.1".to_string()),
             foreground,
         };

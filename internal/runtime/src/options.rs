@@ -143,5 +143,14 @@ pub fn build_plan(
         net_ns: opts.net,
         host_pts: false,
         writable_root: false,
+        requested: crate::plan::UserRequests {
+            binds: opts.bind.clone(),
+            env: opts
+                .env
+                .iter()
+                .cloned()
+                .chain(opts.env_file.iter().map(|f| format!("@{}", f.display())))
+                .collect(),
+        },
     })
 }

@@ -101,6 +101,19 @@ pub struct ContainerPlan {
     /// `rctr build` needs for %post, whose changes must land in the staged tree.
     #[serde(default)]
     pub writable_root: bool,
+    /// What the user asked for explicitly: a checkpoint restart that cannot apply new
+    /// requests tells them apart from the container's implicit set-up.
+    #[serde(default)]
+    pub requested: UserRequests,
+}
+
+/// Explicit requests on the command line, as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRequests {
+    /// `--bind` specs.
+    pub binds: Vec<String>,
+    /// `--env` assignments (and `--env-file`, as `@FILE`).
+    pub env: Vec<String>,
 }
 
 impl ContainerPlan {
@@ -160,6 +173,7 @@ impl ContainerPlan {
             net_ns: false,
             host_pts: false,
             writable_root: writable,
+            requested: UserRequests::default(),
         })
     }
 }

@@ -109,6 +109,7 @@ impl CheckpointEngine for AppEngine {
         ckpt: &Checkpoint,
         g: &Generation,
         requested: ContainerPlan,
+        _force: bool,
     ) -> Result<Restore> {
         let mut plan = requested;
         self.inject(&mut plan, ckpt)?;

@@ -10,6 +10,7 @@ pub mod closure;
 pub mod doctor;
 pub(crate) mod elf;
 pub mod inject;
+pub mod open_files;
 mod restore;
 pub mod run;
 pub mod stats;
@@ -60,9 +61,12 @@ impl CheckpointEngine for CriuEngine {
     ) -> Result<Dumped> {
         // The bundle the instance was started with: it is what is mounted in the container.
         let bundle = EngineBundle::open(&bundle_dir_of(&target.plan)?)?;
+        // Refused before anything is frozen; measured for the restart's check.
+        let open_files = open_files::before_dump(&target.name, target.init_pid, &target.plan)?;
         let data = CriuData {
             stdout_pipe: pipe_identity(target.app_host_pid, 1),
             stderr_pipe: pipe_identity(target.app_host_pid, 2),
+            open_files,
         };
         let log_name = format!("dump-{}.log", generation_dir_name(staged.number));
         let mut args: Vec<String> = [
@@ -115,6 +119,7 @@ impl CheckpointEngine for CriuEngine {
         ckpt: &Checkpoint,
         g: &Generation,
         requested: ContainerPlan,
+        force: bool,
     ) -> Result<Restore> {
         let EngineData::Criu(data) = &g.manifest.engine_data else {
             bail!(
@@ -123,6 +128,9 @@ impl CheckpointEngine for CriuEngine {
                 ckpt.name()
             );
         };
+        unchangeable(&g.manifest.plan, &requested)?;
+        recorded_binds_exist(&g.manifest.plan)?;
+        open_files::verify_at_restore(&data.open_files, force)?;
         let mut plan = g.manifest.plan.clone();
         plan.root = requested.root;
         plan.image_display = requested.image_display;
@@ -137,6 +145,76 @@ impl CheckpointEngine for CriuEngine {
             grace: Duration::ZERO,
         })
     }
+}
+
+/// A CRIU restart brings the processes back exactly as they were: their binds, environment
+/// and arguments are part of them. New explicit requests cannot be applied, so they are
+/// refused rather than silently ignored (no arguments at all means "as before").
+fn unchangeable(recorded: &ContainerPlan, requested: &ContainerPlan) -> Result<()> {
+    let hint = "restart with the same ones (or none), or start afresh with --ckpt-launch";
+    if requested.requested.binds != recorded.requested.binds {
+        bail!(
+            "a CRIU restart cannot change binds: the checkpoint has --bind {} and this restart asks for --bind {}; {hint}",
+            shown(&recorded.requested.binds),
+            shown(&requested.requested.binds)
+        );
+    }
+    if requested.requested.env != recorded.requested.env {
+        bail!(
+            "a CRIU restart cannot change the environment: the checkpoint has --env {} and this restart asks for --env {}; {hint}",
+            shown(&recorded.requested.env),
+            shown(&requested.requested.env)
+        );
+    }
+    let args_given = requested.argv.len() > command_len(requested);
+    if args_given && requested.argv != recorded.argv {
+        bail!(
+            "a CRIU restart cannot change the application's arguments: the checkpoint was taken of `{}`, this restart asks for `{}`; {hint}",
+            recorded.argv[command_len(recorded)..].join(" "),
+            requested.argv[command_len(requested)..].join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// How many leading argv entries are rctr's own launcher, not the user's arguments.
+fn command_len(plan: &ContainerPlan) -> usize {
+    // `/bin/sh -c SCRIPT NAME ARGS...`: the launcher of instances and runscripts.
+    if plan.argv.len() >= 4 && plan.argv[0] == "/bin/sh" && plan.argv[1] == "-c" {
+        4
+    } else {
+        plan.argv.len().min(1)
+    }
+}
+
+fn shown(list: &[String]) -> String {
+    if list.is_empty() {
+        "(none)".into()
+    } else {
+        list.join(" ")
+    }
+}
+
+/// The bind sources the checkpoint was taken with must still be there.
+fn recorded_binds_exist(recorded: &ContainerPlan) -> Result<()> {
+    for m in &recorded.mounts {
+        if let rctr_runtime::plan::MountSource::Bind { src } = &m.source {
+            if m.dst == std::path::Path::new(ENGINE_MOUNT)
+                || m.dst == std::path::Path::new(CKPT_MOUNT)
+            {
+                continue;
+            }
+            if std::fs::symlink_metadata(src).is_err() {
+                bail!(
+                    "the checkpoint's recorded bind {}:{} cannot be restored: {} no longer exists; recreate it, or start afresh with --ckpt-launch",
+                    src.display(),
+                    m.dst.display(),
+                    src.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `pipe:[inode]` of the application's stdout or stderr, as CRIU names it.

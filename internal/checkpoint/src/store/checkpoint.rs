@@ -57,6 +57,33 @@ impl Checkpoint {
         &self.meta
     }
 
+    /// What an instance started with this checkpoint records.
+    pub fn reference(&self) -> rctr_instance::CheckpointRef {
+        rctr_instance::CheckpointRef {
+            name: self.name().to_string(),
+            id: self.meta.id.clone(),
+        }
+    }
+
+    /// Whether `rec` was started with this checkpoint (not an earlier one of the same name).
+    pub fn is_used_by(&self, rec: &rctr_instance::InstanceRecord) -> bool {
+        rec.checkpoint.as_deref() == Some(self.name())
+            && match rec.checkpoint_id.as_deref() {
+                Some(id) => id == self.meta.id || self.meta.id.is_empty(),
+                None => true,
+            }
+    }
+
+    /// Names of the running instances (foreground jobs included) using this checkpoint.
+    pub fn users(&self, instances: &rctr_instance::Instances) -> Result<Vec<String>> {
+        Ok(instances
+            .list(None)?
+            .into_iter()
+            .filter(|r| self.is_used_by(r))
+            .map(|r| r.name)
+            .collect())
+    }
+
     /// The checkpoint's directory on the host (engines bind it or parts of it).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -45,6 +45,9 @@ pub struct CriuData {
     /// (e.g. `pipe:[1234]`), handed to CRIU as inherited descriptors on restore.
     pub stdout_pipe: Option<String>,
     pub stderr_pipe: Option<String>,
+    /// Files open on writable binds, as they were: a restart refuses changed ones.
+    #[serde(default)]
+    pub open_files: Vec<crate::criu::open_files::OpenFile>,
 }
 
 /// A published generation and its manifest.

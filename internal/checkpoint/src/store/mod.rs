@@ -36,6 +36,9 @@ pub struct CheckpointMeta {
     pub engine: EngineKind,
     /// Seconds since the epoch.
     pub created: u64,
+    /// Tells this checkpoint from an earlier one of the same name (empty: made before ids).
+    #[serde(default)]
+    pub id: String,
 }
 
 /// The checkpoints of one user.
@@ -93,6 +96,7 @@ impl CheckpointStore {
             name: name.to_string(),
             engine,
             created: now(),
+            id: new_id()?,
         };
         write_json_atomic(&dir.join("meta.json"), &meta)?;
         Ok(Checkpoint::new(dir, meta, self.cache.clone()))
@@ -152,6 +156,17 @@ impl CheckpointStore {
         names.dedup();
         names.iter().map(|n| self.open(n)).collect()
     }
+}
+
+/// 128 random bits, as hex.
+fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?,
+        &mut bytes,
+    )
+    .context("cannot read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn generation_dir_name(n: u32) -> String {

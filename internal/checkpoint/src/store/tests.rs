@@ -57,7 +57,13 @@ impl CheckpointEngine for FakeEngine {
             frozen_us: Some(1234),
         })
     }
-    fn restore(&self, _c: &Checkpoint, _g: &Generation, _p: ContainerPlan) -> Result<Restore> {
+    fn restore(
+        &self,
+        _c: &Checkpoint,
+        _g: &Generation,
+        _p: ContainerPlan,
+        _force: bool,
+    ) -> Result<Restore> {
         bail!("the fake engine does not restore")
     }
 }
@@ -83,6 +89,7 @@ fn plan(root: &Path) -> ContainerPlan {
         net_ns: false,
         host_pts: false,
         writable_root: false,
+        requested: Default::default(),
     }
 }
 
@@ -98,6 +105,7 @@ fn record(root: &Path) -> InstanceRecord {
         app_host_pid: 0,
         started: 0,
         checkpoint: Some("c".into()),
+        checkpoint_id: None,
         ip: None,
         foreground: false,
     }

@@ -1,0 +1,252 @@
+//! Files the application holds open, looked at around a CRIU dump.
+//!
+//! - On a private tmpfs of the container (`--contain`'s /tmp, `--writable-tmpfs`, /dev/shm):
+//!   CRIU, running inside the container's mount namespace, does not save that file system's
+//!   contents, so the restore would fail. Such a checkpoint is refused before anything is
+//!   frozen, naming the file.
+//! - On a writable bind: CRIU restores the descriptor but checks only the file's size. rctr
+//!   records size, modification time and a checksum at checkpoint time and refuses a restart
+//!   on a file whose contents changed since (files opened for appending are exempt: appending
+//!   after a checkpoint is how logs keep growing, see docs/checkpoint.md).
+
+use anyhow::{bail, Result};
+use rctr_runtime::plan::{ContainerPlan, MountSource};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Above this size a file's contents are not hashed (size and modification time still are).
+const HASH_LIMIT: u64 = 1 << 30;
+
+/// An open file on a writable bind, as it was at checkpoint time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFile {
+    /// The path inside the container.
+    pub path: PathBuf,
+    /// The same file on the host.
+    pub host: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i128,
+    /// BLAKE3 of the contents (None above [`HASH_LIMIT`]).
+    pub blake3: Option<String>,
+}
+
+/// Host pids of the container's processes (init excluded): those in init's pid namespace.
+fn container_pids(init_pid: i32) -> Vec<i32> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{init_pid}/ns/pid")) else {
+        return vec![];
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != init_pid)
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() == Some(&ns))
+        .collect()
+}
+
+/// The mount a container path lies on: (mount point, file system type), from the
+/// process's own mount table.
+fn mount_of(pid: i32, path: &Path) -> Option<(PathBuf, String)> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    let mut best: Option<(PathBuf, String)> = None;
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(point), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape(point));
+        if path.starts_with(&point)
+            && best
+                .as_ref()
+                .is_none_or(|(b, _)| point.as_os_str().len() >= b.as_os_str().len())
+        {
+            best = Some((point, fstype.to_string()));
+        }
+    }
+    best
+}
+
+/// mountinfo escapes spaces and the like as \ooo.
+fn unescape(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or(""), 8)
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether descriptor `fd` of `pid` was opened for appending.
+fn is_append(pid: i32, fd: &str) -> bool {
+    let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+        return false;
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .is_some_and(|flags| flags & libc::O_APPEND as u32 != 0)
+}
+
+/// The host path of container path `path`, when it lies under a writable bind of `plan`.
+fn host_path(plan: &ContainerPlan, path: &Path) -> Option<PathBuf> {
+    plan.mounts
+        .iter()
+        .filter(|m| !m.readonly)
+        .filter_map(|m| match &m.source {
+            MountSource::Bind { src } => {
+                let rest = path.strip_prefix(&m.dst).ok()?;
+                Some((m.dst.as_os_str().len(), src.join(rest)))
+            }
+            MountSource::Tmpfs => None,
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, p)| p)
+}
+
+/// Checks the open files of the container of `init_pid` before a dump: refuses files on a
+/// private tmpfs; returns those on writable binds, measured.
+pub fn before_dump(instance: &str, init_pid: i32, plan: &ContainerPlan) -> Result<Vec<OpenFile>> {
+    let mut out: Vec<OpenFile> = vec![];
+    for pid in container_pids(init_pid) {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let fd_name = fd.file_name().to_string_lossy().into_owned();
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let text = target.to_string_lossy();
+            // Pipes, sockets, anonymous files; deleted files CRIU saves itself.
+            if !text.starts_with('/') || text.ends_with(" (deleted)") {
+                continue;
+            }
+            // Through the descriptor: the very file, whatever the paths.
+            let Ok(meta) = std::fs::metadata(fd.path()) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            if let Some((point, fstype)) = mount_of(pid, &target) {
+                if fstype == "tmpfs" {
+                    bail!(
+                        "instance '{instance}' holds {} open on the container's private tmpfs {}, whose contents a checkpoint cannot save: keep such files on a bind-mounted host directory (or close them) before checkpointing; nothing was frozen",
+                        target.display(),
+                        point.display()
+                    );
+                }
+            }
+            if is_append(pid, &fd_name) || out.iter().any(|f| f.path == target) {
+                continue;
+            }
+            let Some(host) = host_path(plan, &target) else {
+                continue;
+            };
+            let blake3 = if meta.len() <= HASH_LIMIT {
+                crate::integrity::hash_file(&fd.path()).ok().map(|s| s.blake3)
+            } else {
+                None
+            };
+            out.push(OpenFile {
+                path: target.clone(),
+                host,
+                size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
+                blake3,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+}
+
+/// Before a restore: every recorded file must still hold what it held at checkpoint time
+/// (unless `force`).
+pub fn verify_at_restore(files: &[OpenFile], force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    for f in files {
+        let why = match std::fs::metadata(&f.host) {
+            Err(_) => Some("it no longer exists".to_string()),
+            Ok(m) if m.len() != f.size => Some(format!("its size is {} instead of {}", m.len(), f.size)),
+            Ok(m) if mtime_ns(&m) == f.mtime_ns => None,
+            Ok(_) => match &f.blake3 {
+                Some(want) => match crate::integrity::hash_file(&f.host) {
+                    Ok(sum) if &sum.blake3 == want => None,
+                    Ok(_) => Some("its contents changed (same size)".to_string()),
+                    Err(e) => Some(format!("it cannot be read: {e:#}")),
+                },
+                None => Some("it was modified (too large to compare contents)".to_string()),
+            },
+        };
+        if let Some(why) = why {
+            bail!(
+                "file {} (open in the application as {} when the checkpoint was taken) changed since: {why}; the restored application would find a file it did not write: restore it, or use --force to restart anyway",
+                f.host.display(),
+                f.path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape(r"/a\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape(r"/x\"), r"/x\");
+    }
+
+    #[test]
+    fn changed_contents_of_the_same_size_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("data");
+        std::fs::write(&p, b"hello").unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        let rec = OpenFile {
+            path: "/data/data".into(),
+            host: p.clone(),
+            size: 5,
+            mtime_ns: mtime_ns(&meta),
+            blake3: Some(crate::integrity::hash_file(&p).unwrap().blake3),
+        };
+        verify_at_restore(std::slice::from_ref(&rec), false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(&p, b"HELLO").unwrap();
+        let err = verify_at_restore(std::slice::from_ref(&rec), false).unwrap_err();
+        assert!(err.to_string().contains("same size"), "{err}");
+        verify_at_restore(std::slice::from_ref(&rec), true).unwrap();
+        // Touched but identical: fine.
+        std::fs::write(&p, b"hello").unwrap();
+        verify_at_restore(std::slice::from_ref(&rec), false).unwrap();
+        std::fs::write(&p, b"hello!").unwrap();
+        let err = verify_at_restore(std::slice::from_ref(&rec), false).unwrap_err();
+        assert!(err.to_string().contains("size is 6 instead of 5"), "{err}");
+    }
+}
