@@ -10,6 +10,10 @@
 //! Start-up takes about a second; [`SlurmCluster::shared`] still starts one cluster per test
 //! process, stopped at process exit, so that tests need not each wait for it.
 //!
+//! A test process killed outright (SIGKILL, Ctrl-C) cannot stop its cluster. Its daemons die
+//! with it (they are spawned with `PR_SET_PDEATHSIG`); the next [`SlurmCluster::start`] kills
+//! the jobs they left running and removes their directory.
+//!
 //! The settings that matter (see [`slurm_conf`]):
 //! - `AuthInfo=...,cred_expire=5`: Slurm holds a requeued job until `now + cred_expire + 1`
 //!   (`batch_requeue_fini()`: the old step credentials must expire first). The default of
@@ -37,6 +41,8 @@ use std::time::{Duration, Instant};
 
 /// The cluster directories' name prefix, in the temporary directory.
 const DIR_PREFIX: &str = "rctr-e2e-slurm-";
+/// The file in a cluster's directory naming the test process that owns it.
+const OWNER_FILE: &str = "owner";
 
 /// The programs a cluster needs: the daemons, then the clients the helper runs.
 pub const SLURM_PROGRAMS: &[&str] = &[
@@ -253,11 +259,14 @@ impl SlurmCluster {
             );
         }
         let node = Node::of_this_machine()?;
+        sweep_abandoned_clusters();
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
             .tempdir()
             .context("cannot create the cluster's directory")?
             .keep();
+        std::fs::write(dir.join(OWNER_FILE), process_identity(std::process::id()))
+            .context("cannot write the cluster's owner file")?;
         let cluster = SlurmCluster {
             conf: dir.join("slurm.conf"),
             dir,
@@ -641,6 +650,105 @@ impl Drop for SlurmCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// "PID STARTTIME" of a live process, "" when it is gone: a pid plus its start time (in clock
+/// ticks since boot, /proc/PID/stat field 22) names one process even after the pid is reused.
+fn process_identity(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the parenthesised command name (which may hold spaces and ')').
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return String::new();
+    };
+    // rest starts at field 3 (state); the start time is field 22.
+    match rest.split_whitespace().nth(19) {
+        Some(start) => format!("{pid} {start}"),
+        None => String::new(),
+    }
+}
+
+/// Cleans up after test processes that died without stopping their cluster (SIGKILL, Ctrl-C).
+/// Their daemons died with them (`PR_SET_PDEATHSIG`), but slurmstepd and the jobs it runs are
+/// detached from slurmd and would run on: every process whose environment names an abandoned
+/// cluster's slurm.conf (slurmd passes its own environment on to slurmstepd and the jobs) is
+/// killed, with its descendants, and the directory removed.
+fn sweep_abandoned_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let is_cluster = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        let Ok(owner) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
+            continue; // not a cluster's directory, or one still being set up
+        };
+        let owner_pid = owner.split_whitespace().next().and_then(|p| p.parse().ok());
+        let abandoned = owner_pid.is_some_and(|pid| process_identity(pid) != owner.trim());
+        if !is_cluster || !abandoned {
+            continue;
+        }
+        let marker = format!("SLURM_CONF={}", dir.join("slurm.conf").display());
+        // Rounds, because a process may fork between the scan and the kill.
+        for _ in 0..5 {
+            let victims = processes_with_env(&marker);
+            if victims.is_empty() {
+                break;
+            }
+            for pid in victims {
+                // SAFETY: kill has no memory-safety preconditions; the pids are processes
+                // of an abandoned test cluster (a pid reused meanwhile by something else
+                // would not carry the cluster's SLURM_CONF or descend from one that does).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The processes whose environment holds `entry` ("KEY=VALUE"), and their descendants.
+fn processes_with_env(entry: &str) -> Vec<libc::pid_t> {
+    let mut parents: Vec<(libc::pid_t, libc::pid_t)> = Vec::new();
+    let mut found: Vec<libc::pid_t> = Vec::new();
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry_dir in proc_dir.flatten() {
+        let Some(pid) = entry_dir
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        {
+            parents.push((pid, ppid));
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if environ.split(|&b| b == 0).any(|kv| kv == entry.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    // Add descendants until nothing new turns up.
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        for &(pid, ppid) in &parents {
+            if ppid == parent && !found.contains(&pid) {
+                found.push(pid);
+            }
+        }
+        i += 1;
+    }
+    found
 }
 
 /// The value of `key` in a one-line `Key=Value Key=Value` record (values without spaces).
