@@ -4,7 +4,8 @@
 //! named by `$RCTR_BIN`). Each test gets a [`TestEnv`]: a private `$HOME` (so its own
 //! `~/.rctr` state) and work directory, and on drop every instance it started is stopped, so a
 //! failing test never leaks containers. The other modules build test images, wait for servers
-//! and look for leaked loop devices, mounts and processes.
+//! and look for leaked loop devices, mounts and processes; [`SlurmCluster`] runs a real
+//! one-node Slurm cluster for the batch-system tests.
 
 mod checks;
 mod env;
@@ -16,6 +17,7 @@ mod paths;
 mod rootfs;
 mod run;
 mod skip;
+mod slurm;
 
 pub use checks::{
     assert_error_line, assert_image_released, assert_no_panic, assert_one_line_error,
@@ -37,4 +39,7 @@ pub use rootfs::{
     HOST_PYTHON,
 };
 pub use run::{output_with_timeout, try_output_with_timeout, DEFAULT_TIMEOUT};
-pub use skip::{is_root, require_criu, require_root, require_root_and_criu, CRIU_BIN};
+pub use skip::{
+    is_root, require_criu, require_root, require_root_and_criu, require_slurm, CRIU_BIN,
+};
+pub use slurm::{find_program, missing_slurm_programs, SlurmCluster, SLURM_PROGRAMS};

@@ -1,5 +1,6 @@
 //! Skipping tests whose requirements this machine does not meet, visibly.
 
+use crate::slurm::{missing_slurm_programs, SlurmCluster};
 use std::io::Write;
 use std::path::Path;
 
@@ -42,4 +43,29 @@ pub fn require_criu(test: &str) -> bool {
 /// prints the SKIPPED line of the first requirement missing.
 pub fn require_root_and_criu(test: &str) -> bool {
     require_root(test) && require_criu(test)
+}
+
+/// The test process's shared Slurm cluster ([`SlurmCluster::shared`]), started on first use.
+/// None, after printing a SKIPPED line, when not running as root (the cluster's daemons and
+/// jobs run as root) or when Slurm or munge is not installed. Panics when they are installed
+/// but the cluster does not start: that is a failure, not a skip.
+pub fn require_slurm(test: &str) -> Option<&'static SlurmCluster> {
+    if !require_root(test) {
+        return None;
+    }
+    let missing = missing_slurm_programs();
+    if !missing.is_empty() {
+        skipped(
+            test,
+            &format!(
+                "needs Slurm and munge ({} missing: run `make deps`)",
+                missing.join(", ")
+            ),
+        );
+        return None;
+    }
+    match SlurmCluster::shared() {
+        Ok(cluster) => Some(cluster),
+        Err(e) => panic!("the test Slurm cluster did not start: {e:#}"),
+    }
 }

@@ -40,6 +40,7 @@ PKGS=(
     util-linux mount                # losetup, mount, nsenter: leak checks in the e2e tests
     iproute2 procps attr file       # ss (demo readiness), ps, xattrs, file types
     debian-archive-keyring          # install-criu.sh verifies the Debian archive with it
+    slurm-wlm munge                 # Slurm 22.05 and munge: the e2e tests' one-node cluster
 )
 TOOLCHAIN_PKGS=(cargo-web rustc-web rust-web-clippy rustfmt-web)
 
@@ -56,6 +57,24 @@ mkdir -p "$LOG_DIR"
 
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
+# munge, slurmctld and slurmd come as services that their packages start on install. The e2e
+# tests run daemons of their own (own key, socket, ports, slurm.conf), and a stock slurmctld
+# without /etc/slurm/slurm.conf only fails; a root shell without systemd (CI) cannot run them
+# anyway. So while apt runs, a policy-rc.d denies every service start (invoke-rc.d and
+# deb-systemd-invoke obey it), unless the host has a policy-rc.d of its own (containers often do).
+POLICY_RC_D=/usr/sbin/policy-rc.d
+OWN_POLICY=0
+deny_service_starts() {
+    [ -e "$POLICY_RC_D" ] && return 0
+    printf '#!/bin/sh\n# Written by rctr install-deps.sh while apt-get runs: start no services.\nexit 101\n' >"$POLICY_RC_D"
+    chmod 755 "$POLICY_RC_D"
+    OWN_POLICY=1
+}
+allow_service_starts() {
+    if [ "$OWN_POLICY" = 1 ]; then rm -f "$POLICY_RC_D"; OWN_POLICY=0; fi
+}
+trap allow_service_starts EXIT
+
 APT_UPDATED=0
 apt_install() { # packages...
     if [ "$APT_UPDATED" = 0 ]; then
@@ -63,8 +82,10 @@ apt_install() { # packages...
         APT_UPDATED=1
     fi
     say "installing: $*"
+    deny_service_starts
     DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends install "$@" >"$LOG" 2>&1 ||
         { cat "$LOG" >&2; die "apt-get install $* failed (log above, also in $LOG)"; }
+    allow_service_starts
 }
 
 # --- Debian packages ----------------------------------------------------------------------------
@@ -79,6 +100,9 @@ else
 fi
 [ -x /bin/busybox ] || die "/bin/busybox missing although busybox-static is installed"
 [ -x /usr/bin/python3 ] || die "/usr/bin/python3 missing although python3 is installed"
+for prog in /usr/sbin/munged /usr/sbin/slurmctld /usr/sbin/slurmd /usr/bin/sbatch; do
+    [ -x "$prog" ] || die "$prog missing although slurm-wlm and munge are installed"
+done
 
 # --- Rust toolchain -----------------------------------------------------------------------------
 # The workspace's minimum Rust version, from Cargo.toml (`rust-version = "1.80"`).
