@@ -18,6 +18,10 @@ pub enum CheckpointCommand {
         /// writes its own state; see docs/checkpoint.md). Default: `engine:` in ckpt-conf.yaml
         #[arg(long, value_name = "ENGINE")]
         engine: Option<EngineKind>,
+        /// Keep the images in DIR/NAME (e.g. on a scratch file system) instead of under
+        /// ~/.rctr; default $RCTR_CHECKPOINT_DIR when set
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         ckpt_conf: Option<PathBuf>,
     },
@@ -74,6 +78,7 @@ pub fn run(c: CheckpointCommand) -> Result<i32> {
         CheckpointCommand::Create {
             name,
             engine,
+            dir,
             ckpt_conf,
         } => {
             let engine = match engine {
@@ -81,7 +86,8 @@ pub fn run(c: CheckpointCommand) -> Result<i32> {
                 // Only the default engine's name is needed, not the engine itself.
                 None => CkptConf::load_for(ckpt_conf.as_deref(), EngineKind::App)?.engine,
             };
-            let ckpt = CheckpointStore::for_current_user()?.create(&name, engine)?;
+            let ckpt =
+                CheckpointStore::for_current_user()?.create(&name, engine, dir.as_deref())?;
             eprintln!(
                 "checkpoint {name} ({engine} engine) created in {}",
                 ckpt.dir().display()

@@ -100,7 +100,7 @@ fn open_or_create(opts: &JobOptions) -> Result<Checkpoint> {
                 Some(e) => e,
                 None => CkptConf::load_for(opts.conf_path.as_deref(), EngineKind::App)?.engine,
             };
-            let ckpt = store.create(name, engine)?;
+            let ckpt = store.create(name, engine, None)?;
             eprintln!("rctr: created checkpoint {name} ({engine} engine)");
             Ok(ckpt)
         }

@@ -149,17 +149,18 @@ impl CheckpointEngine for CriuEngine {
 
 /// A CRIU restart brings the processes back exactly as they were: their binds, environment
 /// and arguments are part of them. New explicit requests cannot be applied, so they are
-/// refused rather than silently ignored (no arguments at all means "as before").
+/// refused rather than silently ignored (none given at all means "as before").
 fn unchangeable(recorded: &ContainerPlan, requested: &ContainerPlan) -> Result<()> {
     let hint = "restart with the same ones (or none), or start afresh with --ckpt-launch";
-    if requested.requested.binds != recorded.requested.binds {
+    let asked = &requested.requested;
+    if !asked.binds.is_empty() && asked.binds != recorded.requested.binds {
         bail!(
             "a CRIU restart cannot change binds: the checkpoint has --bind {} and this restart asks for --bind {}; {hint}",
             shown(&recorded.requested.binds),
             shown(&requested.requested.binds)
         );
     }
-    if requested.requested.env != recorded.requested.env {
+    if !asked.env.is_empty() && asked.env != recorded.requested.env {
         bail!(
             "a CRIU restart cannot change the environment: the checkpoint has --env {} and this restart asks for --env {}; {hint}",
             shown(&recorded.requested.env),

@@ -26,7 +26,7 @@ pub struct OpenFile {
     /// The same file on the host.
     pub host: PathBuf,
     pub size: u64,
-    pub mtime_ns: i128,
+    pub mtime_ns: i64,
     /// BLAKE3 of the contents (None above [`HASH_LIMIT`]).
     pub blake3: Option<String>,
 }
@@ -43,7 +43,12 @@ fn container_pids(init_pid: i32) -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| *pid != init_pid)
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() == Some(&ns))
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+        })
         .collect()
 }
 
@@ -79,7 +84,8 @@ fn unescape(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or(""), 8)
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or(""), 8)
             {
                 out.push(v);
                 i += 4;
@@ -92,15 +98,26 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The open flags of descriptor `fd` of `pid`.
+fn open_flags(pid: i32, fd: &str) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Whether descriptor `fd` of `pid` was opened for appending.
 fn is_append(pid: i32, fd: &str) -> bool {
-    let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
-        return false;
-    };
-    info.lines()
-        .find_map(|l| l.strip_prefix("flags:"))
-        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
-        .is_some_and(|flags| flags & libc::O_APPEND as u32 != 0)
+    open_flags(pid, fd) & libc::O_APPEND as u32 != 0
+}
+
+/// Whether descriptor `fd` of `pid` can write.
+fn opened_for_writing(pid: i32, fd: &str) -> bool {
+    open_flags(pid, fd) & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
 }
 
 /// The host path of container path `path`, when it lies under a writable bind of `plan`.
@@ -145,7 +162,13 @@ pub fn before_dump(instance: &str, init_pid: i32, plan: &ContainerPlan) -> Resul
                 continue;
             }
             if let Some((point, fstype)) = mount_of(pid, &target) {
-                if fstype == "tmpfs" {
+                // With --writable-tmpfs the root is an overlay whose changes live in a
+                // tmpfs: a file written there is as lost as one on a plain tmpfs.
+                let in_tmpfs = fstype == "tmpfs"
+                    || (fstype == "overlay"
+                        && plan.writable_tmpfs
+                        && opened_for_writing(pid, &fd_name));
+                if in_tmpfs {
                     bail!(
                         "instance '{instance}' holds {} open on the container's private tmpfs {}, whose contents a checkpoint cannot save: keep such files on a bind-mounted host directory (or close them) before checkpointing; nothing was frozen",
                         target.display(),
@@ -160,7 +183,9 @@ pub fn before_dump(instance: &str, init_pid: i32, plan: &ContainerPlan) -> Resul
                 continue;
             };
             let blake3 = if meta.len() <= HASH_LIMIT {
-                crate::integrity::hash_file(&fd.path()).ok().map(|s| s.blake3)
+                crate::integrity::hash_file(&fd.path())
+                    .ok()
+                    .map(|s| s.blake3)
             } else {
                 None
             };
@@ -177,8 +202,10 @@ pub fn before_dump(instance: &str, init_pid: i32, plan: &ContainerPlan) -> Resul
     Ok(out)
 }
 
-fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
-    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
 }
 
 /// Before a restore: every recorded file must still hold what it held at checkpoint time
@@ -190,7 +217,9 @@ pub fn verify_at_restore(files: &[OpenFile], force: bool) -> Result<()> {
     for f in files {
         let why = match std::fs::metadata(&f.host) {
             Err(_) => Some("it no longer exists".to_string()),
-            Ok(m) if m.len() != f.size => Some(format!("its size is {} instead of {}", m.len(), f.size)),
+            Ok(m) if m.len() != f.size => {
+                Some(format!("its size is {} instead of {}", m.len(), f.size))
+            }
             Ok(m) if mtime_ns(&m) == f.mtime_ns => None,
             Ok(_) => match &f.blake3 {
                 Some(want) => match crate::integrity::hash_file(&f.host) {

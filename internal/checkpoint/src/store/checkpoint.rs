@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
+    /// Where the generations, logs and lock are.
     dir: PathBuf,
+    /// Where `meta.json` is, under the user's state directory (the same as `dir` unless the
+    /// images live elsewhere).
+    state_dir: PathBuf,
     meta: CheckpointMeta,
     /// The user's private cache (image digests).
     cache: PathBuf,
@@ -41,8 +45,18 @@ pub struct GenerationRow {
 }
 
 impl Checkpoint {
-    pub(super) fn new(dir: PathBuf, meta: CheckpointMeta, cache: PathBuf) -> Self {
-        Checkpoint { dir, meta, cache }
+    pub(super) fn new(
+        dir: PathBuf,
+        state_dir: PathBuf,
+        meta: CheckpointMeta,
+        cache: PathBuf,
+    ) -> Self {
+        Checkpoint {
+            dir,
+            state_dir,
+            meta,
+            cache,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -251,8 +265,14 @@ impl Checkpoint {
             );
         }
         let _lock = self.lock()?;
+        // The state entry last: while it exists the images can still be found and deleted.
         std::fs::remove_dir_all(&self.dir)
-            .with_context(|| format!("cannot delete {}", self.dir.display()))
+            .with_context(|| format!("cannot delete {}", self.dir.display()))?;
+        if self.state_dir != self.dir {
+            std::fs::remove_dir_all(&self.state_dir)
+                .with_context(|| format!("cannot delete {}", self.state_dir.display()))?;
+        }
+        Ok(())
     }
 
     /// Total size of everything the checkpoint holds.

@@ -39,7 +39,15 @@ pub struct CheckpointMeta {
     /// Tells this checkpoint from an earlier one of the same name (empty: made before ids).
     #[serde(default)]
     pub id: String,
+    /// Where its generations live when not beside this file (`checkpoint create --dir`,
+    /// `$RCTR_CHECKPOINT_DIR`): a private directory of its own, holding a copy of this file.
+    #[serde(default)]
+    pub location: Option<PathBuf>,
 }
+
+/// Environment variable naming a directory for new checkpoints' images (a site's scratch
+/// file system: home quotas are small on clusters).
+pub const ENV_CHECKPOINT_DIR: &str = "RCTR_CHECKPOINT_DIR";
 
 /// The checkpoints of one user.
 #[derive(Debug, Clone)]
@@ -82,24 +90,44 @@ impl CheckpointStore {
         Ok(self.root.join(engine.as_str()).join(name))
     }
 
-    /// Creates an empty checkpoint for `engine`.
-    pub fn create(&self, name: &str, engine: EngineKind) -> Result<Checkpoint> {
+    /// Creates an empty checkpoint for `engine`. With `images_in` (or else
+    /// `$RCTR_CHECKPOINT_DIR`), its generations live in `<images_in>/<name>` instead of under
+    /// the state directory.
+    pub fn create(
+        &self,
+        name: &str,
+        engine: EngineKind,
+        images_in: Option<&Path>,
+    ) -> Result<Checkpoint> {
         for kind in EngineKind::ALL {
             if std::fs::symlink_metadata(self.dir_of(kind, name)?).is_ok() {
                 bail!("checkpoint '{name}' already exists: use it, or delete it with `rctr checkpoint delete {name}`");
             }
         }
+        let from_env = std::env::var_os(ENV_CHECKPOINT_DIR)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let location = match images_in.map(Path::to_path_buf).or(from_env) {
+            None => None,
+            Some(base) => Some(images_location(&base, name)?),
+        };
         let dir = self.dir_of(engine, name)?;
         ensure_private_dir(&dir)?;
-        ensure_private_dir(&dir.join("logs"))?;
         let meta = CheckpointMeta {
             name: name.to_string(),
             engine,
             created: now(),
             id: new_id()?,
+            location: location.clone(),
         };
+        if let Some(images) = &location {
+            ensure_private_dir(images)?;
+            write_json_atomic(&images.join("meta.json"), &meta)?;
+        }
+        let data = location.unwrap_or_else(|| dir.clone());
+        ensure_private_dir(&data.join("logs"))?;
         write_json_atomic(&dir.join("meta.json"), &meta)?;
-        Ok(Checkpoint::new(dir, meta, self.cache.clone()))
+        Ok(Checkpoint::new(data, dir, meta, self.cache.clone()))
     }
 
     /// An existing checkpoint, whatever its engine; its directory checked to be ours and
@@ -120,7 +148,28 @@ impl CheckpointStore {
                     meta.name
                 );
             }
-            return Ok(Checkpoint::new(dir, meta, self.cache.clone()));
+            let data = match &meta.location {
+                None => dir.clone(),
+                Some(images) => {
+                    // Same rules as the state directory: ours, private, no symlink; and the
+                    // very directory this checkpoint made, not one put in its place.
+                    ensure_private_dir(images).with_context(|| {
+                        format!(
+                            "checkpoint '{name}' keeps its images in {}",
+                            images.display()
+                        )
+                    })?;
+                    let there: Option<CheckpointMeta> = read_json(&images.join("meta.json")).ok();
+                    if there.as_ref().map(|m| &m.id) != Some(&meta.id) {
+                        bail!(
+                            "checkpoint '{name}' keeps its images in {}, which does not hold them (moved, replaced or deleted): delete the checkpoint with `rctr checkpoint delete {name}`",
+                            images.display()
+                        );
+                    }
+                    images.clone()
+                }
+            };
+            return Ok(Checkpoint::new(data, dir, meta, self.cache.clone()));
         }
         bail!("no checkpoint named '{name}': create it with `rctr checkpoint create {name}`")
     }
@@ -156,6 +205,31 @@ impl CheckpointStore {
         names.dedup();
         names.iter().map(|n| self.open(n)).collect()
     }
+}
+
+/// `<base>/<name>` for a checkpoint's images outside the state directory. `base` must be an
+/// existing absolute directory.
+fn images_location(base: &Path, name: &str) -> Result<PathBuf> {
+    if !base.is_absolute() {
+        bail!(
+            "checkpoint directory {} must be an absolute path",
+            base.display()
+        );
+    }
+    if !base.is_dir() {
+        bail!(
+            "checkpoint directory {} does not exist: create it first (e.g. on your scratch file system)",
+            base.display()
+        );
+    }
+    let images = base.join(name);
+    if std::fs::symlink_metadata(&images).is_ok() {
+        bail!(
+            "{} already exists: choose another --dir or remove it",
+            images.display()
+        );
+    }
+    Ok(images)
 }
 
 /// 128 random bits, as hex.

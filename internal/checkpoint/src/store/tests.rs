@@ -152,7 +152,7 @@ fn leftovers(ckpt: &Checkpoint) -> Vec<String> {
 #[test]
 fn generations_are_numbered_in_order_and_latest_follows() {
     let f = fixture();
-    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
     let e = FakeEngine::new();
     assert_eq!(ckpt.latest().unwrap(), None);
     for want in 1..=3 {
@@ -182,7 +182,7 @@ fn generations_are_numbered_in_order_and_latest_follows() {
 #[test]
 fn a_damaged_or_stale_latest_falls_back_to_the_highest_generation() {
     let f = fixture();
-    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
     let e = FakeEngine::new();
     dump(&f, &ckpt, &e, 0).unwrap();
     dump(&f, &ckpt, &e, 0).unwrap();
@@ -202,7 +202,7 @@ fn a_damaged_or_stale_latest_falls_back_to_the_highest_generation() {
 #[test]
 fn a_crash_between_stage_and_publish_leaves_the_previous_generation() {
     let f = fixture();
-    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
     let e = FakeEngine::new();
     dump(&f, &ckpt, &e, 0).unwrap();
     {
@@ -225,7 +225,7 @@ fn a_crash_between_stage_and_publish_leaves_the_previous_generation() {
 #[test]
 fn a_failed_dump_leaves_nothing_and_keeps_the_previous_generation() {
     let f = fixture();
-    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
     let e = FakeEngine::new();
     dump(&f, &ckpt, &e, 0).unwrap();
     e.fail.set(true);
@@ -243,7 +243,7 @@ fn a_failed_dump_leaves_nothing_and_keeps_the_previous_generation() {
 #[test]
 fn symlinks_in_a_generation_are_refused() {
     let f = fixture();
-    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
     let e = FakeEngine::new();
     e.plant_symlink.set(true);
     let err = format!("{:#}", dump(&f, &ckpt, &e, 0).unwrap_err());
@@ -258,7 +258,7 @@ fn symlinks_in_a_generation_are_refused() {
 #[test]
 fn keep_prunes_the_oldest_generations() {
     let f = fixture();
-    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
     let e = FakeEngine::new();
     for _ in 0..5 {
         dump(&f, &ckpt, &e, 2).unwrap();
@@ -282,7 +282,7 @@ fn keep_prunes_the_oldest_generations() {
 #[test]
 fn verify_names_the_damaged_file_and_the_previous_generation() {
     let f = fixture();
-    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
     let e = FakeEngine::new();
     dump(&f, &ckpt, &e, 0).unwrap();
     dump(&f, &ckpt, &e, 0).unwrap();
@@ -306,14 +306,14 @@ fn verify_names_the_damaged_file_and_the_previous_generation() {
 #[test]
 fn names_are_one_namespace_across_engines_and_delete_respects_users() {
     let f = fixture();
-    f.store.create("c", EngineKind::App).unwrap();
+    f.store.create("c", EngineKind::App, None).unwrap();
     let err = f
         .store
-        .create("c", EngineKind::Criu)
+        .create("c", EngineKind::Criu, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("already exists"), "{err}");
-    f.store.create("d", EngineKind::Criu).unwrap();
+    f.store.create("d", EngineKind::Criu, None).unwrap();
     let names: Vec<String> = f
         .store
         .list()
@@ -332,7 +332,10 @@ fn names_are_one_namespace_across_engines_and_delete_respects_users() {
     ckpt.delete(true, &["web".to_string()]).unwrap();
     assert!(f.store.open("c").is_err());
     for bad in ["", "..", "a/b", ".hidden", "-x"] {
-        assert!(f.store.create(bad, EngineKind::App).is_err(), "{bad:?}");
+        assert!(
+            f.store.create(bad, EngineKind::App, None).is_err(),
+            "{bad:?}"
+        );
         assert!(f.store.open(bad).is_err(), "{bad:?}");
     }
 }
@@ -340,7 +343,7 @@ fn names_are_one_namespace_across_engines_and_delete_respects_users() {
 #[test]
 fn a_manifest_of_another_engine_is_refused() {
     let f = fixture();
-    let ckpt = f.store.create("c", EngineKind::App).unwrap();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
     let e = FakeEngine::new();
     dump(&f, &ckpt, &e, 0).unwrap();
     let path = ckpt.select(None).unwrap().dir.join("manifest.json");
@@ -350,4 +353,56 @@ fn a_manifest_of_another_engine_is_refused() {
     std::fs::write(&path, text).unwrap();
     let err = format!("{:#}", ckpt.select(None).unwrap_err());
     assert!(err.contains("damaged"), "{err}");
+}
+
+#[test]
+fn images_can_live_outside_the_state_directory() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let ckpt = f
+        .store
+        .create("far", EngineKind::App, Some(scratch.path()))
+        .unwrap();
+    assert_eq!(ckpt.dir(), scratch.path().join("far"));
+    let e = FakeEngine::new();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    assert!(scratch.path().join("far/gen-000001/state.txt").is_file());
+    // Found again through the state directory, with the same rules.
+    let again = f.store.open("far").unwrap();
+    assert_eq!(again.dir(), ckpt.dir());
+    again
+        .verify(&again.select(None).unwrap(), None, false)
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(ckpt.dir()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    // A directory put in its place is not taken for it.
+    std::fs::rename(ckpt.dir(), scratch.path().join("moved")).unwrap();
+    std::fs::create_dir(ckpt.dir()).unwrap();
+    std::fs::set_permissions(ckpt.dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = format!("{:#}", f.store.open("far").unwrap_err());
+    assert!(err.contains("does not hold them"), "{err}");
+    std::fs::remove_dir(ckpt.dir()).unwrap();
+    std::fs::rename(scratch.path().join("moved"), ckpt.dir()).unwrap();
+    // Nor a symlink to the real one.
+    std::fs::rename(ckpt.dir(), scratch.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(scratch.path().join("moved"), ckpt.dir()).unwrap();
+    assert!(
+        f.store.open("far").is_err(),
+        "a symlinked image directory was followed"
+    );
+    std::fs::remove_file(ckpt.dir()).unwrap();
+    std::fs::rename(scratch.path().join("moved"), ckpt.dir()).unwrap();
+    // Bad --dir values.
+    for bad in [Path::new("relative"), Path::new("/nonexistent/scratch")] {
+        let err = format!(
+            "{:#}",
+            f.store.create("x", EngineKind::App, Some(bad)).unwrap_err()
+        );
+        assert!(err.contains("checkpoint directory"), "{err}");
+    }
+    // Delete removes both the images and the state entry.
+    f.store.open("far").unwrap().delete(false, &[]).unwrap();
+    assert!(!scratch.path().join("far").exists());
+    assert!(!f.store.exists("far").unwrap());
 }
