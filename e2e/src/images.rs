@@ -71,19 +71,24 @@ fn write_app_image(output: &Path, scratch: &Path) -> Result<()> {
     python_rootfs(&rootfs).context("assembling the Python rootfs")?;
     let fib = rootfs.join("opt/fib.py");
     std::fs::write(&fib, FIB_PY).with_context(|| format!("cannot write {}", fib.display()))?;
-    let src = scratch.join("ckpt_counter.c");
-    std::fs::write(&src, CKPT_COUNTER_C)?;
-    let out = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(rootfs.join("opt/ckpt_counter"))
-        .arg(&src)
-        .output()
-        .context("cannot run gcc (install build-essential: make deps)")?;
-    if !out.status.success() {
-        bail!(
-            "gcc -static ckpt_counter.c failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    for (name, source) in [
+        ("ckpt_counter", CKPT_COUNTER_C),
+        ("sysv_holder", SYSV_HOLDER_C),
+    ] {
+        let src = scratch.join(format!("{name}.c"));
+        std::fs::write(&src, source)?;
+        let out = Command::new("gcc")
+            .args(["-O2", "-static", "-o"])
+            .arg(rootfs.join("opt").join(name))
+            .arg(&src)
+            .output()
+            .context("cannot run gcc (install build-essential: make deps)")?;
+        if !out.status.success() {
+            bail!(
+                "gcc -static {name}.c failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
     let def = scratch.join("app.def");
     std::fs::write(
@@ -101,6 +106,8 @@ fn write_app_image(output: &Path, scratch: &Path) -> Result<()> {
 pub const FIB_PY: &str = include_str!("apps/fib.py");
 /// The C counter of the application-level engine tests.
 pub const CKPT_COUNTER_C: &str = include_str!("apps/ckpt_counter.c");
+/// A holder of SysV semaphores, message queues and shared memory that checks them.
+pub const SYSV_HOLDER_C: &str = include_str!("apps/sysv_holder.c");
 
 fn write_busybox_exec_image(output: &Path, scratch: &Path) -> Result<()> {
     let rootfs = scratch.join("busybox-rootfs");
@@ -173,7 +180,7 @@ pub fn busybox_exec_image() -> PathBuf {
 }
 
 /// The Python image with the application-level checkpoint programs (/opt/fib.py,
-/// /opt/ckpt_counter); startscript and runscript exec their arguments.
+/// /opt/ckpt_counter) and /opt/sysv_holder; startscript and runscript exec their arguments.
 pub fn app_image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     cached(&IMAGE, "app", write_app_image)

@@ -26,7 +26,7 @@ pub use checks::{
 pub use env::TestEnv;
 pub use images::{
     app_image, build_sif, busybox_exec_image, scratch_dir, server_def, server_image,
-    write_server_image, CKPT_COUNTER_C, FIB_PY,
+    write_server_image, CKPT_COUNTER_C, FIB_PY, SYSV_HOLDER_C,
 };
 pub use listing::table_first_column;
 pub use logs::{complete_lines, last_number, numbers_from};

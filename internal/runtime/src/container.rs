@@ -14,6 +14,9 @@ pub fn unshare_namespaces(plan: &ContainerPlan) -> Result<()> {
     if plan.net_ns {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    if plan.ipc_ns {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
     unshare(flags).context("cannot create the container's namespaces (rctr needs root)")?;
     if plan.net_ns {
         crate::net::loopback_up()?;

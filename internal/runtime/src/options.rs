@@ -143,6 +143,7 @@ pub fn build_plan(
         net_ns: opts.net,
         host_pts: false,
         writable_root: false,
+        ipc_ns: false,
         requested: crate::plan::UserRequests {
             binds: opts.bind.clone(),
             env: opts

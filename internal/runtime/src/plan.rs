@@ -101,6 +101,10 @@ pub struct ContainerPlan {
     /// `rctr build` needs for %post, whose changes must land in the staged tree.
     #[serde(default)]
     pub writable_root: bool,
+    /// A private IPC namespace (SysV semaphores, queues, shared memory): checkpointable
+    /// containers need one, so that the engine saves and restores those objects.
+    #[serde(default)]
+    pub ipc_ns: bool,
     /// What the user asked for explicitly: a checkpoint restart that cannot apply new
     /// requests tells them apart from the container's implicit set-up.
     #[serde(default)]
@@ -173,6 +177,7 @@ impl ContainerPlan {
             net_ns: false,
             host_pts: false,
             writable_root: writable,
+            ipc_ns: false,
             requested: UserRequests::default(),
         })
     }

@@ -528,6 +528,7 @@ mod tests {
             net_ns: false,
             host_pts: false,
             writable_root: false,
+            ipc_ns: false,
             requested: Default::default(),
         }
     }

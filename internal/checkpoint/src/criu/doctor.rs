@@ -212,7 +212,27 @@ fn criu_config_finding(r: &mut Report, conf: &CriuConf) {
     );
 }
 
+/// Whether this process has CAP_SYS_RESOURCE (bit 24 of CapEff).
+fn has_cap_sys_resource() -> Option<bool> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    let caps = u64::from_str_radix(hex, 16).ok()?;
+    Some(caps & (1 << 24) != 0)
+}
+
 fn host_findings(r: &mut Report) {
+    match has_cap_sys_resource() {
+        Some(true) | None => {}
+        Some(false) => r.push(
+            "capabilities",
+            Status::Warn,
+            "root lacks CAP_SYS_RESOURCE here: applications with processes that changed their uid (a web server dropping to www-data, postgres, `su` in a startscript) cannot be checkpointed (CRIU: \"Can't get rlimit\")".into(),
+            Some("run such applications under one uid inside the container, or checkpoint on a host whose root has CAP_SYS_RESOURCE".into()),
+        ),
+    }
     if nix::unistd::geteuid().is_root() {
         r.push("privileges", Status::Ok, "running as root".into(), None);
     } else {

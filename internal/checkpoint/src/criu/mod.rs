@@ -49,6 +49,10 @@ impl CheckpointEngine for CriuEngine {
     fn inject(&self, plan: &mut ContainerPlan, ckpt: &Checkpoint) -> Result<()> {
         let bundle = ensure_bundle(&self.conf)?;
         add_checkpoint_mounts(plan, &bundle.dir, ckpt.dir());
+        // The engine runs in the host's IPC namespace, so it sees the container's as another
+        // one and saves its SysV objects with the processes (sharing the host's, they would
+        // be missed, and attached shared memory refused).
+        plan.ipc_ns = true;
         Ok(())
     }
 

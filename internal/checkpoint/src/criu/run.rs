@@ -53,7 +53,24 @@ pub fn exec_engine(argv: &[String], extra_env: &[String]) {
 
 /// Error lines CRIU logs on every run here, whatever happens next: its start-up probes of
 /// the rlimit it may not raise and of a tun device the host lacks. They never explain a failure.
-const HARMLESS_ERRORS: &[&str] = &["RLIMIT_NOFILE", "tun: Unable to create tun"];
+const HARMLESS_ERRORS: &[&str] = &[
+    "RLIMIT_NOFILE",
+    "tun: Unable to create tun",
+    // nft's complaint while CRIU removes its network lock after a failure: a consequence.
+    "Could not process rule",
+];
+
+/// Causes that need more than the engine's words: what the log says, and what it means here.
+const EXPLAINED: &[(&str, &str)] = &[
+    (
+        "Can't get rlimit",
+        "a process of the application changed its uid, and dumping it needs CAP_SYS_RESOURCE, which root lacks on this host (see `rctr checkpoint check`); run the application under one uid",
+    ),
+    (
+        "doesn't live in IPC ns",
+        "the application uses SysV shared memory of an IPC namespace the checkpoint does not own; launch it again with --ckpt-launch so that it gets its own",
+    ),
+];
 
 /// Why the engine failed, for a one-line message: the signal that killed it, or its exit
 /// code and the last errors of its log.
@@ -65,24 +82,25 @@ pub fn engine_failure(code: i32, log: &std::path::Path) -> String {
             Err(_) => format!("the engine was killed by signal {sig}"),
         };
     }
-    format!("engine exit {code}: {}", log_errors(log))
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut why = format!("engine exit {code}: {}", log_errors(log));
+    if let Some((_, meaning)) = EXPLAINED.iter().find(|(said, _)| text.contains(said)) {
+        why.push_str(&format!(" ({meaning})"));
+    }
+    why
 }
 
-/// The last error lines of an engine log, for a one-line message.
+/// The first and the last error lines of an engine log, for a one-line message.
 pub fn log_errors(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let errors: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("Error") && !HARMLESS_ERRORS.iter().any(|h| l.contains(h)))
         .collect();
-    // Errors of a particular task ("2: Error (...): File data/log has bad size")
-    // carry the cause; the last lines only say that the whole operation failed.
-    let task_error = errors.iter().find(|l| {
-        let t = l.trim_start();
-        t.split_once(": Error")
-            .is_some_and(|(pid, _)| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
-    });
-    let pick = match (task_error, errors.last()) {
+    // The first real error is the cause ("2: Error (...): File data/log has bad size",
+    // "Can't get rlimit 0"); the last lines only say that the whole operation failed.
+    let first_error = errors.first();
+    let pick = match (first_error, errors.last()) {
         (Some(first), Some(last)) if first != last => vec![*first, *last],
         _ if errors.is_empty() => text.lines().rev().take(1).collect::<Vec<_>>(),
         _ => errors[errors.len().saturating_sub(2)..].to_vec(),
@@ -137,6 +155,21 @@ mod tests {
         );
         assert!(why.contains("Restoring FAILED"), "{why}");
         assert!(!why.contains("killed by signal"), "{why}");
+    }
+
+    #[test]
+    fn the_first_cause_is_shown_and_explained() {
+        let log = log_with(&format!(
+            "{NOISE}Error (criu/cr-dump.c:389): Can't get rlimit 0: Operation not permitted\n\
+             Error (criu/cr-dump.c:1511): Dump mappings failed\n\
+             Error: Could not process rule: No such file or directory\n\
+             Error (criu/cr-dump.c:1975): Dumping FAILED.\n"
+        ));
+        let why = engine_failure(1, log.path());
+        assert!(why.contains("Can't get rlimit 0"), "{why}");
+        assert!(why.contains("CAP_SYS_RESOURCE"), "{why}");
+        assert!(!why.contains("Dump mappings"), "{why}");
+        assert!(!why.contains("Could not process rule"), "{why}");
     }
 
     #[test]

@@ -89,6 +89,7 @@ fn plan(root: &Path) -> ContainerPlan {
         net_ns: false,
         host_pts: false,
         writable_root: false,
+        ipc_ns: false,
         requested: Default::default(),
     }
 }

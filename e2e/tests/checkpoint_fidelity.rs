@@ -1,0 +1,114 @@
+//! What a restored application gets back beyond memory and files: its SysV IPC objects live in
+//! the container's own IPC namespace and come back with it.
+
+use rctr_e2e::*;
+use std::time::Duration;
+
+fn ok_lines(env: &TestEnv, name: &str) -> Vec<String> {
+    complete_lines(&env.instance_log(name), 0)
+}
+
+#[test]
+fn sysv_semaphores_queues_and_shared_memory_come_back() {
+    let test = "sysv_semaphores_queues_and_shared_memory_come_back";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let env = TestEnv::new(test);
+    let img = path_str(&app_image());
+    env.ok(["checkpoint", "create", "ipc"]);
+    env.ok([
+        "instance",
+        "start",
+        "--ckpt-launch",
+        "ipc",
+        &img,
+        "hold",
+        "/opt/sysv_holder",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(20), || ok_lines(&env, "hold")
+            .iter()
+            .any(|l| l == "ok 3")),
+        "the holder never ran: {:?}",
+        ok_lines(&env, "hold")
+    );
+    // Its objects are the container's own: the host does not see them.
+    let pid = env.app_pid("hold");
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/ipc")).unwrap();
+    assert_ne!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "the container shares the host's IPC namespace"
+    );
+    env.ok(["checkpoint", "instance", "hold"]);
+    env.ok(["instance", "stop", "hold"]);
+    env.ok(["instance", "start", "--ckpt-restart", "ipc", &img, "hold2"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || ok_lines(&env, "hold2").len()
+            >= 5),
+        "the restored holder printed nothing: {:?}",
+        ok_lines(&env, "hold2")
+    );
+    let lines = ok_lines(&env, "hold2");
+    assert!(
+        lines.iter().all(|l| l.starts_with("ok ")),
+        "the restored holder lost its objects: {lines:?}"
+    );
+    let first: u64 = lines[0].strip_prefix("ok ").unwrap().parse().unwrap();
+    assert!(first > 3, "restored, not restarted: {lines:?}");
+    assert!(env.instance_names().contains(&"hold2".to_string()));
+}
+
+/// Whether rctr (running as this test's user) has CAP_SYS_RESOURCE.
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap() & (1 << 24) != 0
+}
+
+#[test]
+fn a_process_that_switched_uid_is_explained_where_root_cannot_dump_it() {
+    let test = "a_process_that_switched_uid_is_explained_where_root_cannot_dump_it";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let env = TestEnv::new(test);
+    let img = path_str(&app_image());
+    env.ok(["checkpoint", "create", "uid"]);
+    env.ok([
+        "instance", "start", "--ckpt-launch", "uid", &img, "dropper", "python3", "-c",
+        "import os, time\nos.setgid(65534)\nos.setuid(65534)\nprint('dropped', flush=True)\nwhile True: time.sleep(0.05)",
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || ok_lines(
+        &env, "dropper"
+    )
+    .iter()
+    .any(|l| l == "dropped")));
+    let out = env.cmd(["checkpoint", "instance", "dropper"]);
+    if has_cap_sys_resource() {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let line = assert_one_line_error(&stderr, "dumping a uid-switching process");
+    assert!(
+        line.contains("Can't get rlimit") && line.contains("CAP_SYS_RESOURCE"),
+        "the cause is not shown: {line}"
+    );
+    assert!(
+        env.instance_names().contains(&"dropper".to_string()),
+        "the application survives"
+    );
+    let check = env.cmd(["checkpoint", "check"]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains("lacks CAP_SYS_RESOURCE"), "{text}");
+}
