@@ -83,6 +83,12 @@ fn plan(root: &Path) -> ContainerPlan {
         net_ns: false,
         host_pts: false,
         writable_root: false,
+        dev: Default::default(),
+        cwd_explicit: false,
+        env_no_eval: false,
+        hostname: None,
+        no_init: false,
+        session_size_mib: None,
     }
 }
 
