@@ -22,11 +22,18 @@ fn main() {
         Err(err) => {
             // clap's usage errors span several lines; rctr's errors are one line.
             let text = err.render().to_string();
-            let first = text
-                .lines()
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines
                 .next()
                 .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .trim_start_matches("error: ")
+                .to_string();
+            // "...not provided:" lists the missing arguments on the next line.
+            if first.ends_with(':') {
+                if let Some(next) = lines.next() {
+                    first = format!("{first} {next}");
+                }
+            }
             eprintln!("rctr: error: {first} (see `rctr --help`)");
             std::process::exit(2);
         }

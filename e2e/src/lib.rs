@@ -35,8 +35,8 @@ pub use paths::{
     apptainer_busybox_sif, path_str, rctr_bin, shared_testdata, try_rctr_bin, workspace_root,
 };
 pub use rootfs::{
-    busybox_rootfs, install_host_path, python_rootfs, BUSYBOX_APPLETS, COUNTER_SERVER_PY,
-    HOST_PYTHON,
+    busybox_rootfs, install_host_path, install_host_program, python_rootfs, BUSYBOX_APPLETS,
+    COUNTER_SERVER_PY, HOST_PYTHON,
 };
 pub use run::{output_with_timeout, try_output_with_timeout, DEFAULT_TIMEOUT};
 pub use skip::{

@@ -195,6 +195,17 @@ fn shared_libraries(elfs: &[PathBuf], strict: bool) -> Result<BTreeSet<PathBuf>>
     Ok(libs)
 }
 
+/// Installs the host program `path` under `root` with the shared libraries and loader it
+/// needs (as ldd lists them), at their host paths.
+pub fn install_host_program(root: &Path, path: &Path) -> Result<()> {
+    install_host_path(root, path)?;
+    let real = fs::canonicalize(path).with_context(|| format!("{} missing", path.display()))?;
+    for lib in shared_libraries(&[real], true)? {
+        install_host_path(root, &lib)?;
+    }
+    Ok(())
+}
+
 /// Reproduces host path `path` (absolute) under `root`: every directory on the way, every
 /// symlink on the way as the same symlink (then follows it, so its target is installed too),
 /// and the final file's contents and mode. Existing entries are kept.

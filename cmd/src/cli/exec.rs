@@ -6,17 +6,20 @@ use anyhow::Result;
 use clap::Args;
 use rctr_runtime::launch::{run_foreground, Outcome};
 
+// Options end at IMAGE, as with Apptainer: everything after it (`-c`, `--env`, ...)
+// belongs to the container. clap only stops parsing options inside a trailing
+// positional, so IMAGE is the first value of one.
+
 #[derive(Args, Debug)]
 pub struct ExecArgs {
     #[command(flatten)]
     pub opts: RunOptions,
     #[command(flatten)]
     pub job: JobArgs,
-    /// Image: .sif, squashfs file, directory, or instance://NAME
-    pub image: String,
-    /// Command and arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// Image (.sif, squashfs file, directory, or instance://NAME), then the command and
+    /// its arguments
+    #[arg(value_names = ["IMAGE", "COMMAND"], num_args = 2.., required = true, trailing_var_arg = true)]
+    pub words: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -25,23 +28,34 @@ pub struct RunArgs {
     pub opts: RunOptions,
     #[command(flatten)]
     pub job: JobArgs,
-    pub image: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    /// Image, then the runscript's arguments
+    #[arg(value_names = ["IMAGE", "ARGS"], num_args = 1.., required = true, trailing_var_arg = true)]
+    pub words: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct ShellArgs {
     #[command(flatten)]
     pub opts: RunOptions,
-    pub image: String,
+    /// Image, then arguments of the shell
+    #[arg(value_names = ["IMAGE", "ARGS"], num_args = 1.., required = true, trailing_var_arg = true)]
+    pub words: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
     #[command(flatten)]
     pub opts: RunOptions,
-    pub image: String,
+    /// Image, then the test script's arguments
+    #[arg(value_names = ["IMAGE", "ARGS"], num_args = 1.., required = true, trailing_var_arg = true)]
+    pub words: Vec<String>,
+}
+
+/// IMAGE and what follows it; clap guarantees at least one word.
+fn split_words(words: Vec<String>) -> (String, Vec<String>) {
+    let mut it = words.into_iter();
+    let image = it.next().unwrap_or_default();
+    (image, it.collect())
 }
 
 const INSTANCE_PREFIX: &str = "instance://";
@@ -64,35 +78,44 @@ fn run_in(image: &str, opts: &RunOptions, argv: Vec<String>) -> Result<i32> {
         let fresh = rctr_runtime::options::build_plan(
             plan.root.clone(),
             &plan.image_display,
-            &opts.to_runtime(),
+            &opts.to_runtime()?,
             argv,
         )?;
         plan.env = fresh.env;
         plan.env_overrides = fresh.env_overrides;
         plan.argv = fresh.argv;
         plan.cwd = fresh.cwd;
+        plan.cwd_explicit = fresh.cwd_explicit;
+        plan.env_no_eval = fresh.env_no_eval;
         return finish(rctr_runtime::join::exec_in(rec.init_pid, &plan)?);
     }
     let mut plan = plan_for(image, opts, argv)?;
     // A terminal on stdin is a host pty: the container must be able to see it.
     plan.host_pts = nix::unistd::isatty(0).unwrap_or(false);
+    // Plain foreground containers get the host's /dev, as with Apptainer; instances
+    // and checkpointable jobs keep the minimal one (CRIU cannot dump host devices).
+    if !opts.contained() {
+        plan.dev = rctr_runtime::plan::DevMode::Host;
+    }
     finish(run_foreground(&plan)?)
 }
 
 pub fn exec(a: ExecArgs) -> Result<i32> {
+    let (image, command) = split_words(a.words);
     if let Some(job) = a.job.to_options()? {
-        return run_job(&a.image, &a.opts, &job, a.command.clone(), a.command);
+        return run_job(&image, &a.opts, &job, command.clone(), command);
     }
-    run_in(&a.image, &a.opts, a.command)
+    run_in(&image, &a.opts, command)
 }
 
 pub fn run(a: RunArgs) -> Result<i32> {
+    let (image, args) = split_words(a.words);
     let mut argv = vec!["/.singularity.d/runscript".to_string()];
-    argv.extend(a.args.iter().cloned());
+    argv.extend(args.iter().cloned());
     if let Some(job) = a.job.to_options()? {
-        return run_job(&a.image, &a.opts, &job, a.args, runscript_or_shell(argv));
+        return run_job(&image, &a.opts, &job, args, runscript_or_shell(argv));
     }
-    run_in(&a.image, &a.opts, runscript_or_shell(argv))
+    run_in(&image, &a.opts, runscript_or_shell(argv))
 }
 
 /// A checkpointable foreground job (`--ckpt`): see rctr_job.
@@ -126,19 +149,26 @@ fn runscript_or_shell(argv: Vec<String>) -> Vec<String> {
 }
 
 pub fn shell(a: ShellArgs) -> Result<i32> {
-    let argv = vec![
+    let (image, args) = split_words(a.words);
+    let mut argv = vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
-        "if [ -x /bin/bash ]; then exec /bin/bash --norc; else exec /bin/sh; fi".to_string(),
+        "if [ -x /bin/bash ]; then exec /bin/bash --norc \"$@\"; else exec /bin/sh \"$@\"; fi"
+            .to_string(),
+        "shell".to_string(),
     ];
-    run_in(&a.image, &a.opts, argv)
+    argv.extend(args);
+    run_in(&image, &a.opts, argv)
 }
 
 pub fn test(a: TestArgs) -> Result<i32> {
-    let argv = vec![
+    let (image, args) = split_words(a.words);
+    let mut argv = vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
-        "if [ -x /.singularity.d/test ]; then exec /.singularity.d/test; else echo 'rctr: no test script in this image' >&2; exit 0; fi".to_string(),
+        "if [ -x /.singularity.d/test ]; then exec /.singularity.d/test \"$@\"; else echo 'rctr: no test script in this image' >&2; exit 0; fi".to_string(),
+        "test".to_string(),
     ];
-    run_in(&a.image, &a.opts, argv)
+    argv.extend(args);
+    run_in(&image, &a.opts, argv)
 }

@@ -41,9 +41,18 @@ pub struct StartArgs {
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
     pub image: String,
-    pub name: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    /// Instance name, then the script's arguments: options end at NAME, what follows is
+    /// the container's
+    #[arg(value_names = ["NAME", "ARGS"], num_args = 1.., required = true, trailing_var_arg = true)]
+    pub words: Vec<String>,
+}
+
+impl StartArgs {
+    /// NAME and the script's arguments.
+    fn name_and_args(&self) -> (String, Vec<String>) {
+        let name = self.words.first().cloned().unwrap_or_default();
+        (name, self.words.iter().skip(1).cloned().collect())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -81,7 +90,8 @@ pub fn run(c: InstanceCommand) -> Result<i32> {
 }
 
 fn start(a: StartArgs, script: &str) -> Result<i32> {
-    rctr_state::validate_name("instance", &a.name)?;
+    let (name, args) = a.name_and_args();
+    rctr_state::validate_name("instance", &name)?;
     let instances = Instances::for_current_user()?;
     // A missing script is not an error for Apptainer's instances: they just idle.
     let launcher =
@@ -92,12 +102,12 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
         launcher,
         "instance".to_string(),
     ];
-    argv.extend(a.args.iter().cloned());
+    argv.extend(args.iter().cloned());
     let plan = plan_for(&a.image, &a.opts, argv)?;
     let rec = if let Some(ckpt) = &a.ckpt_launch {
         let target = Target {
-            name: a.name.clone(),
-            args: a.args.clone(),
+            name: name.clone(),
+            args: args.clone(),
             plan,
             placement: Placement::Instance,
         };
@@ -111,8 +121,8 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
             fall_back: false,
         };
         let target = Target {
-            name: a.name.clone(),
-            args: a.args.clone(),
+            name: name.clone(),
+            args: args.clone(),
             plan,
             placement: Placement::Instance,
         };
@@ -121,8 +131,8 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
             .clone()
     } else {
         instances.start(StartRequest {
-            name: a.name.clone(),
-            args: a.args.clone(),
+            name: name.clone(),
+            args: args.clone(),
             plan,
             checkpoint: None,
             start: AppStart::Exec,

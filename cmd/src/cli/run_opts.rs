@@ -38,24 +38,70 @@ pub struct RunOptions {
     /// Run in a private network namespace (loopback only)
     #[arg(short = 'n', long)]
     pub net: bool,
+    /// Contain everything: --contain, --cleanenv and --pid
+    #[arg(short = 'C', long)]
+    pub containall: bool,
+    /// Leave out default mounts: home, tmp, cwd, bind-paths (the site's), or a site bind
+    /// path's destination; comma-separated, repeatable
+    #[arg(long, value_name = "MOUNTS")]
+    pub no_mount: Vec<String>,
+    /// Take --env, --env-file and *ENV_ values literally instead of evaluating them in
+    /// the container
+    #[arg(long)]
+    pub no_eval: bool,
+    /// Host name inside the container (a private UTS namespace)
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// With --pid, run the command itself as pid 1 instead of under rctr's init
+    #[arg(long)]
+    pub no_init: bool,
 }
 
+/// Variables holding binds, lowest precedence first (all apply), as Apptainer reads
+/// them, plus rctr's own.
+const BIND_VARS: &[&str] = &[
+    "SINGULARITY_BINDPATH",
+    "SINGULARITY_BIND",
+    "APPTAINER_BINDPATH",
+    "APPTAINER_BIND",
+    "RCTR_BIND",
+];
+
 impl RunOptions {
-    /// The runtime's view of these options.
-    pub fn to_runtime(&self) -> rctr_runtime::options::RunOptions {
-        rctr_runtime::options::RunOptions {
+    /// Whether the container gets private /dev, /tmp and home.
+    pub fn contained(&self) -> bool {
+        self.contain || self.containall
+    }
+
+    /// The runtime's view of these options, with the site configuration's and the
+    /// environment's binds.
+    pub fn to_runtime(&self) -> anyhow::Result<rctr_runtime::options::RunOptions> {
+        let site = rctr_runtime::site_config::SiteConfig::load()?;
+        let env_bind = BIND_VARS
+            .iter()
+            .filter_map(|v| Some((v.to_string(), std::env::var(v).ok()?)))
+            .filter(|(_, value)| !value.trim().is_empty())
+            .collect();
+        Ok(rctr_runtime::options::RunOptions {
             bind: self.bind.clone(),
             home: self.home.clone(),
             no_home: self.no_home,
             pwd: self.pwd.clone(),
-            contain: self.contain,
-            cleanenv: self.cleanenv,
+            contain: self.contained(),
+            cleanenv: self.cleanenv || self.containall,
             env: self.env.clone(),
             env_file: self.env_file.clone(),
             writable_tmpfs: self.writable_tmpfs,
-            pid: self.pid,
+            pid: self.pid || self.containall,
             net: self.net,
-        }
+            site_bind: site.bind_paths,
+            env_bind,
+            no_mount: rctr_runtime::options::NoMount::parse(&self.no_mount)?,
+            no_eval: self.no_eval,
+            hostname: self.hostname.clone(),
+            no_init: self.no_init,
+            session_size_mib: site.session_size_mib,
+        })
     }
 }
 
@@ -66,5 +112,5 @@ pub fn plan_for(
     argv: Vec<String>,
 ) -> anyhow::Result<rctr_runtime::plan::ContainerPlan> {
     let root = rctr_runtime::image_root::resolve_root(image)?;
-    rctr_runtime::options::build_plan(root, image, &opts.to_runtime(), argv)
+    rctr_runtime::options::build_plan(root, image, &opts.to_runtime()?, argv)
 }

@@ -28,10 +28,16 @@ const IMAGE_BIND_OPTIONS: [&str; 2] = ["image-src", "id"];
 
 /// Parses every `--bind` value (each possibly a comma-separated list).
 pub fn parse_bind_specs(values: &[String], cwd: &Path) -> Result<Vec<BindSpec>> {
+    parse_bind_specs_from("--bind", values, cwd)
+}
+
+/// [`parse_bind_specs`] for values from `origin` (an option, a variable such as
+/// APPTAINER_BIND, or the site configuration), which errors name.
+pub fn parse_bind_specs_from(origin: &str, values: &[String], cwd: &Path) -> Result<Vec<BindSpec>> {
     let mut specs = Vec::new();
     for value in values {
         parse_one_value(value, cwd, &mut specs)
-            .with_context(|| format!("invalid --bind {value:?}"))?;
+            .with_context(|| format!("invalid {origin} {value:?}"))?;
     }
     Ok(specs)
 }

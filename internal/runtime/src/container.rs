@@ -17,9 +17,16 @@ pub fn unshare_namespaces(plan: &ContainerPlan) -> Result<()> {
     if plan.ipc_ns {
         flags |= CloneFlags::CLONE_NEWIPC;
     }
+    if plan.hostname.is_some() {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
     unshare(flags).context("cannot create the container's namespaces (rctr needs root)")?;
     if plan.net_ns {
         crate::net::loopback_up()?;
+    }
+    if let Some(name) = &plan.hostname {
+        nix::unistd::sethostname(name)
+            .with_context(|| format!("cannot set the container's host name to {name:?}"))?;
     }
     Ok(())
 }
@@ -59,32 +66,53 @@ pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
         dir: PathBuf::from(SESSION_DIR),
     };
     sys.mkdir_all(&session.dir, 0o700)?;
+    // The session also holds --writable-tmpfs changes: limited like Apptainer's.
+    let session_opts = match plan.session_size_mib {
+        Some(mib) => format!("mode=700,size={mib}m"),
+        None => "mode=700".to_string(),
+    };
     sys.mount(
         Some(Path::new("tmpfs")),
         &session.dir,
         Some("tmpfs"),
         MsFlags::MS_NOSUID,
-        Some("mode=700"),
+        Some(&session_opts),
     )?;
     for d in [session.image(), session.skeleton(), session.root()] {
         sys.mkdir_all(&d, 0o755)?;
     }
     let root = rootfs::assemble_root(&sys, &session, plan, device)?;
     let identity_files = write_identity_files(&session, plan)?;
-    rootfs::mount_system(&sys, &root, plan.host_pts)?;
+    rootfs::mount_system(&sys, &root, plan.dev, plan.host_pts)?;
     rootfs::mount_host_files(&sys, &session, &root, &identity_files)?;
     rootfs::mount_entries(&sys, &root, &plan.mounts)?;
     sys.pivot_root(&root)?;
-    enter_workdir(plan);
-    Ok(())
+    enter_workdir(plan)
 }
 
-fn enter_workdir(plan: &ContainerPlan) {
-    for dir in [plan.cwd.as_path(), plan.home.as_path(), Path::new("/")] {
+/// Enters the plan's working directory. A `--pwd` that does not exist is an error (as
+/// with Apptainer); an inherited one only gets a warning and home (or /) instead.
+fn enter_workdir(plan: &ContainerPlan) -> Result<()> {
+    if nix::unistd::chdir(plan.cwd.as_path()).is_ok() {
+        return Ok(());
+    }
+    if plan.cwd_explicit {
+        anyhow::bail!(
+            "--pwd {}: no such directory in the container (create it in the image, or bind one there)",
+            plan.cwd.display()
+        );
+    }
+    for dir in [plan.home.as_path(), Path::new("/")] {
         if nix::unistd::chdir(dir).is_ok() {
-            return;
+            eprintln!(
+                "rctr: warning: the current directory {} does not exist in the container; starting in {}",
+                plan.cwd.display(),
+                dir.display()
+            );
+            return Ok(());
         }
     }
+    Ok(())
 }
 
 /// passwd/group with the calling user added, as Apptainer does by default.
@@ -96,7 +124,12 @@ fn write_identity_files(
         return Ok(vec![]);
     };
     let image = session.image();
-    let read = |p: &str| std::fs::read_to_string(rootfs::under(&image, Path::new(p))).ok();
+    let sys = LinuxSyscall;
+    // Through the image's symlinks, inside the image.
+    let read = |p: &str| {
+        let inside = crate::resolve::resolve_in_root(&sys, &image, Path::new(p));
+        std::fs::read_to_string(rootfs::under(&image, &inside)).ok()
+    };
     let user = crate::identity::UserEntry {
         uid: id.uid,
         gid: id.gid,
@@ -107,16 +140,12 @@ fn write_identity_files(
         group_name: crate::identity::host_group_name(id.gid).unwrap_or_else(|| id.name.clone()),
     };
     let mut out = vec![];
-    for (name, contents) in [
-        (
-            "passwd",
-            crate::identity::passwd_with_user(read("/etc/passwd").as_deref(), &user),
-        ),
-        (
-            "group",
-            crate::identity::group_with_user(read("/etc/group").as_deref(), &user),
-        ),
-    ] {
+    // Like Apptainer, a file the image does not have is not made up.
+    let files = [
+        read("/etc/passwd").map(|p| ("passwd", crate::identity::passwd_with_user(&p, &user))),
+        read("/etc/group").map(|g| ("group", crate::identity::group_with_user(&g, &user))),
+    ];
+    for (name, contents) in files.into_iter().flatten() {
         let generated = session.dir.join(name);
         std::fs::write(&generated, contents)
             .with_context(|| format!("cannot write {}", generated.display()))?;

@@ -22,10 +22,6 @@ pub struct UserEntry {
     pub group_name: String,
 }
 
-/// Used when the image has no /etc/passwd or /etc/group at all.
-const ROOT_PASSWD: &str = "root:x:0:0:root:/root:/bin/sh";
-const ROOT_GROUP: &str = "root:x:0:";
-
 /// The effective user's entry from the host's passwd/group databases, with
 /// `home_in_container` as its home directory.
 pub fn current_user_entry(home_in_container: &str) -> Result<UserEntry> {
@@ -55,38 +51,63 @@ pub fn host_group_name(gid: u32) -> Option<String> {
         .map(|g| g.name)
 }
 
-/// The image's passwd with `user` added at the end. Entries of the image
-/// with the same uid or the same name are dropped, so lookups by either
-/// return the caller (Apptainer only appends, leaving a shadowing duplicate).
-pub fn passwd_with_user(image_passwd: Option<&str>, user: &UserEntry) -> String {
-    let existing = image_passwd.unwrap_or(ROOT_PASSWD);
+/// The image's passwd with the caller in it. The caller's line (same uid, else same
+/// name) is edited in place, keeping the image's order and its login shell (the
+/// host's may not exist in the image); without one, a line is appended. Other lines
+/// with the caller's uid or name are dropped, so that lookups by either return the
+/// caller (Apptainer leaves them, shadowing or shadowed).
+pub fn passwd_with_user(image_passwd: &str, user: &UserEntry) -> String {
     let uid = user.uid.to_string();
+    let fields_of = |line: &str| -> Vec<String> { line.split(':').map(str::to_string).collect() };
+    let is_entry = |f: &[String]| f.len() >= 7;
+    let lines: Vec<&str> = image_passwd.lines().collect();
+    let own = lines
+        .iter()
+        .position(|l| {
+            let f = fields_of(l);
+            is_entry(&f) && f[2] == uid
+        })
+        .or_else(|| {
+            lines.iter().position(|l| {
+                let f = fields_of(l);
+                is_entry(&f) && f[0] == user.name
+            })
+        });
+    let entry = |shell: &str| {
+        format!(
+            "{}:x:{}:{}:{}:{}:{}\n",
+            field(&user.name),
+            user.uid,
+            user.gid,
+            field(&user.gecos),
+            field(&user.home),
+            field(shell)
+        )
+    };
     let mut out = String::new();
-    for line in existing.lines() {
-        let fields: Vec<&str> = line.split(':').collect();
-        let same_user = fields.len() >= 3 && (fields[0] == user.name || fields[2] == uid);
+    for (i, line) in lines.iter().enumerate() {
+        let f = fields_of(line);
+        if Some(i) == own {
+            out.push_str(&entry(&f[6]));
+            continue;
+        }
+        let same_user = f.len() >= 3 && (f[0] == user.name || f[2] == uid);
         if !same_user {
             out.push_str(line);
             out.push('\n');
         }
     }
-    out.push_str(&format!(
-        "{}:x:{}:{}:{}:{}:{}\n",
-        field(&user.name),
-        user.uid,
-        user.gid,
-        field(&user.gecos),
-        field(&user.home),
-        field(&user.shell)
-    ));
+    if own.is_none() {
+        out.push_str(&entry(&user.shell));
+    }
     out
 }
 
 /// The image's group file with the user's primary group: if the image
 /// already has a group with that gid, the user is added to its members;
 /// otherwise a `group_name:x:gid:user` entry is appended.
-pub fn group_with_user(image_group: Option<&str>, user: &UserEntry) -> String {
-    let existing = image_group.unwrap_or(ROOT_GROUP);
+pub fn group_with_user(image_group: &str, user: &UserEntry) -> String {
+    let existing = image_group;
     let gid = user.gid.to_string();
     let name = field(&user.name);
     let mut found = false;
@@ -157,7 +178,7 @@ mod tests {
 
     #[test]
     fn passwd_appends_user() {
-        let out = passwd_with_user(Some(IMAGE_PASSWD), &alice());
+        let out = passwd_with_user(IMAGE_PASSWD, &alice());
         assert_eq!(
             out,
             format!("{IMAGE_PASSWD}alice:x:1000:1000:Alice A.:/home/alice:/bin/bash\n")
@@ -165,39 +186,42 @@ mod tests {
     }
 
     #[test]
-    fn passwd_replaces_same_uid_and_same_name() {
-        let image = "root:x:0:0:root:/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\nalice:x:1001:1001::/home/other:/bin/sh\n";
-        let out = passwd_with_user(Some(image), &alice());
+    fn passwd_edits_the_same_uid_in_place_and_drops_the_same_name() {
+        let image = "root:x:0:0:root:/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/zsh\nalice:x:1001:1001::/home/other:/bin/sh\nbin:x:2:2::/:/bin/false\n";
+        let out = passwd_with_user(image, &alice());
         assert_eq!(
             out,
-            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice A.:/home/alice:/bin/bash\n"
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice A.:/home/alice:/bin/zsh\nbin:x:2:2::/:/bin/false\n"
         );
     }
 
     #[test]
-    fn passwd_for_root_replaces_root() {
+    fn passwd_edits_the_same_name_in_place_without_a_same_uid() {
+        let image = "alice:x:1001:1001::/home/other:/bin/ash\nbin:x:2:2::/:/bin/false\n";
+        let out = passwd_with_user(image, &alice());
+        assert_eq!(
+            out,
+            "alice:x:1000:1000:Alice A.:/home/alice:/bin/ash\nbin:x:2:2::/:/bin/false\n"
+        );
+    }
+
+    #[test]
+    fn passwd_for_root_edits_root_in_place() {
         let mut root = alice();
         root.uid = 0;
         root.gid = 0;
         root.name = "root".into();
-        root.home = "/root".into();
-        let out = passwd_with_user(Some(IMAGE_PASSWD), &root);
-        assert_eq!(out.lines().filter(|l| l.starts_with("root:")).count(), 1);
-        assert!(
-            out.ends_with("root:x:0:0:Alice A.:/root:/bin/bash\n"),
-            "{out}"
+        root.home = "/home/admin".into();
+        let out = passwd_with_user(IMAGE_PASSWD, &root);
+        assert_eq!(
+            out,
+            "root:x:0:0:Alice A.:/home/admin:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
         );
-        assert!(out.contains("daemon:x:1:1"));
     }
 
     #[test]
-    fn passwd_without_image_file_or_final_newline() {
-        let out = passwd_with_user(None, &alice());
-        assert_eq!(
-            out,
-            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice A.:/home/alice:/bin/bash\n"
-        );
-        let out = passwd_with_user(Some("root:x:0:0::/root:/bin/sh"), &alice());
+    fn passwd_without_final_newline() {
+        let out = passwd_with_user("root:x:0:0::/root:/bin/sh", &alice());
         assert_eq!(out.lines().count(), 2);
     }
 
@@ -205,7 +229,7 @@ mod tests {
     fn passwd_keeps_comments_and_sanitizes_fields() {
         let mut u = alice();
         u.gecos = "evil:0:0\nroot".into();
-        let out = passwd_with_user(Some("# comment\n\n"), &u);
+        let out = passwd_with_user("# comment\n\n", &u);
         assert_eq!(
             out,
             "# comment\n\nalice:x:1000:1000:evil 0 0 root:/home/alice:/bin/bash\n"
@@ -214,10 +238,8 @@ mod tests {
 
     #[test]
     fn group_appends_primary_group() {
-        let out = group_with_user(Some(IMAGE_GROUP), &alice());
+        let out = group_with_user(IMAGE_GROUP, &alice());
         assert_eq!(out, format!("{IMAGE_GROUP}alice:x:1000:alice\n"));
-        let out = group_with_user(None, &alice());
-        assert_eq!(out, "root:x:0:\nalice:x:1000:alice\n");
     }
 
     #[test]
@@ -225,12 +247,12 @@ mod tests {
         let mut u = alice();
         u.gid = 100;
         u.group_name = "staff".into();
-        let out = group_with_user(Some("root:x:0:\nusers:x:100:bob\n"), &u);
+        let out = group_with_user("root:x:0:\nusers:x:100:bob\n", &u);
         assert_eq!(out, "root:x:0:\nusers:x:100:bob,alice\n");
         // Already a member: unchanged.
-        let out = group_with_user(Some("users:x:100:alice,bob\n"), &u);
+        let out = group_with_user("users:x:100:alice,bob\n", &u);
         assert_eq!(out, "users:x:100:alice,bob\n");
-        let out = group_with_user(Some("users:x:100:\n"), &u);
+        let out = group_with_user("users:x:100:\n", &u);
         assert_eq!(out, "users:x:100:alice\n");
     }
 

@@ -103,7 +103,7 @@ fn foreground_child(plan: &ContainerPlan, device: Option<&Path>, err_w: OwnedFd)
         report(err_fd, &msg);
         code
     };
-    if !plan.pid_ns {
+    if !plan.pid_ns || plan.no_init {
         return exec_or_report();
     }
     // We are pid 1: run the command as our child and reap everything.

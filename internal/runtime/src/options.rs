@@ -2,14 +2,14 @@
 //! home, /tmp, /var/tmp and the current directory bound, the caller's identity
 //! added to passwd/group, the environment passed through.
 
-use crate::binds::parse_bind_specs;
+use crate::binds::{parse_bind_specs, parse_bind_specs_from};
 use crate::env::{container_env, EnvOptions};
-use crate::plan::{ContainerPlan, Identity, MountEntry, RootSource};
+use crate::plan::{ContainerPlan, DevMode, Identity, MountEntry, RootSource};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunOptions {
     pub bind: Vec<String>,
     pub home: Option<String>,
@@ -22,6 +22,93 @@ pub struct RunOptions {
     pub writable_tmpfs: bool,
     pub pid: bool,
     pub net: bool,
+    /// Binds from the site configuration (`bind path`), applied before all others.
+    #[serde(default)]
+    pub site_bind: Vec<String>,
+    /// Binds from the environment: (variable, value), e.g. APPTAINER_BIND.
+    #[serde(default)]
+    pub env_bind: Vec<(String, String)>,
+    /// Default mounts left out (`--no-mount`).
+    #[serde(default)]
+    pub no_mount: NoMount,
+    #[serde(default)]
+    pub no_eval: bool,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub no_init: bool,
+    /// Size limit of the session tmpfs (`--writable-tmpfs` changes), MiB.
+    #[serde(default = "default_session_size")]
+    pub session_size_mib: u64,
+}
+
+/// Apptainer's `sessiondir max size` default.
+pub const DEFAULT_SESSION_SIZE_MIB: u64 = 64;
+
+fn default_session_size() -> u64 {
+    DEFAULT_SESSION_SIZE_MIB
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            bind: vec![],
+            home: None,
+            no_home: false,
+            pwd: None,
+            contain: false,
+            cleanenv: false,
+            env: vec![],
+            env_file: None,
+            writable_tmpfs: false,
+            pid: false,
+            net: false,
+            site_bind: vec![],
+            env_bind: vec![],
+            no_mount: NoMount::default(),
+            no_eval: false,
+            hostname: None,
+            no_init: false,
+            session_size_mib: DEFAULT_SESSION_SIZE_MIB,
+        }
+    }
+}
+
+/// Default mounts `--no-mount` can leave out (Apptainer's names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoMount {
+    pub home: bool,
+    pub tmp: bool,
+    pub cwd: bool,
+    /// All of the site configuration's `bind path` entries.
+    pub bind_paths: bool,
+    /// Site `bind path` entries left out by destination.
+    pub destinations: Vec<PathBuf>,
+}
+
+impl NoMount {
+    /// Parses `--no-mount` values: comma-separated `home`, `tmp`, `cwd`, `bind-paths`
+    /// or the absolute destination of a site `bind path`.
+    pub fn parse(values: &[String]) -> Result<NoMount> {
+        let mut out = NoMount::default();
+        for item in values.iter().flat_map(|v| v.split(',')).map(str::trim) {
+            match item {
+                "" => {}
+                "home" => out.home = true,
+                "tmp" => out.tmp = true,
+                "cwd" => out.cwd = true,
+                "bind-paths" => out.bind_paths = true,
+                p if p.starts_with('/') => out.destinations.push(PathBuf::from(p)),
+                "proc" | "sys" | "dev" | "devpts" | "hostfs" => bail!(
+                    "--no-mount {item}: rctr always mounts it (supported: home, tmp, cwd, bind-paths, or a bind path destination)"
+                ),
+                other => bail!(
+                    "--no-mount {other:?}: unknown mount (supported: home, tmp, cwd, bind-paths, or a bind path destination)"
+                ),
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Host directories where binding the current directory would shadow the image.
@@ -72,37 +159,42 @@ pub fn build_plan(
             }
             (Some(src), dst)
         }
-        None if opts.contain || opts.no_home => (None, host_home.clone()),
+        None if opts.contain || opts.no_home || opts.no_mount.home => (None, host_home.clone()),
         None => (Some(host_home.clone()), host_home.clone()),
     };
 
     let mut mounts = vec![];
     for tmp in ["/tmp", "/var/tmp"] {
+        if opts.no_mount.tmp {
+            break;
+        }
         mounts.push(if opts.contain {
             MountEntry::tmpfs(tmp)
         } else {
             MountEntry::bind(tmp, tmp, false)
         });
     }
-    if !opts.no_home {
+    if !opts.no_home && !opts.no_mount.home {
         mounts.push(match &home_src {
             Some(src) => MountEntry::bind(src, &home_dst, false),
             None => MountEntry::tmpfs(&home_dst),
         });
     }
     let covered = |p: &Path| mounts.iter().any(|m: &MountEntry| p.starts_with(&m.dst));
-    let cwd_bound = !opts.contain && !is_system_dir(&host_cwd) && !covered(&host_cwd);
+    let cwd_bound =
+        !opts.contain && !opts.no_mount.cwd && !is_system_dir(&host_cwd) && !covered(&host_cwd);
     if cwd_bound {
         mounts.push(MountEntry::bind(&host_cwd, &host_cwd, false));
     }
-    let specs = parse_bind_specs(&opts.bind, &host_cwd)?;
-    crate::binds::check_sources(&specs)?;
-    for b in specs {
+    for b in user_binds(opts, &host_cwd)? {
         mounts.push(MountEntry::bind(b.src, b.dst, b.readonly));
     }
     // Parents before children; otherwise keep the user's order.
     mounts.sort_by_key(|m| m.dst.components().count());
 
+    if let Some(name) = &opts.hostname {
+        check_hostname(name)?;
+    }
     let cwd = match &opts.pwd {
         Some(p) => PathBuf::from(p),
         None if opts.contain => home_dst.clone(),
@@ -118,6 +210,7 @@ pub fn build_plan(
             env_file: opts.env_file.clone(),
             container_name: root.path.to_string_lossy().into_owned(),
             home: home_dst.to_string_lossy().into_owned(),
+            no_eval: opts.no_eval,
         },
     )?;
     let identity = Identity {
@@ -153,5 +246,43 @@ pub fn build_plan(
                 .chain(opts.env_file.iter().map(|f| format!("@{}", f.display())))
                 .collect(),
         },
+        // Foreground runs ask for the host's (see `DevMode`); checkpointable ones must not.
+        dev: DevMode::Minimal,
+        cwd_explicit: opts.pwd.is_some(),
+        env_no_eval: opts.no_eval,
+        hostname: opts.hostname.clone(),
+        no_init: opts.no_init,
+        session_size_mib: Some(opts.session_size_mib),
     })
+}
+
+/// Site binds (unless `--no-mount` leaves them out), then the environment's, then
+/// `--bind`: all checked to exist on the host.
+fn user_binds(opts: &RunOptions, cwd: &Path) -> Result<Vec<crate::binds::BindSpec>> {
+    let mut specs = parse_bind_specs_from("bind path", &opts.site_bind, cwd)?;
+    specs.retain(|b| !opts.no_mount.bind_paths && !opts.no_mount.destinations.contains(&b.dst));
+    for (var, value) in &opts.env_bind {
+        specs.extend(parse_bind_specs_from(
+            var,
+            std::slice::from_ref(value),
+            cwd,
+        )?);
+    }
+    specs.extend(parse_bind_specs(&opts.bind, cwd)?);
+    crate::binds::check_sources(&specs)?;
+    Ok(specs)
+}
+
+/// A valid host name (RFC 1123 label rules, up to 64 bytes as the kernel allows).
+fn check_hostname(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !ok {
+        bail!("--hostname {name:?}: use letters, digits, '-' and '.', at most 64 characters");
+    }
+    Ok(())
 }

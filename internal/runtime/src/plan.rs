@@ -60,6 +60,20 @@ impl MountEntry {
     }
 }
 
+/// What the container's /dev is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DevMode {
+    /// A private tmpfs with the standard nodes, its own devpts and /dev/shm: what
+    /// `--contain` asks for, and what checkpointable containers need (CRIU cannot
+    /// dump host device files nor a host /dev/shm).
+    #[default]
+    Minimal,
+    /// The host's /dev, /dev/shm included (Apptainer's `mount dev = yes`): GPUs,
+    /// InfiniBand, fuse, shared memory between MPI ranks in separate containers.
+    Host,
+}
+
 /// Contents of generated identity files bound over the image's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -109,6 +123,26 @@ pub struct ContainerPlan {
     /// requests tells them apart from the container's implicit set-up.
     #[serde(default)]
     pub requested: UserRequests,
+    #[serde(default)]
+    pub dev: DevMode,
+    /// The working directory was asked for (`--pwd`): failing to enter it is an error,
+    /// not a warning.
+    #[serde(default)]
+    pub cwd_explicit: bool,
+    /// Take the user's environment values literally (`--no-eval`) instead of letting
+    /// the container's shell evaluate them.
+    #[serde(default)]
+    pub env_no_eval: bool,
+    /// Host name in a private UTS namespace (`--hostname`).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// With a pid namespace, run the command itself as pid 1 (`--no-init`).
+    #[serde(default)]
+    pub no_init: bool,
+    /// Size limit of the session tmpfs, which holds `--writable-tmpfs` changes
+    /// (Apptainer's `sessiondir max size`); None: no limit (plans recorded before it).
+    #[serde(default)]
+    pub session_size_mib: Option<u64>,
 }
 
 /// Explicit requests on the command line, as given.
@@ -179,6 +213,12 @@ impl ContainerPlan {
             writable_root: writable,
             ipc_ns: false,
             requested: UserRequests::default(),
+            dev: DevMode::Minimal,
+            cwd_explicit: false,
+            env_no_eval: false,
+            hostname: None,
+            no_init: false,
+            session_size_mib: None,
         })
     }
 }

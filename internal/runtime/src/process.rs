@@ -38,28 +38,41 @@ pub fn block_supervised_signals() -> Result<()> {
 /// engine's in rctr-checkpoint): see [`crate::spawn::reset_signals`].
 pub use crate::spawn::reset_signals as unblock_all_signals;
 
-/// The final argv and environment: through the image's /bin/sh when it has one,
+/// The shell that sources the image's env scripts: bash when the image has it, since
+/// those scripts are written for Apptainer's bash-like interpreter (`source`, `[[`);
+/// otherwise /bin/sh, helped by the wrapper's shims.
+fn env_shell() -> Option<&'static str> {
+    ["/bin/bash", "/bin/sh"]
+        .into_iter()
+        .find(|s| Path::new(s).exists())
+}
+
+/// The final argv and environment: through the image's shell when it has one,
 /// so that /.singularity.d/env/*.sh is sourced as Apptainer's action scripts do.
 pub fn final_command(plan: &ContainerPlan) -> (Vec<String>, Vec<(String, String)>) {
-    if Path::new("/bin/sh").exists() {
-        let env = crate::env::ContainerEnv {
-            base: plan.env.clone(),
-            overrides: plan.env_overrides.clone(),
-        };
+    let env = crate::env::ContainerEnv {
+        base: plan.env.clone(),
+        overrides: plan.env_overrides.clone(),
+        no_eval: plan.env_no_eval,
+    };
+    if let Some(shell) = env_shell() {
         let script = crate::env::wrapper_script(&env);
         let mut argv = vec![
-            "/bin/sh".to_string(),
+            shell.to_string(),
             "-c".to_string(),
             script,
             "rctr".to_string(),
         ];
         argv.extend(plan.argv.iter().cloned());
-        (argv, plan.env.clone())
+        // A host BASH_ENV would make bash source a host path's namesake at startup.
+        let base = plan
+            .env
+            .iter()
+            .filter(|(k, _)| k != "BASH_ENV" || shell != "/bin/bash")
+            .cloned()
+            .collect();
+        (argv, base)
     } else {
-        let env = crate::env::ContainerEnv {
-            base: plan.env.clone(),
-            overrides: plan.env_overrides.clone(),
-        };
         (plan.argv.clone(), env.merged())
     }
 }

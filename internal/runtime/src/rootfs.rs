@@ -9,7 +9,8 @@
 //! A plan with `writable_root` (building: %post) instead uses its directory
 //! image itself, bound read-write, as the root, so that changes land in it.
 
-use crate::plan::{ContainerPlan, MountEntry, MountSource, RootKind};
+use crate::plan::{ContainerPlan, DevMode, MountEntry, MountSource, RootKind};
+use crate::resolve::resolve_in_root;
 use crate::syscall::{FileKind, Syscall};
 use anyhow::{bail, Context, Result};
 use nix::mount::MsFlags;
@@ -64,8 +65,19 @@ pub fn under(base: &Path, inside: &Path) -> PathBuf {
     p
 }
 
-/// Everything that needs a mount point inside the container, in mount order.
-fn mount_points(plan: &ContainerPlan) -> Vec<(PathBuf, bool)> {
+/// Whether a mount needs a directory as its mount point: anything but a directory
+/// (file, device node, FIFO, socket) is bound onto a file.
+fn needs_dir<S: Syscall>(sys: &S, source: &MountSource) -> bool {
+    match source {
+        MountSource::Tmpfs => true,
+        MountSource::Bind { src } => sys.is_dir(src),
+    }
+}
+
+/// Everything that needs a mount point inside the container, in mount order, resolved
+/// through the symlinks of the image mounted at `image`. The identity files are not
+/// there: they are only bound over files the image has.
+fn mount_points<S: Syscall>(sys: &S, image: &Path, plan: &ContainerPlan) -> Vec<(PathBuf, bool)> {
     let mut points: Vec<(PathBuf, bool)> = vec![
         ("/proc".into(), true),
         ("/sys".into(), true),
@@ -74,32 +86,20 @@ fn mount_points(plan: &ContainerPlan) -> Vec<(PathBuf, bool)> {
     for f in HOST_FILES {
         points.push((PathBuf::from(f), false));
     }
-    if plan.identity.is_some() {
-        points.push(("/etc/passwd".into(), false));
-        points.push(("/etc/group".into(), false));
-    }
     for m in &plan.mounts {
-        let is_dir = match &m.source {
-            MountSource::Tmpfs => true,
-            MountSource::Bind { src } => !src.is_file() && !is_char_device(src),
-        };
-        points.push((m.dst.clone(), is_dir));
+        points.push((m.dst.clone(), needs_dir(sys, &m.source)));
     }
     points
-}
-
-fn is_char_device(p: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(p)
-        .map(|m| m.file_type().is_char_device())
-        .unwrap_or(false)
+        .into_iter()
+        .map(|(p, is_dir)| (resolve_in_root(sys, image, &p), is_dir))
+        .collect()
 }
 
 /// Creates in the skeleton every mount point the image does not have.
 pub fn build_skeleton<S: Syscall>(sys: &S, session: &Session, plan: &ContainerPlan) -> Result<()> {
     let image = session.image();
     let skeleton = session.skeleton();
-    for (point, is_dir) in mount_points(plan) {
+    for (point, is_dir) in mount_points(sys, &image, plan) {
         if sys.kind(&under(&image, &point)) != FileKind::Missing {
             continue;
         }
@@ -120,7 +120,7 @@ pub fn build_skeleton<S: Syscall>(sys: &S, session: &Session, plan: &ContainerPl
 /// itself. Every existing ancestor must be a real directory, because following a
 /// symlink there would create directories outside the image, on the host.
 pub fn add_mount_points<S: Syscall>(sys: &S, root: &Path, plan: &ContainerPlan) -> Result<()> {
-    for (point, is_dir) in mount_points(plan) {
+    for (point, is_dir) in mount_points(sys, root, plan) {
         let target = under(root, &point);
         if sys.kind(&target) != FileKind::Missing {
             continue;
@@ -252,10 +252,15 @@ pub fn mount_overlay<S: Syscall>(sys: &S, session: &Session, writable: bool) -> 
     .context("cannot assemble the container root (overlay)")
 }
 
-/// Mounts /proc, /sys and a minimal /dev on the new root.
-/// With `host_pts`, the host's /dev/pts is bound instead of a fresh instance, so
-/// that an interactive shell's terminal (a host pty) exists inside the container.
-pub fn mount_system<S: Syscall>(sys: &S, root: &Path, host_pts: bool) -> Result<()> {
+/// Mounts /proc, /sys and /dev on the new root: the host's /dev, or a minimal one.
+/// With `host_pts`, a minimal /dev gets the host's /dev/pts instead of a fresh
+/// instance, so that an interactive shell's terminal (a host pty) exists inside.
+pub fn mount_system<S: Syscall>(
+    sys: &S,
+    root: &Path,
+    dev_mode: DevMode,
+    host_pts: bool,
+) -> Result<()> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     sys.mount(
         Some(Path::new("proc")),
@@ -293,6 +298,9 @@ pub fn mount_system<S: Syscall>(sys: &S, root: &Path, host_pts: bool) -> Result<
         )?;
     }
     let dev = root.join("dev");
+    if dev_mode == DevMode::Host {
+        return bind(sys, Path::new("/dev"), &dev, false);
+    }
     sys.mount(
         Some(Path::new("tmpfs")),
         &dev,
@@ -344,10 +352,12 @@ pub fn mount_host_files<S: Syscall>(
         if sys.kind(src) == FileKind::Missing {
             continue;
         }
-        bind(sys, src, &under(root, src), true)?;
+        let dst = resolve_in_root(sys, root, src);
+        bind(sys, src, &under(root, &dst), true)?;
     }
     for (generated, dst) in identity_files {
-        bind(sys, generated, &under(root, dst), true)?;
+        let dst = resolve_in_root(sys, root, dst);
+        bind(sys, generated, &under(root, &dst), true)?;
     }
     Ok(())
 }
@@ -355,13 +365,13 @@ pub fn mount_host_files<S: Syscall>(
 /// Applies the plan's binds and tmpfs mounts.
 pub fn mount_entries<S: Syscall>(sys: &S, root: &Path, mounts: &[MountEntry]) -> Result<()> {
     for m in mounts {
-        let target = under(root, &m.dst);
-        // A mount point under an earlier tmpfs (a home inside a private /tmp) is
-        // not in the skeleton: it has to be made now. Elsewhere this is a no-op, and
-        // a read-only parent makes the mount below fail with its own message.
+        let target = under(root, &resolve_in_root(sys, root, &m.dst));
+        // A mount point under an earlier tmpfs (a home inside a private /tmp, a device
+        // in the minimal /dev) is not in the skeleton: it has to be made now. Elsewhere
+        // this is a no-op, and a read-only parent makes the mount below fail with its
+        // own message.
         if sys.kind(&target) == FileKind::Missing {
-            let is_file =
-                matches!(&m.source, MountSource::Bind { src } if sys.kind(src) == FileKind::File);
+            let is_file = !needs_dir(sys, &m.source);
             let made = match (is_file, target.parent()) {
                 (true, Some(parent)) => sys
                     .mkdir_all(parent, 0o755)
@@ -428,6 +438,8 @@ mod tests {
     struct Fake {
         existing: HashSet<PathBuf>,
         links: HashSet<PathBuf>,
+        /// Targets of symlinks that resolution follows.
+        targets: std::collections::HashMap<PathBuf, PathBuf>,
         calls: RefCell<Vec<String>>,
     }
 
@@ -436,6 +448,7 @@ mod tests {
             Fake {
                 existing: existing.iter().map(PathBuf::from).collect(),
                 links: links.iter().map(PathBuf::from).collect(),
+                targets: Default::default(),
                 calls: RefCell::new(vec![]),
             }
         }
@@ -496,11 +509,17 @@ mod tests {
         fn kind(&self, p: &Path) -> FileKind {
             if self.existing.contains(p) {
                 FileKind::Dir
-            } else if self.links.contains(p) {
+            } else if self.links.contains(p) || self.targets.contains_key(p) {
                 FileKind::Symlink
             } else {
                 FileKind::Missing
             }
+        }
+        fn is_dir(&self, p: &Path) -> bool {
+            self.existing.contains(p)
+        }
+        fn read_link(&self, p: &Path) -> Option<PathBuf> {
+            self.targets.get(p).cloned()
         }
         fn pivot_root(&self, _: &Path) -> Result<()> {
             Ok(())
@@ -530,6 +549,12 @@ mod tests {
             writable_root: false,
             ipc_ns: false,
             requested: Default::default(),
+            dev: DevMode::Minimal,
+            cwd_explicit: false,
+            env_no_eval: false,
+            hostname: None,
+            no_init: false,
+            session_size_mib: None,
         }
     }
 
@@ -757,5 +782,81 @@ mod tests {
             "{err:#}"
         );
         assert!(fake.calls().is_empty());
+    }
+
+    #[test]
+    fn skeleton_follows_image_symlinks_instead_of_shadowing_them() {
+        let session = Session { dir: "/s".into() };
+        let mut fake = Fake::with(&["/s/image/usr/lib", "/s/image/run"], &[]);
+        fake.targets = [("/s/image/lib", "usr/lib"), ("/s/image/var/run", "/run")]
+            .iter()
+            .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+            .collect();
+        let p = plan(vec![
+            MountEntry::tmpfs("/lib/x"),
+            MountEntry::tmpfs("/var/run/y"),
+        ]);
+        build_skeleton(&fake, &session, &p).unwrap();
+        let calls = fake.calls();
+        assert!(
+            calls.contains(&"mkdir /s/skeleton/usr/lib/x".to_string()),
+            "{calls:?}"
+        );
+        assert!(
+            calls.contains(&"mkdir /s/skeleton/run/y".to_string()),
+            "{calls:?}"
+        );
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.contains("skeleton/lib") || c.contains("skeleton/var")),
+            "{calls:?}"
+        );
+        // The mounts land on the resolved paths too.
+        mount_entries(&fake, Path::new("/s/image"), &p.mounts).unwrap();
+        let calls = fake.calls();
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with("mount") && c.contains("/s/image/usr/lib/x")),
+            "{calls:?}"
+        );
+    }
+
+    #[test]
+    fn non_directory_sources_get_a_file_mount_point() {
+        // /dev/kvm (not a directory to the fake) under the minimal /dev.
+        let fake = Fake::default();
+        mount_entries(
+            &fake,
+            Path::new("/r"),
+            &[MountEntry::bind("/dev/kvm", "/dev/kvm", false)],
+        )
+        .unwrap_err(); // the fake has no /dev/kvm: missing source
+        let calls = fake.calls();
+        assert!(calls.contains(&"touch /r/dev/kvm".to_string()), "{calls:?}");
+        assert!(
+            !calls.contains(&"mkdir /r/dev/kvm".to_string()),
+            "{calls:?}"
+        );
+    }
+
+    #[test]
+    fn host_dev_is_one_recursive_bind() {
+        let fake = Fake::default();
+        mount_system(&fake, Path::new("/r"), DevMode::Host, false).unwrap();
+        let dev: Vec<String> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.contains("/r/dev"))
+            .collect();
+        assert_eq!(dev.len(), 1, "{dev:?}");
+        assert!(
+            dev[0].starts_with("mount Some(\"/dev\") /r/dev") && dev[0].contains("MS_REC"),
+            "{dev:?}"
+        );
+        let fake = Fake::default();
+        mount_system(&fake, Path::new("/r"), DevMode::Minimal, false).unwrap();
+        assert!(fake.calls().contains(&"mknod /r/dev/null".to_string()));
     }
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{mknod, Mode, SFlag};
 use std::os::unix::fs::{symlink, DirBuilderExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What kind of thing sits at a path (without following a final symlink).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,10 @@ pub trait Syscall {
     fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
     fn mknod_char(&self, path: &Path, major: u64, minor: u64, mode: u32) -> Result<()>;
     fn kind(&self, path: &Path) -> FileKind;
+    /// Whether `path` is a directory, following symlinks (what a bind's source is).
+    fn is_dir(&self, path: &Path) -> bool;
+    /// A symlink's target, None when `path` is not a symlink.
+    fn read_link(&self, path: &Path) -> Option<PathBuf>;
     fn pivot_root(&self, new_root: &Path) -> Result<()>;
 }
 
@@ -110,6 +114,14 @@ impl Syscall for LinuxSyscall {
             Ok(m) if m.is_file() => FileKind::File,
             Ok(_) => FileKind::Other,
         }
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn read_link(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::read_link(path).ok()
     }
 
     fn pivot_root(&self, new_root: &Path) -> Result<()> {

@@ -91,6 +91,12 @@ fn plan(root: &Path) -> ContainerPlan {
         writable_root: false,
         ipc_ns: false,
         requested: Default::default(),
+        dev: Default::default(),
+        cwd_explicit: false,
+        env_no_eval: false,
+        hostname: None,
+        no_init: false,
+        session_size_mib: None,
     }
 }
 

@@ -16,8 +16,9 @@
 //! after the image's scripts have been sourced. `PATH`, `PREPEND_PATH` and
 //! `APPEND_PATH` set there replace, prefix or extend the final `PATH` (kept
 //! in the overrides under Apptainer's `SING_USER_DEFINED_*` names). `HOME`
-//! cannot be overridden (use `--home`). Values are taken literally: unlike
-//! Apptainer, rctr never evaluates `$VAR` in them.
+//! cannot be overridden (use `--home`). As with Apptainer, the values are
+//! evaluated by the container's shell (`PATH=$PATH:/foo`, `$HOME/x`) while the
+//! host's variables are hidden; `--no-eval` exports them literally.
 //!
 //! The code follows those jobs: `precedence` computes the levels from the
 //! host and the options, `parse` reads what users type (`--env`, env

@@ -55,6 +55,8 @@ pub struct EnvOptions {
     pub container_name: String,
     /// Home directory inside the container.
     pub home: String,
+    /// Keep the user's values literal (`--no-eval`).
+    pub no_eval: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +65,8 @@ pub struct ContainerEnv {
     pub base: Vec<(String, String)>,
     /// Exported by the wrapper after the image's env scripts (user requests win).
     pub overrides: Vec<(String, String)>,
+    /// Export the overrides literally instead of evaluating them in the container.
+    pub no_eval: bool,
 }
 
 impl ContainerEnv {
@@ -148,6 +152,7 @@ pub fn container_env_with_warnings(
     let env = ContainerEnv {
         base: base.into_vec(),
         overrides: overrides.into_iter().collect(),
+        no_eval: opts.no_eval,
     };
     Ok((env, warnings))
 }

@@ -16,6 +16,7 @@ pub fn opts() -> EnvOptions {
         env_file: None,
         container_name: "/images/app.sif".into(),
         home: "/home/alice".into(),
+        no_eval: false,
     }
 }
 

@@ -46,6 +46,49 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// `s` inside double quotes, evaluated by the shell as Apptainer evaluates the user's
+/// values (`$VAR`, `${VAR}`, `$(cmd)`): an unescaped `"` is escaped and a final lone
+/// backslash doubled, so the string always stays one word.
+pub fn shell_eval_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    let mut backslashes = 0;
+    for c in s.chars() {
+        if c == '"' && backslashes % 2 == 0 {
+            out.push('\\');
+        }
+        backslashes = if c == '\\' { backslashes + 1 } else { 0 };
+        out.push(c);
+    }
+    if backslashes % 2 == 1 {
+        out.push('\\');
+    }
+    out.push('"');
+    out
+}
+
+/// Makes `source` and `[[ ... ]]` (in env scripts from conda, spack, oneAPI) work
+/// under shells without them (dash), as Apptainer's embedded bash-like interpreter
+/// does: `source` becomes `.`, and `[[ A op B ]]` a `[` with `==` read as `=` (no
+/// `&&`/`||` or patterns inside). Shells that have them keep their own.
+const SHIMS: &str = r#"if ! command -v source >/dev/null 2>&1; then eval 'source() { . "$@"; }'; fi
+__rctr_dbltest() {
+    __rctr_n=$#
+    eval "__rctr_last=\${$#}"
+    if [ "$__rctr_last" != "]]" ]; then echo "rctr: [[ without ]]" >&2; return 2; fi
+    __rctr_i=0
+    for __rctr_a do
+        __rctr_i=$((__rctr_i + 1))
+        if [ "$__rctr_i" -eq 1 ]; then set --; fi
+        if [ "$__rctr_i" -lt "$__rctr_n" ]; then
+            if [ "$__rctr_a" = "==" ]; then __rctr_a="="; fi
+            set -- "$@" "$__rctr_a"
+        fi
+    done
+    [ "$@" ]
+}
+if ! (eval '[[ a ]]') >/dev/null 2>&1; then alias '[['=__rctr_dbltest; fi
+"#;
+
 /// The `/bin/sh -c` script run as `sh -c SCRIPT rctr COMMAND ARGS...` with
 /// `env.base` as its environment: sources the image's env scripts, exports
 /// the overrides, then `exec "$@"`.
@@ -68,6 +111,7 @@ fn wrapper_script_in(env: &ContainerEnv, env_dir: &str) -> String {
 
     let mut s = String::new();
     s.push_str("# rctr: container environment (Apptainer-compatible)\n");
+    s.push_str(SHIMS);
     for k in &hidden {
         s.push_str(&format!("__rctr_h_{k}=\"${{{k}-}}\"; unset {k}\n"));
     }
@@ -101,35 +145,45 @@ fn wrapper_script_in(env: &ContainerEnv, env_dir: &str) -> String {
     s.push_str(&format!(
         "case \":${{LD_LIBRARY_PATH-}}:\" in *:{libs}:*) ;; *) LD_LIBRARY_PATH=\"${{LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}}\"{libs}; export LD_LIBRARY_PATH ;; esac\n"
     ));
-    for k in &hidden {
-        s.push_str(&format!(
-            "if [ -z \"${{{k}+x}}\" ]; then {k}=\"$__rctr_h_{k}\"; export {k}; fi; unset __rctr_h_{k}\n"
-        ));
-    }
+    // The user's values, evaluated (unless --no-eval) while the host's variables
+    // are still hidden, as Apptainer's injected exports are.
+    let value = |v: &str| {
+        if env.no_eval {
+            shell_quote(v)
+        } else {
+            shell_eval_quote(v)
+        }
+    };
     let get = |key: &str| env.overrides.iter().find(|(k, _)| k == key).map(|(_, v)| v);
     if let Some(path) = get(USER_PATH_KEY) {
-        s.push_str(&format!("PATH={}\n", shell_quote(path)));
+        s.push_str(&format!("PATH={}\n", value(path)));
     }
     if let Some(pre) = get(USER_PREPEND_PATH_KEY) {
-        s.push_str(&format!("PATH={}\"${{PATH:+:$PATH}}\"\n", shell_quote(pre)));
+        s.push_str(&format!("PATH={}\"${{PATH:+:$PATH}}\"\n", value(pre)));
     }
     if let Some(app) = get(USER_APPEND_PATH_KEY) {
-        s.push_str(&format!("PATH=\"${{PATH:+$PATH:}}\"{}\n", shell_quote(app)));
+        s.push_str(&format!("PATH=\"${{PATH:+$PATH:}}\"{}\n", value(app)));
     }
     s.push_str("export PATH\n");
     for (k, v) in &env.overrides {
         // Names are validated when overrides are built; skip anything else
         // rather than emit a broken script from a hand-made ContainerEnv.
         if !is_path_edit(k) && is_valid_name(k) {
-            s.push_str(&format!("export {k}={}\n", shell_quote(v)));
+            s.push_str(&format!("export {k}={}\n", value(v)));
         }
+    }
+    for k in &hidden {
+        s.push_str(&format!(
+            "if [ -z \"${{{k}+x}}\" ]; then {k}=\"$__rctr_h_{k}\"; export {k}; fi; unset __rctr_h_{k}\n"
+        ));
     }
     s.push_str(&format!(
         "if [ -z \"${{PS1-}}\" ]; then PS1={}; fi; export PS1\n",
         shell_quote(DEFAULT_PS1)
     ));
     s.push_str("unset __rctr_script __rctr_d\n");
-    s.push_str("unset -f __rctr_fixpath\n");
+    s.push_str("unset -f __rctr_fixpath __rctr_dbltest\n");
+    s.push_str("unset __rctr_n __rctr_last __rctr_i __rctr_a\n");
     // A missing command gets rctr's own one-line message and status 127, after
     // the image's env scripts had their chance to extend PATH.
     s.push_str(
@@ -160,6 +214,7 @@ mod tests {
     const SHELLS: &[&[&str]] = &[
         &["/bin/sh"],
         &["/bin/bash", "--posix"],
+        &["/bin/bash"],
         &["/bin/busybox", "sh"],
     ];
 
@@ -250,7 +305,9 @@ mod tests {
             ("RCTRENV_HOSTILE", hostile),
             ("RCTRENV_PREPEND_PATH", "/pre"),
         ]);
-        let (env, _) = container_env_with_warnings(&h, &opts()).unwrap();
+        let mut o = opts();
+        o.no_eval = true;
+        let (env, _) = container_env_with_warnings(&h, &o).unwrap();
         let out = run_wrapper(&env, &dir.0);
 
         assert_eq!(get(&out, "FROM_IMAGE"), Some("image"));
@@ -288,6 +345,80 @@ mod tests {
                 .all(|(k, _)| !k.starts_with("__rctr") && !k.starts_with("SING_USER")),
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn user_values_are_evaluated_in_the_container_unless_no_eval() {
+        let dir = Scratch::new("eval");
+        dir.write("90-environment.sh", "export IMG=/opt/img\n");
+        let h = host(&[
+            ("APPTAINERENV_X", "$HOME/x"),
+            ("RCTRENV_QUOTED", r#"say "hi" to ${IMG}\"#),
+            ("RCTRENV_SUB", "$(echo sub)"),
+            ("RCTRENV_HOSTVAR", "[${SECRET-}]"),
+            ("SECRET", "host"),
+        ]);
+        let mut o = opts();
+        o.env = vec!["PATH=$PATH:/foo".into(), "FROM_IMG=$IMG/bin".into()];
+        let (env, _) = container_env_with_warnings(&h, &o).unwrap();
+        let out = run_wrapper(&env, &dir.0);
+        assert_eq!(get(&out, "X"), Some("/home/alice/x"));
+        assert_eq!(get(&out, "PATH").unwrap(), format!("{DEFAULT_PATH}:/foo"));
+        assert_eq!(get(&out, "FROM_IMG"), Some("/opt/img/bin"));
+        assert_eq!(get(&out, "QUOTED"), Some(r#"say "hi" to /opt/img\"#));
+        assert_eq!(get(&out, "SUB"), Some("sub"));
+        // Host variables are hidden while the values are evaluated (Apptainer's order).
+        assert_eq!(get(&out, "HOSTVAR"), Some("[]"));
+        assert_eq!(get(&out, "SECRET"), Some("host"));
+
+        o.no_eval = true;
+        let (env, _) = container_env_with_warnings(&h, &o).unwrap();
+        let out = run_wrapper(&env, &dir.0);
+        assert_eq!(get(&out, "X"), Some("$HOME/x"));
+        assert_eq!(get(&out, "PATH"), Some("$PATH:/foo"));
+        assert_eq!(get(&out, "SUB"), Some("$(echo sub)"));
+    }
+
+    #[test]
+    fn env_scripts_may_use_source_and_double_brackets_under_any_shell() {
+        let dir = Scratch::new("bashisms");
+        let extra = dir.write("conda.sh", "export CONDA=yes\n");
+        dir.write(
+            "90-environment.sh",
+            &format!(
+                "X=\"a b\"\n\
+                 if [[ -f {p} ]]; then source {p}; fi\n\
+                 [[ \"$X\" == \"a b\" ]] && export EQ=yes\n\
+                 [[ -d /nonexistent ]] || export NOTDIR=yes\n",
+                p = extra.display()
+            ),
+        );
+        let (env, _) = container_env_with_warnings(&[], &opts()).unwrap();
+        let out = run_wrapper(&env, &dir.0);
+        assert_eq!(get(&out, "CONDA"), Some("yes"));
+        assert_eq!(get(&out, "EQ"), Some("yes"));
+        assert_eq!(get(&out, "NOTDIR"), Some("yes"));
+    }
+
+    #[test]
+    fn eval_quote_keeps_one_word() {
+        for (value, expected) in [
+            ("plain", "plain"),
+            (r#"a"b"#, r#"a"b"#),
+            (r#"a\"b"#, r#"a"b"#),
+            ("end\\", "end\\"),
+            ("$", "$"),
+        ] {
+            let out = Command::new("/bin/sh")
+                .args(["-c", &format!("printf %s {}", shell_eval_quote(value))])
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                expected,
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
