@@ -112,3 +112,70 @@ fn a_process_that_switched_uid_is_explained_where_root_cannot_dump_it() {
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(text.contains("lacks CAP_SYS_RESOURCE"), "{text}");
 }
+
+#[test]
+fn the_containers_own_tmpfs_contents_come_back_even_after_a_clean_exit() {
+    let test = "the_containers_own_tmpfs_contents_come_back_even_after_a_clean_exit";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let env = TestEnv::new(test);
+    let img = path_str(&busybox_exec_image());
+    // A private /tmp (--contain) with a file held open and appended to, a file in /dev/shm,
+    // and a tmpfs the application mounts itself; on SIGTERM it cleans all of them up, as MPI
+    // does with its session directory.
+    let app = "mkdir -p /tmp/own && mount -t tmpfs -o size=1m,mode=750 tmpfs /tmp/own && \
+               echo mine > /tmp/own/f && echo segment > /dev/shm/seg && \
+               trap 'rm -rf /tmp/own/f /dev/shm/seg /tmp/held; exit 0' TERM; \
+               exec 4>>/tmp/held; i=0; \
+               while :; do i=$((i+1)); echo $i >&4; echo $i; usleep 20000; done";
+    env.ok(["checkpoint", "create", "tf"]);
+    env.ok([
+        "instance",
+        "start",
+        "--contain",
+        "--ckpt-launch",
+        "tf",
+        &img,
+        "tf1",
+        "sh",
+        "-c",
+        app,
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || ok_lines(
+        &env, "tf1"
+    )
+    .len()
+        > 5));
+    env.ok(["checkpoint", "instance", "tf1"]);
+    // Still running after the checkpoint (it was stopped only while its tmpfs was saved).
+    let n = ok_lines(&env, "tf1").len();
+    assert!(
+        wait_until(Duration::from_secs(10), || ok_lines(&env, "tf1").len()
+            > n + 3),
+        "the application did not continue after the checkpoint"
+    );
+    env.ok(["instance", "stop", "tf1"]);
+    env.ok(["instance", "start", "--ckpt-restart", "tf", &img, "tf2"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || ok_lines(&env, "tf2").len() > 3),
+        "the restored application printed nothing: {}",
+        std::fs::read_to_string(env.instance_err_log("tf2")).unwrap_or_default()
+    );
+    let cat = |path: &str| env.ok(["exec", "instance://tf2", "cat", path]);
+    assert_eq!(cat("/tmp/own/f").trim(), "mine");
+    assert_eq!(cat("/dev/shm/seg").trim(), "segment");
+    let held: Vec<u64> = cat("/tmp/held")
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    for w in held.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "the held file continues: {held:?}");
+    }
+    let mounts = cat("/proc/self/mountinfo");
+    let own = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/tmp/own"))
+        .unwrap_or_else(|| panic!("/tmp/own is not mounted again:\n{mounts}"));
+    assert!(own.contains("tmpfs") && own.contains("size=1024k"), "{own}");
+}

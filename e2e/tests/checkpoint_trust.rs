@@ -1,6 +1,6 @@
 //! Checkpoints a user can trust: one user per checkpoint, restarts that refuse what they
 //! cannot apply, a deleted-and-recreated checkpoint that old instances no longer claim, open
-//! files on private tmpfs and on writable binds, and images kept outside $HOME.
+//! files in the writable overlay and on writable binds, and images kept outside $HOME.
 
 use rctr_e2e::*;
 use std::time::Duration;
@@ -160,45 +160,45 @@ fn a_deleted_and_recreated_checkpoint_is_not_claimed_by_the_old_instance() {
 }
 
 #[test]
-fn files_open_on_private_tmpfs_or_changed_on_binds_are_caught() {
+fn files_written_in_the_overlay_or_changed_on_binds_are_caught() {
     let test = "files_open_on_private_tmpfs_or_changed_on_binds_are_caught";
     if !require_root_and_criu(test) {
         return;
     }
     let env = TestEnv::new(test);
     let img = path_str(&busybox_exec_image());
-    // A file held open on the container's private /tmp (--contain): refused up front.
+    // A file held open for writing in the --writable-tmpfs overlay: refused up front.
     env.ok(["checkpoint", "create", "tm"]);
     env.ok([
         "instance",
         "start",
-        "--contain",
+        "--writable-tmpfs",
         "--ckpt-launch",
         "tm",
         &img,
-        "tmp-holder",
+        "overlay-holder",
         "sh",
         "-c",
-        "exec 3>/tmp/scratch; while :; do usleep 50000; done",
+        "exec 3>/scratch; while :; do usleep 50000; done",
     ]);
     assert!(wait_until(Duration::from_secs(10), || {
         env.cmd([
             "exec",
-            "instance://tmp-holder",
+            "instance://overlay-holder",
             "test",
             "-e",
-            "/tmp/scratch",
+            "/scratch",
         ])
         .status
         .success()
     }));
-    let (_, stderr) = env.fails(["checkpoint", "instance", "tmp-holder"]);
-    let line = assert_one_line_error(&stderr, "a file open on a private tmpfs");
+    let (_, stderr) = env.fails(["checkpoint", "instance", "overlay-holder"]);
+    let line = assert_one_line_error(&stderr, "a file written in the writable overlay");
     assert!(
-        line.contains("/tmp/scratch") && line.contains("private tmpfs /tmp"),
+        line.contains("/scratch") && line.contains("--writable-tmpfs"),
         "{line}"
     );
-    assert!(env.instance_names().contains(&"tmp-holder".to_string()));
+    assert!(env.instance_names().contains(&"overlay-holder".to_string()));
     assert!(env.checkpoint_json("tm").unwrap()["generation"].is_null());
 
     // A file open read-write on a bind, changed (same size) before the restart.

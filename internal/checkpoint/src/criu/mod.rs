@@ -14,6 +14,7 @@ pub mod open_files;
 mod restore;
 pub mod run;
 pub mod stats;
+pub mod tmpfs;
 
 use crate::conf::CriuConf;
 use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore};
@@ -67,10 +68,14 @@ impl CheckpointEngine for CriuEngine {
         let bundle = EngineBundle::open(&bundle_dir_of(&target.plan)?)?;
         // Refused before anything is frozen; measured for the restart's check.
         let open_files = open_files::before_dump(&target.name, target.init_pid, &target.plan)?;
-        let data = CriuData {
+        // Private tmpfs contents are saved while the application stands still.
+        let tmpfs_mounts = tmpfs::with_content(target.app_host_pid);
+        let stop_for_copy = !tmpfs_mounts.is_empty();
+        let mut data = CriuData {
             stdout_pipe: pipe_identity(target.app_host_pid, 1),
             stderr_pipe: pipe_identity(target.app_host_pid, 2),
             open_files,
+            tmpfs: vec![],
         };
         let log_name = format!("dump-{}.log", generation_dir_name(staged.number));
         let mut args: Vec<String> = [
@@ -94,7 +99,7 @@ impl CheckpointEngine for CriuEngine {
         // container's pid namespace, which ends with the application, and must finish first.
         // Either way nothing the application does after the dump is seen. A failed dump
         // leaves it running.
-        args.push(if mode.leave_running {
+        args.push(if mode.leave_running && !stop_for_copy {
             "--leave-running".into()
         } else {
             "--leave-stopped".into()
@@ -109,6 +114,18 @@ impl CheckpointEngine for CriuEngine {
                 engine_failure(code, &log),
                 log.display()
             );
+        }
+        if stop_for_copy {
+            let saved = tmpfs::snapshot(target.app_host_pid, &tmpfs_mounts, &staged.dir);
+            if mode.leave_running {
+                resume(target.init_pid);
+            }
+            data.tmpfs = saved.map_err(|e| {
+                anyhow::anyhow!(
+                    "checkpoint of instance '{}' failed: {e:#}; the previous checkpoint is unchanged",
+                    target.name
+                )
+            })?;
         }
         Ok(Dumped {
             data: EngineData::Criu(data),
@@ -220,6 +237,16 @@ fn recorded_binds_exist(recorded: &ContainerPlan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Continues every process of the container that the dump left stopped.
+fn resume(init_pid: i32) {
+    for pid in open_files::container_pids(init_pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
 }
 
 /// `pipe:[inode]` of the application's stdout or stderr, as CRIU names it.

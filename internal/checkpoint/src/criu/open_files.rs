@@ -1,9 +1,8 @@
 //! Files the application holds open, looked at around a CRIU dump.
 //!
-//! - On a private tmpfs of the container (`--contain`'s /tmp, `--writable-tmpfs`, /dev/shm):
-//!   CRIU, running inside the container's mount namespace, does not save that file system's
-//!   contents, so the restore would fail. Such a checkpoint is refused before anything is
-//!   frozen, naming the file.
+//! - Written in the `--writable-tmpfs` overlay: its changes are not saved (private tmpfs
+//!   mounts are, see [`super::tmpfs`]), so the restore would fail. Such a checkpoint is
+//!   refused before anything is frozen, naming the file.
 //! - On a writable bind: CRIU restores the descriptor but checks only the file's size. rctr
 //!   records size, modification time and a checksum at checkpoint time and refuses a restart
 //!   on a file whose contents changed since (files opened for appending are exempt: appending
@@ -32,7 +31,7 @@ pub struct OpenFile {
 }
 
 /// Host pids of the container's processes (init excluded): those in init's pid namespace.
-fn container_pids(init_pid: i32) -> Vec<i32> {
+pub(super) fn container_pids(init_pid: i32) -> Vec<i32> {
     let Ok(ns) = std::fs::read_link(format!("/proc/{init_pid}/ns/pid")) else {
         return vec![];
     };
@@ -78,7 +77,7 @@ fn mount_of(pid: i32, path: &Path) -> Option<(PathBuf, String)> {
 }
 
 /// mountinfo escapes spaces and the like as \ooo.
-fn unescape(s: &str) -> String {
+pub(super) fn unescape(s: &str) -> String {
     let mut out = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
@@ -162,15 +161,12 @@ pub fn before_dump(instance: &str, init_pid: i32, plan: &ContainerPlan) -> Resul
                 continue;
             }
             if let Some((point, fstype)) = mount_of(pid, &target) {
-                // With --writable-tmpfs the root is an overlay whose changes live in a
-                // tmpfs: a file written there is as lost as one on a plain tmpfs.
-                let in_tmpfs = fstype == "tmpfs"
-                    || (fstype == "overlay"
-                        && plan.writable_tmpfs
-                        && opened_for_writing(pid, &fd_name));
-                if in_tmpfs {
+                // Private tmpfs mounts are saved with the generation (see tmpfs.rs), but
+                // with --writable-tmpfs the root is an overlay whose changes live in a
+                // tmpfs rctr does not save: a file written there would be lost.
+                if fstype == "overlay" && plan.writable_tmpfs && opened_for_writing(pid, &fd_name) {
                     bail!(
-                        "instance '{instance}' holds {} open on the container's private tmpfs {}, whose contents a checkpoint cannot save: keep such files on a bind-mounted host directory (or close them) before checkpointing; nothing was frozen",
+                        "instance '{instance}' holds {} open for writing in the --writable-tmpfs overlay (on {}), whose changes a checkpoint cannot save: keep such files on a bind-mounted host directory or a tmpfs (a private /tmp, /dev/shm) before checkpointing; nothing was frozen",
                         target.display(),
                         point.display()
                     );

@@ -63,7 +63,11 @@ pub(super) fn starter(
         }
     }
     let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
+    let tmpfs = data.tmpfs.clone();
+    let gen_dir = format!("{CKPT_MOUNT}/{gen_name}");
     Ok(AppStart::Custom(Box::new(move |io: AppIo| {
+        // The files the processes had in the container's own tmpfs mounts, first.
+        super::tmpfs::restore(&tmpfs, std::path::Path::new(&gen_dir))?;
         run_restore(&argv, &log, &host_log, &pidfile, io)
     })))
 }

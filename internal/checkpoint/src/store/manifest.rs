@@ -48,6 +48,9 @@ pub struct CriuData {
     /// Files open on writable binds, as they were: a restart refuses changed ones.
     #[serde(default)]
     pub open_files: Vec<crate::criu::open_files::OpenFile>,
+    /// The container's private tmpfs mounts, saved as archives in the generation.
+    #[serde(default)]
+    pub tmpfs: Vec<crate::criu::tmpfs::TmpfsSnapshot>,
 }
 
 /// A published generation and its manifest.

@@ -1,0 +1,245 @@
+//! The contents of the container's private tmpfs mounts, saved with a CRIU generation.
+//!
+//! CRIU runs inside the container's mount namespace and saves processes, not file systems:
+//! files in a tmpfs that only the container has (`--contain`'s /tmp, /dev/shm, a tmpfs the
+//! application mounted itself, MPI's session directories and shared-memory segments) would be
+//! gone at restore. So when such a mount holds anything, the dump leaves the application
+//! stopped, each mount is archived (`tmpfs-N.tar` in the generation) while nothing can change
+//! it, and the application is resumed. A restore mounts the missing tmpfs mounts again (with
+//! their size and mode) and unpacks the archives before CRIU puts the processes back.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// One saved tmpfs mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsSnapshot {
+    /// Mount point inside the container.
+    pub dst: PathBuf,
+    /// The archive's file name in the generation.
+    pub archive: String,
+    /// Mount options worth keeping (size, mode, nr_inodes, uid, gid).
+    pub options: String,
+}
+
+/// A private tmpfs mount of the container, as its mount table shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfsMount {
+    pub dst: PathBuf,
+    pub options: String,
+}
+
+/// Options of a tmpfs worth giving its re-mount.
+fn kept_options(super_opts: &str) -> String {
+    super_opts
+        .split(',')
+        .filter(|o| {
+            ["size=", "mode=", "nr_inodes=", "uid=", "gid="]
+                .iter()
+                .any(|k| o.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The tmpfs mounts in `mountinfo` (one process's mount table) that hold the container's own
+/// files: whole tmpfs mounts (not single files bound from one), except /dev, which rctr
+/// builds itself with device nodes.
+pub fn private_tmpfs(mountinfo: &str) -> Vec<TmpfsMount> {
+    let mut out = vec![];
+    for line in mountinfo.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        let (Some(root), Some(point), Some(fstype), Some(opts)) =
+            (f.get(3), f.get(4), f.get(sep + 1), f.get(sep + 3))
+        else {
+            continue;
+        };
+        if *fstype != "tmpfs" || *root != "/" || *point == "/dev" {
+            continue;
+        }
+        out.push(TmpfsMount {
+            dst: PathBuf::from(super::open_files::unescape(point)),
+            options: kept_options(opts),
+        });
+    }
+    out
+}
+
+/// The container's private tmpfs mounts that hold anything, seen through `pid`.
+pub fn with_content(pid: i32) -> Vec<TmpfsMount> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    private_tmpfs(&table)
+        .into_iter()
+        .filter(|m| {
+            std::fs::read_dir(through(pid, &m.dst))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// `path` of the container, from the host, through `pid`'s root.
+fn through(pid: i32, path: &Path) -> PathBuf {
+    Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Archives each mount into `dir` (the staged generation). Other mounts below a mount are
+/// left out of its archive (they have their own).
+pub fn snapshot(pid: i32, mounts: &[TmpfsMount], dir: &Path) -> Result<Vec<TmpfsSnapshot>> {
+    let mut out = vec![];
+    for (i, m) in mounts.iter().enumerate() {
+        let archive = format!("tmpfs-{i}.tar");
+        let src = through(pid, &m.dst);
+        let file = std::fs::File::create(dir.join(&archive))
+            .with_context(|| format!("cannot create {archive}"))?;
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+        tar.follow_symlinks(false);
+        let dev = std::fs::symlink_metadata(&src)
+            .with_context(|| format!("cannot read {}", m.dst.display()))?
+            .dev();
+        add_tree(&mut tar, &src, Path::new(""), dev)
+            .with_context(|| format!("cannot save the contents of {}", m.dst.display()))?;
+        tar.into_inner()
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot write {archive}"))?;
+        out.push(TmpfsSnapshot {
+            dst: m.dst.clone(),
+            archive,
+            options: m.options.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Adds the entries under `root/rel` to `tar`, staying on device `dev`.
+fn add_tree<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    dev: u64,
+) -> Result<()> {
+    let here = root.join(rel);
+    let mut names: Vec<_> = std::fs::read_dir(&here)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort();
+    for name in names {
+        let rel = rel.join(&name);
+        let path = root.join(&rel);
+        let meta = std::fs::symlink_metadata(&path)?;
+        let ft = meta.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_socket() {
+            // A socket's file is recreated by whoever binds it (CRIU, for restored ones).
+            continue;
+        }
+        tar.append_path_with_name(&path, &rel)?;
+        // A mount point of another file system: its directory only.
+        if ft.is_dir() && meta.dev() == dev {
+            add_tree(tar, root, &rel, dev)?;
+        }
+    }
+    Ok(())
+}
+
+/// Inside the new container, before the engine restores the processes: mounts what is not
+/// mounted yet and unpacks every archive of `gen_dir` (the generation as the container sees
+/// it).
+pub fn restore(snapshots: &[TmpfsSnapshot], gen_dir: &Path) -> Result<()> {
+    let mut ordered: Vec<&TmpfsSnapshot> = snapshots.iter().collect();
+    ordered.sort_by_key(|s| s.dst.components().count());
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted: Vec<PathBuf> = private_tmpfs(&table).into_iter().map(|m| m.dst).collect();
+    for s in ordered {
+        if !mounted.contains(&s.dst) {
+            // The application mounted it itself: mount it again where it was.
+            std::fs::create_dir_all(&s.dst)
+                .with_context(|| format!("cannot create mount point {}", s.dst.display()))?;
+            let options = (!s.options.is_empty()).then_some(s.options.as_str());
+            nix::mount::mount(
+                Some("tmpfs"),
+                &s.dst,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                options,
+            )
+            .with_context(|| format!("cannot mount a tmpfs on {}", s.dst.display()))?;
+        }
+        if s.archive.contains('/') || !s.archive.ends_with(".tar") {
+            bail!("bad tmpfs archive name {:?} in the manifest", s.archive);
+        }
+        let file = std::fs::File::open(gen_dir.join(&s.archive))
+            .with_context(|| format!("cannot open {}", s.archive))?;
+        let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_ownerships(true);
+        archive.set_preserve_mtime(true);
+        archive.set_overwrite(true);
+        archive
+            .unpack(&s.dst)
+            .with_context(|| format!("cannot restore the contents of {}", s.dst.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+68 42 0:41 / / ro,relatime - overlay overlay ro,lowerdir=/a:/b
+71 68 0:46 / /dev rw,nosuid,relatime - tmpfs tmpfs rw,size=64k,mode=755
+73 71 0:48 / /dev/shm rw,nosuid,nodev,relatime - tmpfs tmpfs rw
+76 68 0:40 /passwd /etc/passwd ro,relatime - tmpfs tmpfs rw,mode=700
+78 68 0:49 / /tmp rw,nosuid,nodev,relatime - tmpfs tmpfs rw,size=1024k,nr_inodes=100,mode=1777
+82 68 254:0 /x /.checkpoint rw,relatime - ext4 /dev/vda rw
+83 78 0:52 / /tmp/my\\040dir rw,relatime - tmpfs tmpfs rw,size=512k";
+
+    #[test]
+    fn whole_tmpfs_mounts_but_dev_are_the_containers_own() {
+        let got = private_tmpfs(TABLE);
+        let dsts: Vec<&str> = got.iter().map(|m| m.dst.to_str().unwrap()).collect();
+        assert_eq!(dsts, ["/dev/shm", "/tmp", "/tmp/my dir"]);
+        assert_eq!(got[1].options, "size=1024k,nr_inodes=100,mode=1777");
+        assert_eq!(got[0].options, "");
+    }
+
+    #[test]
+    fn an_archive_round_trips_files_links_and_modes_but_not_other_mounts() {
+        use std::os::unix::fs::PermissionsExt;
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("d/e")).unwrap();
+        std::fs::write(src.path().join("d/e/f"), b"data").unwrap();
+        std::fs::set_permissions(
+            src.path().join("d/e/f"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("d/e/f", src.path().join("link")).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.follow_symlinks(false);
+        let dev = std::fs::metadata(src.path()).unwrap().dev();
+        add_tree(&mut tar, src.path(), Path::new(""), dev).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        archive.set_preserve_permissions(true);
+        archive.unpack(out.path()).unwrap();
+        assert_eq!(std::fs::read(out.path().join("d/e/f")).unwrap(), b"data");
+        let mode = std::fs::metadata(out.path().join("d/e/f"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+        assert_eq!(
+            std::fs::read_link(out.path().join("link")).unwrap(),
+            Path::new("d/e/f")
+        );
+    }
+}
