@@ -31,9 +31,9 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     };
     let report = rctr_image::build_with(&args.output, &args.source, &opts)?;
     for warning in &report.warnings {
-        eprintln!("rctr: warning: {warning}");
+        rctr_log::warn!("{warning}");
     }
-    eprintln!(
+    rctr_log::info!(
         "Built {} ({:.1} MiB, {} inodes) in {:.1}s",
         report.output.display(),
         report.size as f64 / (1024.0 * 1024.0),

@@ -25,7 +25,9 @@ pub struct RunArgs {
     pub opts: RunOptions,
     #[command(flatten)]
     pub job: JobArgs,
+    /// Image: .sif, squashfs file, directory, or instance://NAME
     pub image: String,
+    /// Arguments passed to the runscript
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
@@ -34,6 +36,7 @@ pub struct RunArgs {
 pub struct ShellArgs {
     #[command(flatten)]
     pub opts: RunOptions,
+    /// Image: .sif, squashfs file, directory, or instance://NAME
     pub image: String,
 }
 
@@ -41,6 +44,7 @@ pub struct ShellArgs {
 pub struct TestArgs {
     #[command(flatten)]
     pub opts: RunOptions,
+    /// Image: .sif, squashfs file, directory, or instance://NAME
     pub image: String,
 }
 

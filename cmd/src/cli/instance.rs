@@ -1,5 +1,6 @@
 //! `rctr instance start|run|list|stop`.
 
+use super::examples::*;
 use super::run_opts::{plan_for, RunOptions};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -12,12 +13,16 @@ use std::time::Duration;
 #[derive(Subcommand, Debug)]
 pub enum InstanceCommand {
     /// Start an instance running the image's startscript
+    #[command(after_help = EX_INSTANCE_START)]
     Start(StartArgs),
     /// Start an instance running the image's runscript
+    #[command(after_help = EX_INSTANCE_RUN)]
     Run(StartArgs),
     /// List running instances
+    #[command(after_help = EX_INSTANCE_LIST)]
     List(ListArgs),
     /// Stop instances
+    #[command(after_help = EX_INSTANCE_STOP)]
     Stop(StopArgs),
 }
 
@@ -40,14 +45,18 @@ pub struct StartArgs {
     /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
+    /// Image: .sif, squashfs file or directory
     pub image: String,
+    /// Name of the new instance (letters, digits, `.`, `_`, `-`)
     pub name: String,
+    /// Arguments passed to the startscript (or runscript)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
+    /// Print JSON, in Apptainer's `instance list --json` layout
     #[arg(long)]
     pub json: bool,
     /// Only instances whose name matches this glob
@@ -68,6 +77,7 @@ pub struct StopArgs {
     /// Seconds to wait before SIGKILL
     #[arg(short, long, default_value_t = 10)]
     pub timeout: u64,
+    /// Instance name
     pub name: Option<String>,
 }
 
@@ -129,9 +139,10 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
             grace: Duration::from_millis(200),
         })?
     };
-    eprintln!(
+    rctr_log::info!(
         "instance started successfully: {} (pid {})",
-        rec.name, rec.init_pid
+        rec.name,
+        rec.init_pid
     );
     Ok(0)
 }
@@ -218,7 +229,7 @@ fn stop(a: StopArgs) -> Result<i32> {
     let mut failed = 0;
     for n in &names {
         match instances.stop(n, &opts) {
-            Ok(()) => eprintln!("stopping {n} instance: done"),
+            Ok(()) => rctr_log::info!("stopping {n} instance: done"),
             Err(e) if names.len() == 1 => return Err(e),
             Err(e) => {
                 failed += 1;

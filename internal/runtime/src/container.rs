@@ -14,6 +14,10 @@ pub fn unshare_namespaces(plan: &ContainerPlan) -> Result<()> {
     if plan.net_ns {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    rctr_log::debug!(
+        "namespaces: mount{}",
+        if plan.net_ns { ", network" } else { "" }
+    );
     unshare(flags).context("cannot create the container's namespaces (rctr needs root)")?;
     if plan.net_ns {
         crate::net::loopback_up()?;

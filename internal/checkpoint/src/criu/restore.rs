@@ -63,6 +63,10 @@ pub(super) fn starter(
         }
     }
     let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
+    rctr_log::debug!(
+        "checkpoint engine (restore): {}",
+        rctr_log::show_argv(&argv)
+    );
     Ok(AppStart::Custom(Box::new(move |io: AppIo| {
         run_restore(&argv, &log, &host_log, &pidfile, io)
     })))
