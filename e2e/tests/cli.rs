@@ -193,8 +193,42 @@ fn debug_shows_the_steps_and_quiet_hides_info_lines() {
         "",
         "-q instance start"
     );
-    let out = env.run(env.command(["-q", "instance", "stop", "--all"]));
+    let out = env.run(env.command(["-q", "instance", "stop", "*"]));
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "-q instance stop");
+    assert!(env.instance_names().is_empty());
+}
+
+/// `instance stop` takes the glob patterns `instance list` takes (Apptainer's `stop mysql*`).
+#[test]
+fn instance_stop_accepts_glob_patterns() {
+    if !require_root("instance_stop_accepts_glob_patterns") {
+        return;
+    }
+    let env = TestEnv::new("instance_stop_accepts_glob_patterns");
+    let img = path_str(&busybox_exec_image());
+    for name in ["web1", "web2", "db1"] {
+        env.ok(["instance", "start", &img, name, "sleep", "100000"]);
+    }
+    let listed = table_first_column(&env.ok(["instance", "list", "web*"]));
+    assert_eq!(listed, ["web1", "web2"]);
+    let out = env.run(env.command(["instance", "stop", "web*"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("web1") && stderr.contains("web2"),
+        "{stderr}"
+    );
+    assert_eq!(env.instance_names(), ["db1"]);
+
+    let (code, stderr) = env.fails(["instance", "stop", "web?"]);
+    let line = assert_one_line_error(&stderr, "a pattern matching nothing");
+    assert_eq!(code, 1);
+    assert!(
+        line.contains("web?") && line.contains("no instance"),
+        "{line}"
+    );
+    assert_eq!(env.instance_names(), ["db1"]);
+    env.ok(["instance", "stop", "db?"]);
     assert!(env.instance_names().is_empty());
 }

@@ -53,7 +53,8 @@ pub const EX_INSTANCE: &str = "\
 Examples:
   rctr instance start image.sif web 8080
   rctr instance list
-  rctr instance stop web";
+  rctr instance stop web
+  rctr instance stop 'web*'              # every instance whose name matches";
 
 pub const EX_INSTANCE_START: &str = "\
 Examples:
@@ -74,6 +75,7 @@ Examples:
 pub const EX_INSTANCE_STOP: &str = "\
 Examples:
   rctr instance stop web
+  rctr instance stop 'web*'              # quote the pattern so the shell leaves it alone
   rctr instance stop --all
   rctr instance stop --signal INT --timeout 30 web";
 

@@ -21,7 +21,7 @@ pub enum InstanceCommand {
     /// List running instances
     #[command(after_help = EX_INSTANCE_LIST)]
     List(ListArgs),
-    /// Stop instances
+    /// Stop instances by name, by glob pattern, or all of them
     #[command(after_help = EX_INSTANCE_STOP)]
     Stop(StopArgs),
 }
@@ -77,7 +77,8 @@ pub struct StopArgs {
     /// Seconds to wait before SIGKILL
     #[arg(short, long, default_value_t = 10)]
     pub timeout: u64,
-    /// Instance name
+    /// Instance name, or a glob pattern (`*`, `?`) like `instance list` takes: `'web*'`
+    #[arg(value_name = "NAME")]
     pub name: Option<String>,
 }
 
@@ -198,6 +199,11 @@ fn json_item(r: &InstanceRecord) -> serde_json::Value {
     })
 }
 
+/// Whether `instance stop` was given a glob rather than a name (names cannot hold these).
+fn is_pattern(s: &str) -> bool {
+    s.contains(['*', '?'])
+}
+
 pub(crate) fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
     use std::str::FromStr;
     if let Ok(n) = s.parse::<i32>() {
@@ -223,6 +229,17 @@ fn stop(a: StopArgs) -> Result<i32> {
     };
     let names: Vec<String> = match (&a.name, a.all) {
         (_, true) => instances.list(None)?.into_iter().map(|r| r.name).collect(),
+        (Some(p), false) if is_pattern(p) => {
+            let found: Vec<String> = instances
+                .list(Some(p))?
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            if found.is_empty() {
+                bail!("no instance matches {p:?} (see `rctr instance list`)");
+            }
+            found
+        }
         (Some(n), false) => vec![n.clone()],
         (None, false) => bail!("name the instance to stop, or use --all"),
     };
