@@ -232,3 +232,45 @@ fn instance_stop_accepts_glob_patterns() {
     env.ok(["instance", "stop", "db?"]);
     assert!(env.instance_names().is_empty());
 }
+
+/// `make install` installs what the hidden `generate-docs` writes: a man page per command and
+/// bash/zsh/fish completions, all from the binary's own option definitions.
+#[test]
+fn man_pages_and_completions_are_generated_from_the_options() {
+    let env = TestEnv::new("man_pages_and_completions_are_generated_from_the_options");
+    let out = env.work().join("gen");
+    env.ok([std::ffi::OsStr::new("generate-docs"), out.as_os_str()]);
+    for page in [
+        "rctr",
+        "rctr-exec",
+        "rctr-build",
+        "rctr-instance-stop",
+        "rctr-checkpoint-create",
+    ] {
+        let text = std::fs::read_to_string(out.join(format!("man/{page}.1")))
+            .unwrap_or_else(|e| panic!("man/{page}.1: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: not roff"
+        );
+        assert!(text.contains("Examples:"), "{page}: no examples");
+    }
+    let exec = std::fs::read_to_string(out.join("man/rctr-exec.1")).unwrap();
+    assert!(
+        exec.contains("ckpt\\-interval"),
+        "exec's page lists the job options"
+    );
+    for (file, marker) in [
+        ("rctr.bash", "complete"),
+        ("_rctr", "#compdef rctr"),
+        ("rctr.fish", "complete -c rctr"),
+    ] {
+        let text = std::fs::read_to_string(out.join("completions").join(file)).unwrap();
+        assert!(
+            text.contains(marker) && text.contains("checkpoint"),
+            "{file}"
+        );
+    }
+    // Hidden: not a command users are offered.
+    assert!(!env.ok(["--help"]).contains("generate-docs"));
+}

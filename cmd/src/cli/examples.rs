@@ -147,3 +147,6 @@ Examples:
   rctr version
   rctr --version                         # rctr's version only";
 
+pub const EX_GENERATE: &str = "\
+Examples:
+  rctr generate-docs target/gen          # target/gen/man/*.1, target/gen/completions/*";

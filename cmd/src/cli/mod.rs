@@ -4,6 +4,7 @@ mod build;
 mod checkpoint;
 mod examples;
 mod exec;
+mod generate;
 mod inspect;
 mod instance;
 mod job;
@@ -97,6 +98,9 @@ pub enum Command {
     /// Show the versions of rctr and of its checkpoint engine
     #[command(after_help = EX_VERSION)]
     Version(version::VersionArgs),
+    /// Write man pages and shell completions into DIR (used by `make install`)
+    #[command(hide = true, name = "generate-docs", after_help = EX_GENERATE)]
+    GenerateDocs(generate::GenerateArgs),
 }
 
 /// Runs the parsed command and returns the process exit status.
@@ -112,6 +116,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Instance(c) => instance::run(c),
         Command::Checkpoint(c) => checkpoint::run(c),
         Command::Version(a) => version::run(a),
+        Command::GenerateDocs(a) => generate::run(a),
     }
 }
 
