@@ -18,15 +18,23 @@ TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(abspath $(CARGO_TARGET_DIR)),$(CURDIR)/
 RCTR_BIN ?= $(TARGET_DIR)/debug/rctr
 export RCTR_BIN
 
+# `make install` layout (DESTDIR for staged installs, as packagers expect).
+PREFIX ?= /usr/local
+DESTDIR ?=
+# Man pages and completions made by `rctr generate-docs` from the binary's own clap definitions.
+GEN_DIR := $(TARGET_DIR)/gen
+
 # End-to-end tests run in parallel within each test binary (each has its own $HOME and ports);
 # two threads match the 2-core machines they are written for.
 E2E_THREADS ?= 2
 
-.PHONY: help deps build demo test unit unit-tmpfs e2e bench lint clean
+.PHONY: help deps build docs install demo test unit unit-tmpfs e2e bench lint clean
 
 help:
 	@echo "make deps    install build/test dependencies and CRIU (Debian 12, as root)"
 	@echo "make build   build $(RCTR_BIN)"
+	@echo "make docs    build, then generate man pages and bash/zsh/fish completions in $(GEN_DIR)"
+	@echo "make install docs, then install rctr, its man pages, completions and example ckpt-conf.yaml under PREFIX=$(PREFIX)"
 	@echo "make demo    deps + build + the checkpoint/restart demo (e2e/demo.sh)"
 	@echo "make test    deps + build + unit tests + end-to-end tests"
 	@echo "make unit    unit tests of every crate except the end-to-end ones (twice: /tmp as is, /tmp on tmpfs)"
@@ -40,6 +48,23 @@ deps:
 build:
 	$(CARGO) build -p rctr --bin rctr
 	@test -x "$(RCTR_BIN)" || { echo "make: built, but $(RCTR_BIN) is missing (RCTR_BIN/CARGO_TARGET_DIR mismatch?)" >&2; exit 1; }
+
+docs: build
+	rm -rf "$(GEN_DIR)"
+	"$(RCTR_BIN)" -q generate-docs "$(GEN_DIR)"
+
+# The example configuration goes with the docs, not to /etc/rctr: rctr's built-in copy is the
+# default, and an installed /etc/rctr/ckpt-conf.yaml would silently take its place.
+install: docs
+	install -D -m 0755 "$(RCTR_BIN)" "$(DESTDIR)$(PREFIX)/bin/rctr"
+	install -d "$(DESTDIR)$(PREFIX)/share/man/man1"
+	install -m 0644 "$(GEN_DIR)"/man/*.1 "$(DESTDIR)$(PREFIX)/share/man/man1/"
+	install -D -m 0644 "$(GEN_DIR)/completions/rctr.bash" "$(DESTDIR)$(PREFIX)/share/bash-completion/completions/rctr"
+	install -D -m 0644 "$(GEN_DIR)/completions/_rctr" "$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_rctr"
+	install -D -m 0644 "$(GEN_DIR)/completions/rctr.fish" "$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/rctr.fish"
+	install -D -m 0644 etc/ckpt-conf.yaml "$(DESTDIR)$(PREFIX)/share/doc/rctr/examples/ckpt-conf.yaml"
+	@echo "installed rctr under $(DESTDIR)$(PREFIX); to configure checkpoints system-wide:"
+	@echo "  install -D -m 0644 $(PREFIX)/share/doc/rctr/examples/ckpt-conf.yaml /etc/rctr/ckpt-conf.yaml"
 
 demo: deps build
 	bash e2e/demo.sh

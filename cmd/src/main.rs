@@ -9,35 +9,9 @@ use clap::Parser;
 fn main() {
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
-        Err(err)
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) =>
-        {
-            err.exit()
-        }
-        Err(err) => {
-            // clap's usage errors span several lines; rctr's errors are one line.
-            let text = err.render().to_string();
-            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-            let mut first = lines
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ")
-                .to_string();
-            // "...not provided:" lists the missing arguments on the next line.
-            if first.ends_with(':') {
-                if let Some(next) = lines.next() {
-                    first = format!("{first} {next}");
-                }
-            }
-            eprintln!("rctr: error: {first} (see `rctr --help`)");
-            std::process::exit(2);
-        }
+        Err(err) => usage_error(err),
     };
+    rctr_log::set_level(args.log_level());
     let code = match cli::dispatch(args) {
         Ok(code) => code,
         Err(err) => {
@@ -47,4 +21,23 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Help and version go to stdout (exit 0). A usage mistake shows clap's whole message (what
+/// is missing, "a similar argument exists", the usage line) and exits 1, like Apptainer.
+fn usage_error(err: clap::Error) -> ! {
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        err.exit()
+    }
+    let text = err.render().to_string();
+    let text = text.trim_end();
+    // Same first words as rctr's runtime errors, so scripts can grep one prefix.
+    match text.strip_prefix("error: ") {
+        Some(rest) => eprintln!("rctr: error: {rest}"),
+        None => eprintln!("{text}"),
+    }
+    std::process::exit(1)
 }

@@ -27,6 +27,18 @@ pub fn assert_one_line_error<'a>(stderr: &'a str, what: &str) -> &'a str {
     lines[0]
 }
 
+/// Asserts that stderr is a usage error as clap writes it: `rctr: error: ...` first, then
+/// its hints and the usage line (several lines, on purpose); returns the first line.
+pub fn assert_usage_error<'a>(stderr: &'a str, what: &str) -> &'a str {
+    assert_no_panic(stderr, what);
+    let first = stderr.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("rctr: error: ") && stderr.contains("\nUsage: rctr "),
+        "{what}: expected `rctr: error: ...` and clap's usage line on stderr, got:\n{stderr}"
+    );
+    first
+}
+
 /// Asserts that stderr ends with the only `rctr: error: ...` line it holds (lines before it,
 /// such as a failed application's log tail, are allowed); returns that line.
 pub fn assert_error_line<'a>(stderr: &'a str, what: &str) -> &'a str {

@@ -21,7 +21,8 @@ mod slurm;
 
 pub use checks::{
     assert_error_line, assert_image_released, assert_no_panic, assert_one_line_error,
-    loop_devices_backed_by, mountinfo_lines_mentioning, process_alive, wait_until,
+    assert_usage_error, loop_devices_backed_by, mountinfo_lines_mentioning, process_alive,
+    wait_until,
 };
 pub use env::TestEnv;
 pub use images::{

@@ -212,7 +212,12 @@ fn checkpoint_errors_are_one_line() {
         "both",
         &p,
     ]);
-    assert_one_line_error(&stderr, "--ckpt-launch with --ckpt-restart");
+    // A usage mistake: clap's full message, naming both options (not one squeezed line).
+    let line = assert_usage_error(&stderr, "--ckpt-launch with --ckpt-restart");
+    assert!(
+        line.contains("--ckpt-launch") && line.contains("cannot be used with '--ckpt-restart"),
+        "{line}"
+    );
 
     let (_, stderr) = env.fails([
         "instance",

@@ -235,3 +235,92 @@ fn bad_inputs_fail_with_one_line_errors() {
         assert!(!w.join(out).exists(), "a failed build left {out} behind");
     }
 }
+
+/// The build staging directories (`.rctr-build-*`) in `dir`.
+fn staging_dirs(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".rctr-build-"))
+        .collect()
+}
+
+/// Apptainer's rules: relative `From:` and `%files` sources start in the current directory
+/// (not the definition file's), quoted `%files` paths may hold spaces, `-F` overwrites.
+#[test]
+fn build_paths_start_in_the_current_directory_and_may_be_quoted() {
+    if !require_root("build_paths_start_in_the_current_directory_and_may_be_quoted") {
+        return;
+    }
+    let env = TestEnv::new("build_paths_start_in_the_current_directory_and_may_be_quoted");
+    let w = env.work();
+    busybox_rootfs(&w.join("rootfs")).unwrap();
+    fs::write(w.join("my file.txt"), "spaced\n").unwrap();
+    fs::write(w.join("data.txt"), "data\n").unwrap();
+    fs::create_dir(w.join("defs")).unwrap();
+    fs::write(
+        w.join("defs/app.def"),
+        "Bootstrap: localimage\nFrom: rootfs\n\n%files\n    \"my file.txt\" \"/opt/with space.txt\"\n    data.txt /opt/data.txt # a comment\n",
+    )
+    .unwrap();
+    env.ok(["build", "app.sif", "defs/app.def"]);
+    let out = env.ok([
+        "exec",
+        "app.sif",
+        "cat",
+        "/opt/with space.txt",
+        "/opt/data.txt",
+    ]);
+    assert_eq!(out, "spaced\ndata\n");
+
+    let (code, stderr) = env.fails(["build", "app.sif", "defs/app.def"]);
+    let line = assert_one_line_error(&stderr, "build over an existing image");
+    assert_eq!(code, 1);
+    assert!(line.contains("--force"), "{line}");
+    fs::write(w.join("data.txt"), "new data\n").unwrap();
+    env.ok(["build", "-F", "app.sif", "defs/app.def"]);
+    let out = env.ok(["exec", "app.sif", "cat", "/opt/data.txt"]);
+    assert_eq!(out, "new data\n");
+    assert!(staging_dirs(w).is_empty());
+}
+
+/// A build killed with SIGKILL cannot clean up: the next build in the same directory does.
+#[test]
+fn a_killed_build_is_swept_by_the_next_one() {
+    if !require_root("a_killed_build_is_swept_by_the_next_one") {
+        return;
+    }
+    let env = TestEnv::new("a_killed_build_is_swept_by_the_next_one");
+    let w = env.work();
+    busybox_rootfs(&w.join("rootfs")).unwrap();
+    fs::write(
+        w.join("slow.def"),
+        "Bootstrap: localimage\nFrom: rootfs\n\n%post\n    sleep 1000\n",
+    )
+    .unwrap();
+    let mut cmd = env.command(["build", "slow.sif", "slow.def"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let locked = || {
+        staging_dirs(w)
+            .iter()
+            .any(|d| w.join(d).join(".lock").exists() && w.join(d).join("rootfs/bin").exists())
+    };
+    let started = wait_until(std::time::Duration::from_secs(60), locked);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(started, "the build never staged its tree");
+    let left = staging_dirs(w);
+    assert_eq!(left.len(), 1, "SIGKILL leaves the tree: {left:?}");
+    assert!(!w.join("slow.sif").exists());
+
+    let out = env.run(env.command(["build", "next.sif", "rootfs"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&left[0]) && stderr.contains("interrupted build"),
+        "the sweep is reported:\n{stderr}"
+    );
+    assert!(staging_dirs(w).is_empty(), "{:?}", staging_dirs(w));
+}

@@ -10,10 +10,11 @@ use std::path::PathBuf;
 pub struct BuildArgs {
     /// The SIF file to create
     pub output: PathBuf,
-    /// A root filesystem directory, a SIF or squashfs image, or a definition file
+    /// A root filesystem directory, a SIF or squashfs image, or a definition file (relative
+    /// paths in its `From:` and `%files` are taken from the current directory, as Apptainer does)
     pub source: PathBuf,
-    /// Overwrite OUTPUT if it exists
-    #[arg(short, long)]
+    /// Overwrite OUTPUT if it exists (Apptainer's -F/--force)
+    #[arg(short = 'F', long)]
     pub force: bool,
     /// Do not run the definition file's %test section
     #[arg(short = 'T', long)]
@@ -25,12 +26,14 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         force: args.force,
         runner: Some(&ContainerSectionRunner),
         notest: args.notest,
+        // Relative paths in the definition start here, as in Apptainer.
+        base_dir: None,
     };
     let report = rctr_image::build_with(&args.output, &args.source, &opts)?;
     for warning in &report.warnings {
-        eprintln!("rctr: warning: {warning}");
+        rctr_log::warn!("{warning}");
     }
-    eprintln!(
+    rctr_log::info!(
         "Built {} ({:.1} MiB, {} inodes) in {:.1}s",
         report.output.display(),
         report.size as f64 / (1024.0 * 1024.0),

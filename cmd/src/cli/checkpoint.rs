@@ -1,5 +1,6 @@
 //! `rctr checkpoint create|list|delete|instance|check`.
 
+use super::examples::*;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use rctr_checkpoint::dump::{checkpoint_instance, DumpOptions};
@@ -12,7 +13,9 @@ use std::path::PathBuf;
 #[derive(Subcommand, Debug)]
 pub enum CheckpointCommand {
     /// Create an empty checkpoint to launch instances with
+    #[command(after_help = EX_CHECKPOINT_CREATE)]
     Create {
+        /// Name of the new checkpoint
         name: String,
         /// Checkpoint engine: criu (transparent, whole process tree) or app (the application
         /// writes its own state; see docs/checkpoint.md). Default: `engine:` in ckpt-conf.yaml
@@ -22,34 +25,44 @@ pub enum CheckpointCommand {
         /// ~/.rctr; default $RCTR_CHECKPOINT_DIR when set
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
         #[arg(long, value_name = "FILE")]
         ckpt_conf: Option<PathBuf>,
     },
     /// List checkpoints, or the generations of one
+    #[command(after_help = EX_CHECKPOINT_LIST)]
     List {
+        /// Print JSON
         #[arg(long)]
         json: bool,
         /// Show the generations of this checkpoint
         name: Option<String>,
     },
     /// Check a generation's images and manifest without restoring
+    #[command(after_help = EX_CHECKPOINT_VERIFY)]
     Verify {
+        /// The checkpoint
         name: String,
         /// Generation to check (default: the newest)
         #[arg(short, long)]
         generation: Option<u32>,
     },
     /// Delete a checkpoint and all its images
+    #[command(after_help = EX_CHECKPOINT_DELETE)]
     Delete {
+        /// The checkpoint
         name: String,
         /// Delete even if an instance uses it
         #[arg(short, long)]
         force: bool,
     },
     /// Checkpoint a running instance (started with --ckpt-launch or --ckpt-restart)
+    #[command(after_help = EX_CHECKPOINT_INSTANCE)]
     Instance(InstanceArgs),
     /// Check that the checkpoint engine works on this host
+    #[command(after_help = EX_CHECKPOINT_CHECK)]
     Check {
+        /// Checkpoint engine configuration to check (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
         #[arg(long, value_name = "FILE")]
         ckpt_conf: Option<PathBuf>,
     },
@@ -66,10 +79,13 @@ pub struct InstanceArgs {
     /// Fail at once if another checkpoint of the same checkpoint is running
     #[arg(long)]
     pub no_wait: bool,
+    /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
+    /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// The running instance to checkpoint
     pub instance: String,
 }
 
@@ -88,7 +104,7 @@ pub fn run(c: CheckpointCommand) -> Result<i32> {
             };
             let ckpt =
                 CheckpointStore::for_current_user()?.create(&name, engine, dir.as_deref())?;
-            eprintln!(
+            rctr_log::info!(
                 "checkpoint {name} ({engine} engine) created in {}",
                 ckpt.dir().display()
             );
@@ -169,7 +185,7 @@ fn delete(name: &str, force: bool) -> Result<i32> {
     let ckpt = CheckpointStore::for_current_user()?.open(name)?;
     let users = ckpt.users(&Instances::for_current_user()?)?;
     ckpt.delete(force, &users)?;
-    eprintln!("checkpoint {name} deleted");
+    rctr_log::info!("checkpoint {name} deleted");
     Ok(0)
 }
 

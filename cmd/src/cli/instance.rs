@@ -1,5 +1,6 @@
 //! `rctr instance start|run|list|stop`.
 
+use super::examples::*;
 use super::run_opts::{plan_for, RunOptions};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -12,12 +13,16 @@ use std::time::Duration;
 #[derive(Subcommand, Debug)]
 pub enum InstanceCommand {
     /// Start an instance running the image's startscript
+    #[command(after_help = EX_INSTANCE_START)]
     Start(StartArgs),
     /// Start an instance running the image's runscript
+    #[command(after_help = EX_INSTANCE_RUN)]
     Run(StartArgs),
     /// List running instances
+    #[command(after_help = EX_INSTANCE_LIST)]
     List(ListArgs),
-    /// Stop instances
+    /// Stop instances by name, by glob pattern, or all of them
+    #[command(after_help = EX_INSTANCE_STOP)]
     Stop(StopArgs),
 }
 
@@ -40,6 +45,7 @@ pub struct StartArgs {
     /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
+    /// Image: .sif, squashfs file or directory
     pub image: String,
     /// Instance name, then the script's arguments: options end at NAME, what follows is
     /// the container's
@@ -57,6 +63,7 @@ impl StartArgs {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
+    /// Print JSON, in Apptainer's `instance list --json` layout
     #[arg(long)]
     pub json: bool,
     /// Only instances whose name matches this glob
@@ -77,6 +84,8 @@ pub struct StopArgs {
     /// Seconds to wait before SIGKILL
     #[arg(short, long, default_value_t = 10)]
     pub timeout: u64,
+    /// Instance name, or a glob pattern (`*`, `?`) like `instance list` takes: `'web*'`
+    #[arg(value_name = "NAME")]
     pub name: Option<String>,
 }
 
@@ -139,9 +148,10 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
             grace: Duration::from_millis(200),
         })?
     };
-    eprintln!(
+    rctr_log::info!(
         "instance started successfully: {} (pid {})",
-        rec.name, rec.init_pid
+        rec.name,
+        rec.init_pid
     );
     Ok(0)
 }
@@ -197,6 +207,11 @@ fn json_item(r: &InstanceRecord) -> serde_json::Value {
     })
 }
 
+/// Whether `instance stop` was given a glob rather than a name (names cannot hold these).
+fn is_pattern(s: &str) -> bool {
+    s.contains(['*', '?'])
+}
+
 pub(crate) fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
     use std::str::FromStr;
     if let Ok(n) = s.parse::<i32>() {
@@ -222,13 +237,24 @@ fn stop(a: StopArgs) -> Result<i32> {
     };
     let names: Vec<String> = match (&a.name, a.all) {
         (_, true) => instances.list(None)?.into_iter().map(|r| r.name).collect(),
+        (Some(p), false) if is_pattern(p) => {
+            let found: Vec<String> = instances
+                .list(Some(p))?
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            if found.is_empty() {
+                bail!("no instance matches {p:?} (see `rctr instance list`)");
+            }
+            found
+        }
         (Some(n), false) => vec![n.clone()],
         (None, false) => bail!("name the instance to stop, or use --all"),
     };
     let mut failed = 0;
     for n in &names {
         match instances.stop(n, &opts) {
-            Ok(()) => eprintln!("stopping {n} instance: done"),
+            Ok(()) => rctr_log::info!("stopping {n} instance: done"),
             Err(e) if names.len() == 1 => return Err(e),
             Err(e) => {
                 failed += 1;

@@ -1,5 +1,6 @@
 //! `rctr sif list|info|header|dump`: siftool-compatible output.
 
+use super::examples::*;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use rctr_sif::{siftool, SifImage};
@@ -9,13 +10,33 @@ use std::path::PathBuf;
 #[derive(Subcommand, Debug)]
 pub enum SifCommand {
     /// List object descriptors
-    List { image: PathBuf },
+    #[command(after_help = EX_SIF_LIST)]
+    List {
+        /// The SIF file
+        image: PathBuf,
+    },
     /// Show details of one object descriptor
-    Info { id: u32, image: PathBuf },
+    #[command(after_help = EX_SIF_INFO)]
+    Info {
+        /// Object ID, as `rctr sif list` shows it
+        id: u32,
+        /// The SIF file
+        image: PathBuf,
+    },
     /// Show the global header
-    Header { image: PathBuf },
+    #[command(after_help = EX_SIF_HEADER)]
+    Header {
+        /// The SIF file
+        image: PathBuf,
+    },
     /// Write the data of one object to stdout
-    Dump { id: u32, image: PathBuf },
+    #[command(after_help = EX_SIF_DUMP)]
+    Dump {
+        /// Object ID, as `rctr sif list` shows it
+        id: u32,
+        /// The SIF file
+        image: PathBuf,
+    },
 }
 
 pub fn run(cmd: SifCommand) -> Result<i32> {

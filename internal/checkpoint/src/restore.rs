@@ -182,9 +182,7 @@ fn choose(
     for n in older {
         let Ok(g) = ckpt.generation(n) else { continue };
         if ckpt.verify(&g, Some(&requested.root), opts.force).is_ok() {
-            eprintln!(
-                "rctr: warning: {first_err:#}; resuming from generation {n}, the newest one intact"
-            );
+            rctr_log::warn!("{first_err:#}; resuming from generation {n}, the newest one intact");
             return Ok(g);
         }
     }

@@ -42,25 +42,91 @@ pub struct BuildOptions<'a> {
     pub runner: Option<&'a dyn SectionRunner>,
     /// Do not run %test (`apptainer build --notest`).
     pub notest: bool,
+    /// Where relative `From:` and `%files` paths of a definition file start. None: the
+    /// current directory, as in Apptainer (not the definition file's directory).
+    pub base_dir: Option<&'a Path>,
 }
 
+/// Prefix of the staging directories builds make next to their output.
+const STAGING_PREFIX: &str = ".rctr-build-";
+/// The lock a live build holds in its staging directory.
+const STAGING_LOCK: &str = ".lock";
+/// A staging directory without a lock file is some build's first moment, or a leftover of a
+/// build killed in that moment (or made before locks existed): only the latter gets this old.
+const UNLOCKED_GRACE: Duration = Duration::from_secs(60);
+
 /// A scratch directory next to the output (same filesystem, so the final rename is atomic),
-/// removed with everything in it when dropped.
-struct Staging(PathBuf);
+/// removed with everything in it when dropped. It holds a lock while the build lives, so a
+/// later build can tell the tree of a killed build (nothing can clean up after SIGKILL) from
+/// one still running, and sweep it.
+struct Staging {
+    dir: PathBuf,
+    _lock: rctr_state::StateLock,
+}
 
 impl Staging {
     fn new(dir: &Path) -> Result<Staging> {
         let tmp = tempfile::Builder::new()
-            .prefix(".rctr-build-")
+            .prefix(STAGING_PREFIX)
             .tempdir_in(dir)
             .with_context(|| format!("cannot create a build directory in {}", dir.display()))?;
-        Ok(Staging(tmp.keep()))
+        let dir = tmp.keep();
+        // Locked under another name, then renamed: a `.lock` a sweeper sees is already held.
+        let taking = dir.join(".lock.new");
+        let lock = rctr_state::lock_exclusive(&taking)
+            .and_then(|l| {
+                fs::rename(&taking, dir.join(STAGING_LOCK))
+                    .with_context(|| format!("cannot rename {}", taking.display()))?;
+                Ok(l)
+            })
+            .inspect_err(|_| remove_tree(&dir))?;
+        rctr_log::debug!("build: staging in {}", dir.display());
+        Ok(Staging { dir, _lock: lock })
     }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        remove_tree(&self.0);
+        remove_tree(&self.dir);
+    }
+}
+
+/// Removes the staging directories in `dir` that no live build holds (left by a killed
+/// build). Best effort: a build must not fail because of another one's leftovers.
+fn sweep_stale_staging(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.as_bytes().starts_with(STAGING_PREFIX.as_bytes()) {
+            continue;
+        }
+        let path = e.path();
+        // Never follow a symlink someone planted under that name.
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let lock = path.join(STAGING_LOCK);
+        let stale = if fs::symlink_metadata(&lock).is_ok() {
+            // Taking it proves no build holds it; ours is dropped once the tree is gone.
+            matches!(rctr_state::try_lock_exclusive(&lock), Ok(Some(_)))
+        } else {
+            meta.modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > UNLOCKED_GRACE)
+        };
+        if stale {
+            remove_tree(&path);
+            rctr_log::info!(
+                "rctr: removed {}, left by an interrupted build",
+                path.display()
+            );
+        }
     }
 }
 
@@ -129,16 +195,21 @@ pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<Buil
             .with_context(|| format!("cannot resolve {}", source.display()))?;
         Definition::for_local_image(&abs)
     } else {
-        Definition::from_file(source)?
+        let mut def = Definition::from_file(source)?;
+        if let Some(dir) = opts.base_dir {
+            def.base_dir = dir.to_path_buf();
+        }
+        def
     };
     if let Some(post) = &def.post {
         require_runner(&def, post, opts.runner)?;
     }
 
+    sweep_stale_staging(&out_dir);
     let staging = Staging::new(&out_dir)?;
-    let rootfs = staging.0.join("rootfs");
+    let rootfs = staging.dir.join("rootfs");
     let mut copier = TreeCopier::new();
-    copier.skip(&staging.0);
+    copier.skip(&staging.dir);
     copier.skip(out);
     let mut warnings = Vec::new();
     populate(&def, &rootfs, &mut copier, &mut warnings)?;
@@ -164,7 +235,7 @@ pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<Buil
         ..Default::default()
     };
 
-    let squashfs = staging.0.join("rootfs.sqfs");
+    let squashfs = staging.dir.join("rootfs.sqfs");
     let sqfs_opts = SquashfsOptions {
         mkfs_time: Some(when.clamp(0, u32::MAX as i64) as u32),
         ..Default::default()
@@ -172,7 +243,7 @@ pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<Buil
     let stats = rctr_squashfs::build_from_dir(&rootfs, &squashfs, &sqfs_opts)?;
     remove_tree(&rootfs); // free the space before the SIF copy of the squashfs is written
 
-    let sif = staging.0.join("image.sif");
+    let sif = staging.dir.join("image.sif");
     SifBuilder::new()
         .deffile(def.raw.clone().into_bytes())
         .labels_json(labels)
@@ -274,4 +345,54 @@ fn place(sif: &Path, out: &Path, force: bool) -> Result<()> {
 fn cstr(path: &Path) -> Result<std::ffi::CString> {
     std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| anyhow!("{}: path contains a NUL byte", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staging_dirs(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(STAGING_PREFIX))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn sweeping_removes_only_trees_no_live_build_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let live = Staging::new(d).unwrap();
+        fs::write(live.dir.join("file"), b"in use").unwrap();
+        // A killed build: its lock file is there but nobody holds it.
+        let killed = d.join(".rctr-build-killed");
+        fs::create_dir_all(killed.join("rootfs/etc")).unwrap();
+        fs::write(killed.join(STAGING_LOCK), b"").unwrap();
+        // A build that has just created its directory and not yet its lock.
+        let fresh = d.join(".rctr-build-fresh");
+        fs::create_dir(&fresh).unwrap();
+        // Not a staging directory, and a symlink to one: left alone.
+        fs::create_dir(d.join("rctr-build-other")).unwrap();
+        std::os::unix::fs::symlink(&killed, d.join(".rctr-build-link")).unwrap();
+
+        sweep_stale_staging(d);
+        let live_name = live.dir.file_name().unwrap().to_string_lossy().into_owned();
+        let mut want = vec![
+            ".rctr-build-fresh".to_string(),
+            ".rctr-build-link".to_string(),
+            live_name,
+        ];
+        want.sort();
+        assert_eq!(staging_dirs(d), want);
+        assert_eq!(fs::read(live.dir.join("file")).unwrap(), b"in use");
+        assert!(d.join("rctr-build-other").is_dir());
+        drop(live);
+        assert_eq!(
+            staging_dirs(d),
+            [".rctr-build-fresh", ".rctr-build-link"].map(String::from)
+        );
+    }
 }

@@ -49,7 +49,8 @@ pub struct PostSection {
 pub struct Definition {
     /// The definition file, or the source named in a synthesized definition; for messages.
     pub origin: PathBuf,
-    /// Directory relative paths in `From:` and `%files` are taken from.
+    /// Directory relative paths in `From:` and `%files` are taken from: the current directory
+    /// when the build started, as in Apptainer.
     pub base_dir: PathBuf,
     /// The text stored in the image as its definition file.
     pub raw: String,
@@ -91,10 +92,8 @@ impl Definition {
                 path.display()
             )
         })?;
-        let base_dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        // Apptainer resolves them from where `build` runs, not from the file's directory.
+        let base_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         Self::parse(&text, path, &base_dir)
     }
 
@@ -284,37 +283,62 @@ fn parse_files(body: &[&str], first_line: usize, shown: &str) -> Result<Vec<File
     let mut out = Vec::new();
     for (k, line) in body.iter().enumerate() {
         let n = first_line + k;
-        let content = strip_comment(line).trim();
-        if content.is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = content.split_whitespace().collect();
-        match fields.as_slice() {
-            [src] => out.push(FileTransfer {
-                src: src.to_string(),
-                dst: None,
-                line: n,
-            }),
-            [src, dst] => out.push(FileTransfer {
-                src: src.to_string(),
-                dst: Some(dst.to_string()),
-                line: n,
-            }),
-            _ => bail!("{shown}:{n}: a %files line is \"source [destination]\", found {content:?}"),
-        }
+        let content = line.trim();
+        let mut fields = shell_words(content)
+            .ok_or_else(|| anyhow::anyhow!("{shown}:{n}: unterminated quote in {content:?}"))?;
+        let (src, dst) = match fields.len() {
+            0 => continue,
+            1 => (fields.remove(0), None),
+            2 => {
+                let dst = fields.pop();
+                (fields.remove(0), dst)
+            }
+            _ => bail!(
+                "{shown}:{n}: a %files line is \"source [destination]\" (quote paths with \
+                 spaces), found {content:?}"
+            ),
+        };
+        out.push(FileTransfer { src, dst, line: n });
     }
     Ok(out)
 }
 
-/// Text before a comment: a `#` at the start or after whitespace (so `a#b` stays a name).
-fn strip_comment(line: &str) -> &str {
-    let bytes = line.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'#' && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
-            return &line[..i];
+/// Splits a `%files` line into words as a shell would (Apptainer does the same): '...' and
+/// "..." quote spaces, a backslash escapes the next character, an unquoted `#` starting a
+/// word begins a comment. None if a quote is not closed.
+fn shell_words(line: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        match chars.peek() {
+            None | Some('#') => return Some(words),
+            Some(_) => {}
         }
+        let mut word = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+            match c {
+                '\'' => loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => word.push(c),
+                    }
+                },
+                '"' => loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' if matches!(chars.peek(), Some('"' | '\\' | '$' | '`')) => {
+                            word.push(chars.next()?)
+                        }
+                        c => word.push(c),
+                    }
+                },
+                '\\' => word.push(chars.next().unwrap_or('\\')),
+                c => word.push(c),
+            }
+        }
+        words.push(word);
     }
-    line
 }
 
 /// `%labels` lines are "KEY VALUE..." (the value may contain spaces); comments and blank lines
@@ -524,12 +548,41 @@ From: base.sif
     }
 
     #[test]
+    fn files_lines_split_like_a_shell() {
+        let w = |s: &str| shell_words(s).unwrap();
+        assert_eq!(
+            w(r#"  "file 1" "with space 1"  "#),
+            ["file 1", "with space 1"]
+        );
+        assert_eq!(w("file2 'with space 2'"), ["file2", "with space 2"]);
+        assert_eq!(w(r"a\ b c # comment"), ["a b", "c"]);
+        assert_eq!(w(r#""a \"q\" #x" a#b"#), [r#"a "q" #x"#, "a#b"]);
+        assert!(w("  # only a comment").is_empty());
+        assert_eq!(shell_words("\"open"), None);
+
+        let def = parse(
+            "Bootstrap: scratch\n%files\n    \"my file.txt\" \"/opt/with space.txt\"\n    plain /p # c\n",
+        )
+        .unwrap();
+        assert_eq!(def.files[0].src, "my file.txt");
+        assert_eq!(def.files[0].dst.as_deref(), Some("/opt/with space.txt"));
+        assert_eq!((def.files[1].src.as_str(), def.files[1].line), ("plain", 4));
+        let e = err("Bootstrap: scratch\n%files\n    \"unclosed /x\n");
+        assert!(e.contains(":3:") && e.contains("unterminated quote"), "{e}");
+        let e = err("Bootstrap: scratch\n%files\n    a b c\n");
+        assert!(
+            e.contains(":3:") && e.contains("quote paths with spaces"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn reads_files_and_synthesizes_local_image_definitions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.def");
         std::fs::write(&path, "Bootstrap: scratch\n%labels\nA 1\n").unwrap();
         let def = Definition::from_file(&path).unwrap();
-        assert_eq!(def.base_dir, dir.path());
+        assert_eq!(def.base_dir, std::env::current_dir().unwrap());
         assert_eq!(def.labels, vec![("A".to_string(), "1".to_string())]);
         let e = format!(
             "{:#}",

@@ -1,5 +1,5 @@
 //! The `%files` section: copying host files into the root filesystem like `cp -a`, sources
-//! relative to the definition file's directory, shell wildcards allowed in the source.
+//! relative to the directory the build started in, shell wildcards allowed in the source.
 
 use crate::deffile::Definition;
 use crate::fsutil::TreeCopier;

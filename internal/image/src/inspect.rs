@@ -127,7 +127,7 @@ pub fn read_attributes(image: &ImageSource) -> Result<Attributes> {
 
 /// Inspects the image at `path`: only the `items` asked for (labels if none, like Apptainer).
 pub fn inspect(path: &Path, items: &[InspectItem]) -> Result<InspectMetadata> {
-    let image = ImageSource::open(path)?;
+    let image = ImageSource::open_any_arch(path)?;
     let all = read_attributes(&image)?;
     let items = if items.is_empty() {
         &[InspectItem::Labels][..]

@@ -63,6 +63,16 @@ fn read_head(path: &Path, len: usize) -> Result<Vec<u8>> {
 impl ImageSource {
     /// Opens `path` as a SIF, squashfs or sandbox image and checks it can run on this host.
     pub fn open(path: &Path) -> Result<ImageSource> {
+        Self::open_checked(path, true)
+    }
+
+    /// Opens `path` to read its contents only (inspect): an image built for another
+    /// architecture is fine, as with `apptainer inspect`.
+    pub fn open_any_arch(path: &Path) -> Result<ImageSource> {
+        Self::open_checked(path, false)
+    }
+
+    fn open_checked(path: &Path, check_arch: bool) -> Result<ImageSource> {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("cannot open image {}", path.display()))?;
         let path = std::fs::canonicalize(path)
@@ -83,7 +93,7 @@ impl ImageSource {
             bail!("{shown}: not an image (neither a regular file nor a directory)");
         }
         if rctr_sif::is_sif(&path)? {
-            return Self::open_sif(path);
+            return Self::open_sif(path, check_arch);
         }
         if rctr_squashfs::has_magic(&read_head(&path, 4)?) {
             let reader = SquashfsReader::open(&path, 0)?;
@@ -100,7 +110,7 @@ impl ImageSource {
         bail!("{shown}: not a SIF or squashfs image (no SIF or squashfs signature) and not a sandbox directory")
     }
 
-    fn open_sif(path: PathBuf) -> Result<ImageSource> {
+    fn open_sif(path: PathBuf, check_arch: bool) -> Result<ImageSource> {
         let shown = path.display();
         let sif = SifImage::open(&path)?;
         let part = sif.primary_system_partition()?;
@@ -112,7 +122,7 @@ impl ImageSource {
             );
         }
         let host = rctr_sif::host_arch();
-        if part.arch != host {
+        if check_arch && part.arch != host {
             bail!(
                 "{shown}: image architecture is {} but this host is {host}; build or pull an image for {host}",
                 part.arch

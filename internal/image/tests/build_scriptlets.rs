@@ -101,6 +101,7 @@ fn post_then_test_run_and_their_results_land_in_the_image() {
     let runner = StandIn::new(0, 0);
     let opts = BuildOptions {
         runner: Some(&runner),
+        base_dir: Some(dir.path()),
         ..Default::default()
     };
     build_with(&out, &def, &opts).unwrap();
@@ -129,6 +130,7 @@ fn notest_skips_test() {
     let runner = StandIn::new(0, 1);
     let opts = BuildOptions {
         runner: Some(&runner),
+        base_dir: Some(dir.path()),
         notest: true,
         ..Default::default()
     };
@@ -146,6 +148,7 @@ fn failing_post_or_test_fails_the_build_and_leaves_nothing() {
     let runner = StandIn::new(3, 0);
     let opts = BuildOptions {
         runner: Some(&runner),
+        base_dir: Some(dir.path()),
         ..Default::default()
     };
     let err = format!("{:#}", build_with(&out, &def, &opts).unwrap_err());
@@ -160,6 +163,7 @@ fn failing_post_or_test_fails_the_build_and_leaves_nothing() {
     let runner = StandIn::new(0, 1);
     let opts = BuildOptions {
         runner: Some(&runner),
+        base_dir: Some(dir.path()),
         ..Default::default()
     };
     let err = format!("{:#}", build_with(&out, &def, &opts).unwrap_err());

@@ -58,7 +58,7 @@ pub fn run_job(opts: &JobOptions, plan: ContainerPlan, args: Vec<String>) -> Res
         placement,
     };
     let started = if resume {
-        eprintln!("rctr: resuming job {name} from checkpoint {}", ckpt.name());
+        rctr_log::info!("rctr: resuming job {name} from checkpoint {}", ckpt.name());
         let ropts = RestartOptions {
             generation: opts.generation,
             force: opts.force,
@@ -101,7 +101,7 @@ fn open_or_create(opts: &JobOptions) -> Result<Checkpoint> {
                 None => CkptConf::load_for(opts.conf_path.as_deref(), EngineKind::App)?.engine,
             };
             let ckpt = store.create(name, engine, None)?;
-            eprintln!("rctr: created checkpoint {name} ({engine} engine)");
+            rctr_log::info!("rctr: created checkpoint {name} ({engine} engine)");
             Ok(ckpt)
         }
         _ => store.open(name),
@@ -215,7 +215,7 @@ impl Job<'_> {
         if then == Then::Requeue {
             if let Some(id) = &self.slurm_job {
                 match requeue::requeue(id) {
-                    Ok(()) => eprintln!("rctr: requeued Slurm job {id}"),
+                    Ok(()) => rctr_log::info!("rctr: requeued Slurm job {id}"),
                     Err(e) => {
                         eprintln!("rctr: error: {e:#}");
                         code = 1;
@@ -241,9 +241,11 @@ impl Job<'_> {
         };
         match take(self.ckpt, self.engine, record, &opts, self.keep) {
             Ok(r) => {
-                eprintln!(
+                rctr_log::info!(
                     "rctr: {what}: job {} saved in checkpoint {} generation {}",
-                    record.name, r.checkpoint, r.generation
+                    record.name,
+                    r.checkpoint,
+                    r.generation
                 );
                 true
             }

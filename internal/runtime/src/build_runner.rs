@@ -25,7 +25,7 @@ impl SectionRunner for ContainerSectionRunner {
             run.clean_env,
             &run.env,
         )?;
-        eprintln!("rctr: running %{}", run.section);
+        rctr_log::info!("rctr: running %{}", run.section);
         let outcome = run_foreground(&plan)?;
         if let Some(error) = outcome.error {
             bail!("{error}");

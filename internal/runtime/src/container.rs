@@ -20,6 +20,10 @@ pub fn unshare_namespaces(plan: &ContainerPlan) -> Result<()> {
     if plan.hostname.is_some() {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
+    rctr_log::debug!(
+        "namespaces: mount{}",
+        if plan.net_ns { ", network" } else { "" }
+    );
     unshare(flags).context("cannot create the container's namespaces (rctr needs root)")?;
     if plan.net_ns {
         crate::net::loopback_up()?;

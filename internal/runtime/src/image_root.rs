@@ -8,6 +8,15 @@ use std::path::Path;
 
 pub fn resolve_root(image: &str) -> Result<RootSource> {
     let src = ImageSource::open(Path::new(image))?;
+    rctr_log::verbose!("image {}: {}", src.path.display(), src.kind);
+    if src.kind != ImageKind::Sandbox {
+        rctr_log::debug!(
+            "image {}: squashfs at offset {}, {} bytes",
+            src.path.display(),
+            src.squashfs_offset,
+            src.squashfs_size.unwrap_or(0)
+        );
+    }
     Ok(match src.kind {
         ImageKind::Sandbox => RootSource {
             kind: RootKind::Dir,

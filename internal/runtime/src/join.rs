@@ -62,6 +62,10 @@ fn exec_child(plan: &ContainerPlan, err_w: OwnedFd) -> i32 {
             break;
         }
     }
+    rctr_log::debug!(
+        "exec {} in the instance's namespaces (through the image's environment scripts)",
+        rctr_log::show_argv(&plan.argv)
+    );
     let (argv, env) = final_command(plan);
     prepare_exec(&ExecIo {
         keep: &[err_w.as_raw_fd()],

@@ -62,6 +62,7 @@ pub fn run_foreground(plan: &ContainerPlan) -> Result<Outcome> {
     block_supervised_signals()?;
     let (err_r, err_w) = pipe_cloexec()?;
     if plan.pid_ns {
+        rctr_log::debug!("namespaces: pid (the container's first process is pid 1)");
         // Our next child becomes pid 1 of a new pid namespace.
         unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
     }
@@ -93,6 +94,10 @@ fn foreground_child(plan: &ContainerPlan, device: Option<&Path>, err_w: OwnedFd)
         return 255;
     }
     close_fds_except(&[err_fd]);
+    rctr_log::debug!(
+        "exec {} (through the image's environment scripts)",
+        rctr_log::show_argv(&plan.argv)
+    );
     let (argv, env) = final_command(plan);
     let exec_or_report = || {
         prepare_exec(&ExecIo {
@@ -332,6 +337,10 @@ fn idle_until_stopped() {
 
 /// Forks the application: session leader, stdin /dev/null, output to the log pipes.
 fn start_app(plan: &ContainerPlan, io: AppIo) -> Result<Pid> {
+    rctr_log::debug!(
+        "exec {} (through the image's environment scripts)",
+        rctr_log::show_argv(&plan.argv)
+    );
     let (argv, env) = final_command(plan);
     let app = fork_child(|| {
         let _ = nix::unistd::setsid();

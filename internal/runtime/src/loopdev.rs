@@ -95,6 +95,16 @@ pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
             )
         };
         if rc == 0 {
+            rctr_log::debug!(
+                "loop device {}: {} from offset {offset} ({} bytes), read-only, autoclear",
+                path.display(),
+                image.display(),
+                if size == 0 {
+                    "all".to_string()
+                } else {
+                    size.to_string()
+                }
+            );
             return Ok(LoopDevice { path, file: dev });
         }
         let err = std::io::Error::last_os_error();

@@ -137,6 +137,30 @@ fn host_user() -> Result<(nix::unistd::User, PathBuf)> {
     Ok((user, home))
 }
 
+/// A home directory that is not there fails now, naming where it came from (not later as a
+/// bind mount the user never asked for).
+fn check_home_source(src: Option<&Path>, spec: Option<&str>) -> Result<()> {
+    let Some(src) = src else { return Ok(()) };
+    if src.is_dir() {
+        return Ok(());
+    }
+    let what = if src.exists() {
+        "is not a directory"
+    } else {
+        "does not exist"
+    };
+    match spec {
+        Some(spec) => bail!(
+            "--home {spec}: {} {what}; create it or give another directory",
+            src.display()
+        ),
+        None => bail!(
+            "home directory {} ($HOME) {what}; create it, or use --home DIR, --no-home or --contain",
+            src.display()
+        ),
+    }
+}
+
 pub fn build_plan(
     root: RootSource,
     image_display: &str,
@@ -162,6 +186,9 @@ pub fn build_plan(
         None if opts.contain || opts.no_home || opts.no_mount.home => (None, host_home.clone()),
         None => (Some(host_home.clone()), host_home.clone()),
     };
+    if !opts.no_home {
+        check_home_source(home_src.as_deref(), opts.home.as_deref())?;
+    }
 
     let mut mounts = vec![];
     for tmp in ["/tmp", "/var/tmp"] {

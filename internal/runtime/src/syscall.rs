@@ -51,6 +51,13 @@ impl Syscall for LinuxSyscall {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<()> {
+        rctr_log::debug!(
+            "mount {} on {} (type {}, {flags:?}{})",
+            source.map_or("none".into(), |s| s.display().to_string()),
+            target.display(),
+            fstype.unwrap_or("-"),
+            data.map(|d| format!(", {d}")).unwrap_or_default()
+        );
         mount(source, target, fstype, flags, data).with_context(|| {
             format!(
                 "cannot mount {} on {}",
@@ -128,6 +135,7 @@ impl Syscall for LinuxSyscall {
         // pivot_root(".", ".") stacks the old root on top of the new one; detaching
         // it leaves only the container's mounts in the namespace (no chroot escape,
         // and CRIU sees no host mounts).
+        rctr_log::debug!("pivot_root into {}", new_root.display());
         nix::unistd::chdir(new_root)
             .with_context(|| format!("cannot enter {}", new_root.display()))?;
         nix::unistd::pivot_root(".", ".").context("pivot_root into the container failed")?;

@@ -41,6 +41,9 @@ fn in_child(scratch: &Path, body: impl FnOnce()) {
     let report = scratch.join("panic.txt");
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
+            // Relative `From:` paths start in the current directory (Apptainer's rule); this
+            // child is its own process, so changing it touches no other test.
+            std::env::set_current_dir(scratch).expect("chdir");
             let code = match catch_unwind(AssertUnwindSafe(body)) {
                 Ok(()) => 0,
                 Err(e) => {

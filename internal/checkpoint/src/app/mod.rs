@@ -84,6 +84,13 @@ impl CheckpointEngine for AppEngine {
         staged: &Staged,
         _mode: DumpMode,
     ) -> Result<Dumped> {
+        rctr_log::debug!(
+            "checkpoint engine (app): signal {:?} to pid {} of instance {}, wait up to {:?}",
+            self.settings.signal,
+            target.app_host_pid,
+            target.name,
+            self.settings.timeout
+        );
         handover::collect(
             &handover::Request {
                 exchange: exchange_dir(ckpt),
@@ -112,6 +119,10 @@ impl CheckpointEngine for AppEngine {
         _force: bool,
     ) -> Result<Restore> {
         let mut plan = requested;
+        rctr_log::debug!(
+            "checkpoint engine (app): restart with generation {} mounted at {RESTORE_MOUNT}",
+            g.dir.display()
+        );
         self.inject(&mut plan, ckpt)?;
         plan.mounts.retain(|m| m.dst != Path::new(RESTORE_MOUNT));
         plan.mounts

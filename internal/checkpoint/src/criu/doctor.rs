@@ -6,7 +6,7 @@ use crate::conf::{CkptConf, CriuConf, Engine, INSTALL_HINT};
 use anyhow::{bail, Context, Result};
 use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -356,9 +356,33 @@ fn run_engine(bundle: &EngineBundle, bin: &str, args: &[&str]) -> Result<(bool, 
     }
 }
 
+/// The configured CRIU's version and path, from `criu --version` run the way checkpoints
+/// run it: through the engine bundle (assembled in the cache if needed).
+pub fn criu_version(explicit_conf: Option<&Path>) -> Result<(String, PathBuf)> {
+    let conf = CkptConf::load_for(explicit_conf, Engine::Criu)?;
+    let criu = conf.criu()?;
+    let bin = criu
+        .bins
+        .iter()
+        .find(|b| b.file_name().is_some_and(|n| n == "criu"))
+        .context("ckpt-conf.yaml lists no criu binary")?;
+    let bundle = bundle::ensure_bundle_in(criu, &bundle::default_cache_dir()?)?;
+    match run_engine(&bundle, "criu", &["--version"]) {
+        Ok((true, out)) => match parse_version(&out) {
+            Some(v) => Ok((version_string(v), bin.clone())),
+            None => bail!("cannot read a version from: {}", out.trim()),
+        },
+        Ok((false, out)) | Err(RunError::Output(out)) => {
+            bail!("criu --version failed: {}", tail(&out))
+        }
+        Err(RunError::Spawn(e)) => Err(e),
+    }
+}
+
 /// Runs `argv` with stdin from /dev/null, collecting stdout and stderr together; returns the
 /// exit code (`None` if killed by a signal) and the output.
 fn run_with_timeout(argv: &[String], timeout: Duration) -> Result<(Option<i32>, String)> {
+    rctr_log::debug!("running {}", rctr_log::show_argv(argv));
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())

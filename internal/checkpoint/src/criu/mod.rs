@@ -105,6 +105,7 @@ impl CheckpointEngine for CriuEngine {
             "--leave-stopped".into()
         });
         let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
+        rctr_log::debug!("checkpoint engine (dump): {}", rctr_log::show_argv(&argv));
         let code = run_in_container(target.init_pid, target.plan.net_ns, &argv)?;
         let log = ckpt.logs_dir().join(&log_name);
         if code != 0 {

@@ -65,6 +65,10 @@ pub(super) fn starter(
     let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
     let tmpfs = data.tmpfs.clone();
     let gen_dir = format!("{CKPT_MOUNT}/{gen_name}");
+    rctr_log::debug!(
+        "checkpoint engine (restore): {}",
+        rctr_log::show_argv(&argv)
+    );
     Ok(AppStart::Custom(Box::new(move |io: AppIo| {
         // The files the processes had in the container's own tmpfs mounts, first.
         super::tmpfs::restore(&tmpfs, std::path::Path::new(&gen_dir))?;

@@ -106,7 +106,7 @@ impl ContainerEnv {
 pub fn container_env(host: &[(String, String)], opts: &EnvOptions) -> Result<ContainerEnv> {
     let (env, warnings) = container_env_with_warnings(host, opts)?;
     for w in warnings {
-        eprintln!("rctr: warning: {w}");
+        rctr_log::warn!("{w}");
     }
     Ok(env)
 }
