@@ -179,3 +179,107 @@ fn the_containers_own_tmpfs_contents_come_back_even_after_a_clean_exit() {
         .unwrap_or_else(|| panic!("/tmp/own is not mounted again:\n{mounts}"));
     assert!(own.contains("tmpfs") && own.contains("size=1024k"), "{own}");
 }
+
+/// Busy loops on every core while alive.
+struct CpuLoad(Vec<std::process::Child>);
+
+impl CpuLoad {
+    fn start() -> CpuLoad {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        CpuLoad(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// CRIU's network lock tables in the host's network namespace.
+fn criu_lock_tables() -> Vec<String> {
+    let out = std::process::Command::new("nft")
+        .args(["list", "tables", "inet"])
+        .output();
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains("CRIU-"))
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[test]
+fn a_killed_checkpoint_never_kills_the_application() {
+    let test = "a_killed_checkpoint_never_kills_the_application";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let env = TestEnv::new(test);
+    let img = path_str(&server_image());
+    let port = free_port();
+    env.ok(["checkpoint", "create", "storm"]);
+    env.ok([
+        "instance",
+        "start",
+        "--ckpt-launch",
+        "storm",
+        &img,
+        "srv",
+        &port.to_string(),
+    ]);
+    env.wait_for_instance_port("srv", port);
+    let _load = CpuLoad::start();
+    // A small deterministic generator: the delays spread over 0-150 ms.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut expected = 0;
+    for round in 0..100 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(seed % 150);
+        let mut cmd = env.command(["checkpoint", "instance", "srv"]);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(delay);
+        // The whole process group, as a batch system does after its grace time.
+        // SAFETY: kill with the (negated) process group id of our own child.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        expected += 1;
+        assert_eq!(
+            request(port),
+            format!("request:{expected}"),
+            "round {round} (killed after {delay:?}): the application stopped answering"
+        );
+    }
+    // The checkpoints whose callers were killed finish on their own; a normal one after them
+    // works, and its generation restores.
+    env.ok(["checkpoint", "instance", "srv"]);
+    env.ok(["checkpoint", "verify", "storm"]);
+    env.ok(["instance", "stop", "srv"]);
+    env.ok(["instance", "start", "--ckpt-restart", "storm", &img, "srv2"]);
+    env.wait_for_instance_port("srv2", port);
+    assert_eq!(request(port), format!("request:{}", expected + 1));
+    assert!(
+        criu_lock_tables().is_empty(),
+        "network lock tables left behind: {:?}",
+        criu_lock_tables()
+    );
+}

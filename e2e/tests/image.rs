@@ -315,6 +315,20 @@ fn a_killed_build_is_swept_by_the_next_one() {
     assert_eq!(left.len(), 1, "SIGKILL leaves the tree: {left:?}");
     assert!(!w.join("slow.sif").exists());
 
+    // The killed build's container dies with it, a moment later (PR_SET_PDEATHSIG): until
+    // then its lock is still held and the tree rightly left alone.
+    let lock = w.join(&left[0]).join(".lock");
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || {
+            std::process::Command::new("flock")
+                .arg("-n")
+                .arg(&lock)
+                .arg("true")
+                .status()
+                .is_ok_and(|s| s.success())
+        }),
+        "the killed build's lock is still held after 10 s"
+    );
     let out = env.run(env.command(["build", "next.sif", "rootfs"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -39,6 +39,7 @@ PKGS=(
     python3                         # /usr/bin/python3 + stdlib: the e2e counter-server image
     util-linux mount                # losetup, mount, nsenter: leak checks in the e2e tests
     iproute2 procps attr file       # ss (demo readiness), ps, xattrs, file types
+    nftables                        # nft: rctr removes network locks a killed CRIU left
     debian-archive-keyring          # install-criu.sh verifies the Debian archive with it
     slurm-wlm munge                 # Slurm 22.05 and munge: the e2e tests' one-node cluster
 )

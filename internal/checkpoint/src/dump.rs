@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DumpReport {
     pub checkpoint: String,
     pub instance: String,
@@ -57,7 +57,7 @@ pub fn checkpoint_instance(
     }
     let conf = CkptConf::load_for(conf_path, ckpt.engine())?;
     let engine = engine_for(ckpt.engine(), &conf)?;
-    let mut report = take(&ckpt, engine.as_ref(), &rec, opts, conf.keep)?;
+    let mut report = detached(|| take(&ckpt, engine.as_ref(), &rec, opts, conf.keep))?;
     if opts.stop {
         // An application the engine left stopped cannot take a gentler signal.
         let stop = StopOptions {
@@ -69,6 +69,41 @@ pub fn checkpoint_instance(
         report.stopped = true;
     }
     Ok(report)
+}
+
+/// Runs `work` (a checkpoint) in a process of its own session and waits for its report.
+///
+/// A batch system that runs out of patience kills the whole process group of the command
+/// (Slurm after GraceTime); the checkpoint, its engine included, is out of that group's
+/// reach and runs to its end: published, or failed with everything cleaned up and the
+/// application running. The caller being killed only means nobody reads the report.
+fn detached(work: impl FnOnce() -> Result<DumpReport>) -> Result<DumpReport> {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| anyhow!("cannot create a pipe: {e}"))?;
+    rctr_runtime::spawn::fork_detached(
+        || Ok(()),
+        move || {
+            let report = match work() {
+                Ok(r) => serde_json::json!({ "ok": r }),
+                Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+            };
+            let mut out = std::fs::File::from(write_end);
+            match std::io::Write::write_all(&mut out, report.to_string().as_bytes()) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            }
+        },
+    )?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(read_end), &mut text)
+        .map_err(|e| anyhow!("cannot read the checkpoint's report: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|_| anyhow!("the checkpoint process died without a report"))?;
+    if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
+        bail!("{e}");
+    }
+    serde_json::from_value(value["ok"].clone())
+        .map_err(|e| anyhow!("bad report from the checkpoint process: {e}"))
 }
 
 /// Takes one generation of `target` with `engine`: lock, stage, dump, seal, publish, prune.

@@ -224,6 +224,14 @@ fn has_cap_sys_resource() -> Option<bool> {
 }
 
 fn host_findings(r: &mut Report) {
+    if !super::netlock::available() {
+        r.push(
+            "nft",
+            Status::Warn,
+            "the nft tool is missing: a network lock left by a CRIU killed mid-dump would keep cutting the application's connections".into(),
+            Some("install nftables (apt-get install nftables)".into()),
+        );
+    }
     match has_cap_sys_resource() {
         Some(true) | None => {}
         Some(false) => r.push(

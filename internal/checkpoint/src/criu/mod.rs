@@ -10,6 +10,7 @@ pub mod closure;
 pub mod doctor;
 pub(crate) mod elf;
 pub mod inject;
+pub mod netlock;
 pub mod open_files;
 mod restore;
 pub mod run;
@@ -106,9 +107,19 @@ impl CheckpointEngine for CriuEngine {
         });
         let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
         rctr_log::debug!("checkpoint engine (dump): {}", rctr_log::show_argv(&argv));
+        // The network lock of an earlier CRIU that was killed would keep cutting the
+        // application's connections; the one this run leaves if it dies is removed below.
+        let net_of = target.plan.net_ns.then_some(target.init_pid);
+        netlock::sweep_stale(net_of);
+        let locks_before = netlock::tables(net_of);
         let code = run_in_container(target.init_pid, target.plan.net_ns, &argv)?;
         let log = ckpt.logs_dir().join(&log_name);
         if code != 0 {
+            let left: Vec<String> = netlock::tables(net_of)
+                .into_iter()
+                .filter(|t| !locks_before.contains(t))
+                .collect();
+            netlock::remove(net_of, &left);
             bail!(
                 "checkpoint of instance '{}' failed: {} (full log: {}); the previous checkpoint is unchanged",
                 target.name,

@@ -29,6 +29,8 @@ pub struct TmpfsSnapshot {
 pub struct TmpfsMount {
     pub dst: PathBuf,
     pub options: String,
+    /// The file system's device (`0:NN`): tells it from a host tmpfs bound in.
+    pub device: String,
 }
 
 /// Options of a tmpfs worth giving its re-mount.
@@ -54,8 +56,8 @@ pub fn private_tmpfs(mountinfo: &str) -> Vec<TmpfsMount> {
         let Some(sep) = f.iter().position(|x| *x == "-") else {
             continue;
         };
-        let (Some(root), Some(point), Some(fstype), Some(opts)) =
-            (f.get(3), f.get(4), f.get(sep + 1), f.get(sep + 3))
+        let (Some(device), Some(root), Some(point), Some(fstype), Some(opts)) =
+            (f.get(2), f.get(3), f.get(4), f.get(sep + 1), f.get(sep + 3))
         else {
             continue;
         };
@@ -65,16 +67,22 @@ pub fn private_tmpfs(mountinfo: &str) -> Vec<TmpfsMount> {
         out.push(TmpfsMount {
             dst: PathBuf::from(super::open_files::unescape(point)),
             options: kept_options(opts),
+            device: device.to_string(),
         });
     }
     out
 }
 
-/// The container's private tmpfs mounts that hold anything, seen through `pid`.
+/// The container's private tmpfs mounts that hold anything, seen through `pid`. A tmpfs of the
+/// host bound into the container (a host /tmp that is a tmpfs, a home on one) is the host's:
+/// like every bind, it stays outside the checkpoint.
 pub fn with_content(pid: i32) -> Vec<TmpfsMount> {
     let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let host_devices: Vec<&str> = host.lines().filter_map(|l| l.split(' ').nth(2)).collect();
     private_tmpfs(&table)
         .into_iter()
+        .filter(|m| !host_devices.contains(&m.device.as_str()))
         .filter(|m| {
             std::fs::read_dir(through(pid, &m.dst))
                 .map(|mut d| d.next().is_some())
