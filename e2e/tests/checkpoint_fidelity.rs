@@ -283,3 +283,98 @@ fn a_killed_checkpoint_never_kills_the_application() {
         criu_lock_tables()
     );
 }
+
+/// One process holding both ends of a loopback TCP connection, echoing a counter through it.
+const TCP_PAIR: &str = "import socket, sys, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('127.0.0.1', 5555))
+srv.listen(1)
+client = socket.create_connection(('127.0.0.1', 5555))
+server, _ = srv.accept()
+n = 0
+while True:
+    n += 1
+    client.sendall(b'%d\\n' % n)
+    got = server.recv(64)
+    if not got:
+        print('connection closed', flush=True)
+        sys.exit(3)
+    print('echo', got.decode().strip(), flush=True)
+    time.sleep(0.02)
+";
+
+#[test]
+fn tcp_established_brings_connections_back_live() {
+    let test = "tcp_established_brings_connections_back_live";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let env = TestEnv::new(test);
+    let img = path_str(&app_image());
+    env.ok(["checkpoint", "create", "tcp"]);
+    env.ok([
+        "instance",
+        "start",
+        "--net",
+        "--ckpt-launch",
+        "tcp",
+        &img,
+        "pair",
+        "python3",
+        "-c",
+        TCP_PAIR,
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || ok_lines(
+        &env, "pair"
+    )
+    .len()
+        > 5));
+    env.ok(["checkpoint", "instance", "--stop", "pair"]);
+    let last: u64 = ok_lines(&env, "pair")
+        .last()
+        .and_then(|l| l.strip_prefix("echo ")?.parse().ok())
+        .unwrap();
+    // Live: the connection between its own two ends comes back and the echo goes on.
+    env.ok([
+        "instance",
+        "start",
+        "--ckpt-restart",
+        "tcp",
+        "--tcp-established",
+        &img,
+        "pair2",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(20), || ok_lines(&env, "pair2").len()
+            > 5),
+        "{:?}\n--- err:\n{}\n--- restore log:\n{}",
+        ok_lines(&env, "pair2"),
+        std::fs::read_to_string(env.instance_err_log("pair2")).unwrap_or_default(),
+        std::fs::read_to_string(
+            env.checkpoint_dir("tcp")
+                .join("logs/restore-gen-000001.log")
+        )
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Error") || l.contains("Warn"))
+        .collect::<Vec<_>>()
+        .join("\n")
+    );
+    let lines = ok_lines(&env, "pair2");
+    assert_eq!(lines[0], format!("echo {}", last + 1), "{lines:?}");
+    assert!(lines.iter().all(|l| l.starts_with("echo ")), "{lines:?}");
+    env.ok(["instance", "stop", "pair2"]);
+    // By default the connection comes back closed, and the application sees it.
+    env.ok(["instance", "start", "--ckpt-restart", "tcp", &img, "pair3"]);
+    let err = || std::fs::read_to_string(env.instance_err_log("pair3")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(20), || ok_lines(&env, "pair3")
+            .iter()
+            .any(|l| l == "connection closed")
+            || err().contains("Error")),
+        "the closed connection went unnoticed: {:?} {}",
+        ok_lines(&env, "pair3"),
+        err()
+    );
+}

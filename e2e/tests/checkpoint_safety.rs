@@ -187,11 +187,32 @@ fn kill9(pid: i32) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
-/// Engine processes dumping for the `rctr checkpoint instance` whose pid is `rctr_pid`: they
-/// run `criu dump ... -D /.checkpoint/.tmp-gen-NNNNNN-<rctr_pid>`, which tells them apart
-/// from other tests' engines.
-fn engine_pids_of(rctr_pid: u32) -> Vec<i32> {
-    let suffix = format!("-{rctr_pid}");
+/// The processes of one `rctr checkpoint instance` run started as `rctr_pid`: the command
+/// itself and the checkpoint process it runs in a session of its own (a fork of it, same
+/// command line, which stages `.tmp-gen-NNNNNN-<its pid>`).
+fn rctr_pids_of(rctr_pid: u32, cmdline: &[u8]) -> Vec<i32> {
+    let mut pids = vec![rctr_pid as i32];
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid != rctr_pid as i32
+            && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == cmdline)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Engine processes dumping for checkpoint runs of `rctr_pids`: they run
+/// `criu dump ... -D /.checkpoint/.tmp-gen-NNNNNN-<pid>`, which tells them apart from other
+/// tests' engines.
+fn engine_pids_of(rctr_pids: &[i32]) -> Vec<i32> {
+    let suffixes: Vec<String> = rctr_pids.iter().map(|p| format!("-{p}")).collect();
     let mut pids = vec![];
     let Ok(rd) = fs::read_dir("/proc") else {
         return pids;
@@ -207,7 +228,7 @@ fn engine_pids_of(rctr_pid: u32) -> Vec<i32> {
         let is_dump = args.iter().any(|a| *a == b"dump");
         let ours = args.iter().any(|a| {
             let a = String::from_utf8_lossy(a);
-            a.starts_with("/.checkpoint/.tmp-gen-") && a.ends_with(&suffix)
+            a.starts_with("/.checkpoint/.tmp-gen-") && suffixes.iter().any(|s| a.ends_with(s))
         });
         if is_dump && ours {
             pids.push(pid);
@@ -401,6 +422,17 @@ fn sigkill_during_checkpoint_never_loses_or_corrupts_a_generation() {
             .spawn()
             .expect("spawn rctr checkpoint instance");
         let rctr_pid = child.id();
+        // Everything of this rctr run: the command and its checkpoint process.
+        let rctr_cmdline = {
+            let mut c = path_str(&rctr_bin()).into_bytes();
+            for a in ["checkpoint", "instance", "--keep", "3", "--json", "srv"] {
+                c.push(0);
+                c.extend_from_slice(a.as_bytes());
+            }
+            c.push(0);
+            c
+        };
+        let all_rctr = || rctr_pids_of(rctr_pid, &rctr_cmdline);
         let delay = match fault {
             Kill::Rctr => Duration::from_millis((run as u64 * 37) % (full_ms + full_ms / 5)),
             _ => Duration::from_millis((run as u64 * 7) % 45),
@@ -408,7 +440,9 @@ fn sigkill_during_checkpoint_never_loses_or_corrupts_a_generation() {
         match fault {
             Kill::Rctr => {
                 std::thread::sleep(delay);
-                kill9(rctr_pid as i32);
+                for pid in all_rctr() {
+                    kill9(pid);
+                }
             }
             Kill::Engine | Kill::Both => {
                 let mut engine = vec![];
@@ -417,14 +451,17 @@ fn sigkill_during_checkpoint_never_loses_or_corrupts_a_generation() {
                     && Instant::now() < deadline
                     && child.try_wait().expect("try_wait").is_none()
                 {
-                    engine = engine_pids_of(rctr_pid);
+                    engine = engine_pids_of(&all_rctr());
                 }
                 std::thread::sleep(delay);
-                for pid in engine_pids_of(rctr_pid) {
+                let rctr = all_rctr();
+                for pid in engine_pids_of(&rctr) {
                     kill9(pid);
                 }
                 if fault == Kill::Both {
-                    kill9(rctr_pid as i32);
+                    for pid in rctr {
+                        kill9(pid);
+                    }
                 }
             }
         }

@@ -42,6 +42,11 @@ pub struct StartArgs {
     /// With --ckpt-restart: restore even if the image differs from the checkpoint's
     #[arg(long, requires = "ckpt_restart")]
     pub force: bool,
+    /// With --ckpt-restart (CRIU): restore established TCP connections live, not closed; their
+    /// peers must still be there (the application's own processes, a client that kept its
+    /// connection)
+    #[arg(long, requires = "ckpt_restart")]
+    pub tcp_established: bool,
     /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
@@ -127,6 +132,7 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
         let opts = rctr_checkpoint::restore::RestartOptions {
             generation: a.generation,
             force: a.force,
+            tcp_established: a.tcp_established,
             fall_back: false,
         };
         let target = Target {

@@ -48,6 +48,10 @@ pub struct JobArgs {
     /// With --ckpt/--ckpt-restart: resume even if the image differs from the checkpoint's
     #[arg(long)]
     pub ckpt_force: bool,
+    /// On a resume (CRIU): restore established TCP connections live, not closed (their peers
+    /// must still be there: the job's own processes, as between MPI ranks and mpirun)
+    #[arg(long)]
+    pub tcp_established: bool,
     /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
@@ -70,6 +74,7 @@ impl JobArgs {
                     (self.ckpt_on_term, "--ckpt-on-term"),
                     (self.ckpt_keep.is_some(), "--ckpt-keep"),
                     (self.ckpt_force, "--ckpt-force"),
+                    (self.tcp_established, "--tcp-established"),
                     (self.ckpt_conf.is_some(), "--ckpt-conf"),
                 ];
                 if let Some((_, flag)) = used.iter().find(|(on, _)| *on) {
@@ -104,6 +109,7 @@ impl JobArgs {
             conf_path: self.ckpt_conf.clone(),
             generation: self.generation,
             force: self.ckpt_force,
+            tcp_established: self.tcp_established,
         }))
     }
 }

@@ -79,6 +79,16 @@ impl Default for DumpMode {
     }
 }
 
+/// What a restart asks of the engine beyond the generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreFlags {
+    /// Accept what the engine would otherwise refuse (files changed since the checkpoint).
+    pub force: bool,
+    /// Restore established TCP connections live instead of closed (the peer must still be
+    /// there: the application's own processes, or a client that kept its connection).
+    pub tcp_established: bool,
+}
+
 /// How a restarted container is built and its application brought back.
 pub struct Restore {
     pub plan: ContainerPlan,
@@ -109,14 +119,13 @@ pub trait CheckpointEngine {
     ) -> Result<Dumped>;
 
     /// The container to start for a restart from `generation` (already verified) and how its
-    /// application comes back. `requested` is the container the user asked for now; `force`
-    /// accepts what the engine would otherwise refuse (changed files).
+    /// application comes back. `requested` is the container the user asked for now.
     fn restore(
         &self,
         ckpt: &Checkpoint,
         generation: &Generation,
         requested: ContainerPlan,
-        force: bool,
+        how: RestoreFlags,
     ) -> Result<Restore>;
 }
 

@@ -2,7 +2,7 @@
 //! foreground job.
 
 use crate::conf::CkptConf;
-use crate::engine::{engine_for, Restore, LAUNCH_GRACE};
+use crate::engine::{engine_for, Restore, RestoreFlags, LAUNCH_GRACE};
 use crate::store::{Checkpoint, CheckpointStore, Generation};
 use anyhow::{bail, Result};
 use rctr_instance::{AttachedInstance, InstanceRecord, Instances, StartRequest};
@@ -99,6 +99,8 @@ pub fn launch(
 pub struct RestartOptions {
     pub generation: Option<u32>,
     pub force: bool,
+    /// Restore established TCP connections live (CRIU), not closed.
+    pub tcp_established: bool,
     /// When the newest generation is damaged, resume from the newest one that verifies (a
     /// batch job's resume), saying so on stderr.
     pub fall_back: bool,
@@ -147,7 +149,15 @@ pub fn restart(
         plan,
         start: how,
         grace,
-    } = engine.restore(&ckpt, &g, requested, opts.force)?;
+    } = engine.restore(
+        &ckpt,
+        &g,
+        requested,
+        RestoreFlags {
+            force: opts.force,
+            tcp_established: opts.tcp_established,
+        },
+    )?;
     let req = StartRequest {
         name,
         args,

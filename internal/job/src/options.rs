@@ -67,6 +67,8 @@ pub struct JobOptions {
     pub generation: Option<u32>,
     /// With a restart: restore even if the image differs.
     pub force: bool,
+    /// With a resume: restore established TCP connections live.
+    pub tcp_established: bool,
 }
 
 impl JobOptions {

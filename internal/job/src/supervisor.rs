@@ -62,6 +62,7 @@ pub fn run_job(opts: &JobOptions, plan: ContainerPlan, args: Vec<String>) -> Res
         let ropts = RestartOptions {
             generation: opts.generation,
             force: opts.force,
+            tcp_established: opts.tcp_established,
             fall_back: matches!(opts.ckpt, CkptChoice::Auto(_)),
         };
         restore::restart(

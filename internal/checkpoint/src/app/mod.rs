@@ -116,7 +116,7 @@ impl CheckpointEngine for AppEngine {
         ckpt: &Checkpoint,
         g: &Generation,
         requested: ContainerPlan,
-        _force: bool,
+        _how: crate::engine::RestoreFlags,
     ) -> Result<Restore> {
         let mut plan = requested;
         rctr_log::debug!(

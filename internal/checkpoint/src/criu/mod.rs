@@ -18,7 +18,7 @@ pub mod stats;
 pub mod tmpfs;
 
 use crate::conf::CriuConf;
-use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore};
+use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore, RestoreFlags};
 use crate::store::{generation_dir_name, Checkpoint, CriuData, EngineData, Generation, Staged};
 use anyhow::{bail, Result};
 use bundle::{ensure_bundle, EngineBundle};
@@ -152,7 +152,7 @@ impl CheckpointEngine for CriuEngine {
         ckpt: &Checkpoint,
         g: &Generation,
         requested: ContainerPlan,
-        force: bool,
+        how: RestoreFlags,
     ) -> Result<Restore> {
         let EngineData::Criu(data) = &g.manifest.engine_data else {
             bail!(
@@ -163,7 +163,7 @@ impl CheckpointEngine for CriuEngine {
         };
         unchangeable(&g.manifest.plan, &requested)?;
         recorded_binds_exist(&g.manifest.plan)?;
-        open_files::verify_at_restore(&data.open_files, force)?;
+        open_files::verify_at_restore(&data.open_files, how.force)?;
         let mut plan = g.manifest.plan.clone();
         plan.root = requested.root;
         plan.image_display = requested.image_display;
@@ -171,7 +171,7 @@ impl CheckpointEngine for CriuEngine {
         add_checkpoint_mounts(&mut plan, &bundle.dir, ckpt.dir());
         let gen_name = generation_dir_name(g.number);
         let host_log = ckpt.logs_dir().join(format!("restore-{gen_name}.log"));
-        let start = restore::starter(&bundle, &gen_name, data, host_log)?;
+        let start = restore::starter(&bundle, &gen_name, data, host_log, how.tcp_established)?;
         Ok(Restore {
             plan,
             start,

@@ -22,6 +22,7 @@ pub(super) fn starter(
     gen_name: &str,
     data: &CriuData,
     host_log: std::path::PathBuf,
+    tcp_established: bool,
 ) -> Result<AppStart> {
     let logs = format!("{CKPT_MOUNT}/logs");
     let log = format!("{logs}/restore-{gen_name}.log");
@@ -39,7 +40,6 @@ pub(super) fn starter(
         "-v2",
         "--restore-detached",
         "--restore-sibling",
-        "--tcp-close",
         "--file-locks",
         "--pidfile",
         &pidfile,
@@ -47,6 +47,13 @@ pub(super) fn starter(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // Connections come back closed (a new host, a peer long gone) unless asked for live,
+    // which holds their packets with the network lock until they are back.
+    if tcp_established {
+        args.extend(["--tcp-established", "--network-lock", "nftables"].map(String::from));
+    } else {
+        args.push("--tcp-close".into());
+    }
     // The application's stdout/stderr were pipes to the old init: hand CRIU the
     // new init's pipes in their place.
     let mut seen = vec![];

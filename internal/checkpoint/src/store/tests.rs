@@ -62,7 +62,7 @@ impl CheckpointEngine for FakeEngine {
         _c: &Checkpoint,
         _g: &Generation,
         _p: ContainerPlan,
-        _force: bool,
+        _how: crate::engine::RestoreFlags,
     ) -> Result<Restore> {
         bail!("the fake engine does not restore")
     }
