@@ -147,6 +147,26 @@ fn add_tree<W: std::io::Write>(
             // A socket's file is recreated by whoever binds it (CRIU, for restored ones).
             continue;
         }
+        if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            // Written by hand: the tar crate's own path for these fails on a relative name.
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata(&meta);
+            header.set_entry_type(if ft.is_fifo() {
+                tar::EntryType::Fifo
+            } else if ft.is_char_device() {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            });
+            header.set_size(0);
+            if !ft.is_fifo() {
+                let rdev = meta.rdev();
+                header.set_device_major(libc::major(rdev))?;
+                header.set_device_minor(libc::minor(rdev))?;
+            }
+            tar.append_data(&mut header, &rel, std::io::empty())?;
+            continue;
+        }
         tar.append_path_with_name(&path, &rel)?;
         // A mount point of another file system: its directory only.
         if ft.is_dir() && meta.dev() == dev {
@@ -189,9 +209,51 @@ pub fn restore(snapshots: &[TmpfsSnapshot], gen_dir: &Path) -> Result<()> {
         archive.set_preserve_ownerships(true);
         archive.set_preserve_mtime(true);
         archive.set_overwrite(true);
-        archive
-            .unpack(&s.dst)
+        unpack(&mut archive, &s.dst)
             .with_context(|| format!("cannot restore the contents of {}", s.dst.display()))?;
+    }
+    Ok(())
+}
+
+/// Unpacks `archive` into `dst`; FIFOs and device nodes, which the tar crate does not make,
+/// with mknod.
+fn unpack<R: std::io::Read>(archive: &mut tar::Archive<R>, dst: &Path) -> Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        let special = match kind {
+            tar::EntryType::Fifo => Some(SFlag::S_IFIFO),
+            tar::EntryType::Char => Some(SFlag::S_IFCHR),
+            tar::EntryType::Block => Some(SFlag::S_IFBLK),
+            _ => None,
+        };
+        let Some(sflag) = special else {
+            entry.unpack_in(dst)?;
+            continue;
+        };
+        let rel = entry.path()?.into_owned();
+        if !rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            bail!("unsafe path {} in a tmpfs archive", rel.display());
+        }
+        let path = dst.join(&rel);
+        let h = entry.header();
+        let mode = Mode::from_bits_truncate(h.mode()?);
+        let dev = makedev(
+            u64::from(h.device_major()?.unwrap_or(0)),
+            u64::from(h.device_minor()?.unwrap_or(0)),
+        );
+        let _ = std::fs::remove_file(&path);
+        mknod(&path, sflag, mode, dev)
+            .with_context(|| format!("cannot make {}", path.display()))?;
+        let _ = nix::unistd::chown(
+            &path,
+            Some(nix::unistd::Uid::from_raw(h.uid()? as u32)),
+            Some(nix::unistd::Gid::from_raw(h.gid()? as u32)),
+        );
     }
     Ok(())
 }
@@ -208,6 +270,29 @@ mod tests {
 78 68 0:49 / /tmp rw,nosuid,nodev,relatime - tmpfs tmpfs rw,size=1024k,nr_inodes=100,mode=1777
 82 68 254:0 /x /.checkpoint rw,relatime - ext4 /dev/vda rw
 83 78 0:52 / /tmp/my\\040dir rw,relatime - tmpfs tmpfs rw,size=512k";
+
+    #[test]
+    fn fifos_are_archived() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("0")).unwrap();
+        nix::unistd::mkfifo(
+            &src.path().join("0/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.follow_symlinks(false);
+        let dev = std::fs::metadata(src.path()).unwrap().dev();
+        add_tree(&mut tar, src.path(), Path::new(""), dev).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        unpack(&mut tar::Archive::new(&bytes[..]), out.path()).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        let ft = std::fs::symlink_metadata(out.path().join("0/fifo"))
+            .unwrap()
+            .file_type();
+        assert!(ft.is_fifo());
+    }
 
     #[test]
     fn whole_tmpfs_mounts_but_dev_are_the_containers_own() {
