@@ -8,6 +8,7 @@
 //! one-node Slurm cluster for the batch-system tests.
 
 mod checks;
+mod debian;
 mod env;
 mod images;
 mod listing;
@@ -24,6 +25,7 @@ pub use checks::{
     assert_usage_error, loop_devices_backed_by, mountinfo_lines_mentioning, process_alive,
     wait_until,
 };
+pub use debian::{debian_image, DEBIAN_PACKAGES};
 pub use env::TestEnv;
 pub use images::{
     app_image, build_sif, busybox_exec_image, scratch_dir, server_def, server_image,
