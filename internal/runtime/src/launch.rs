@@ -303,6 +303,9 @@ fn init_main(
         code: 255,
         relayed: None,
     });
+    // A checkpoint engine that ended the application (a dump that stops it) is still at
+    // work inside this pid namespace, which ends with us: let it finish first.
+    wait_for_checkpoint_engine();
     send(status_fd, &InitStatus::Exited(ended.code));
     drop(status_w);
     // As with Apptainer, an instance whose start script finished cleanly
@@ -313,6 +316,29 @@ fn init_main(
         idle_until_stopped();
     }
     ended.code
+}
+
+/// Waits (up to a minute) while a checkpoint engine runs in this pid namespace: its
+/// processes run the bundle mounted at [`crate::plan::ENGINE_MOUNT`].
+fn wait_for_checkpoint_engine() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let me = std::process::id().to_string();
+    let engine_running = || {
+        std::fs::read_dir("/proc").is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                let name = e.file_name();
+                name.to_str()
+                    .is_some_and(|n| n != me && n.bytes().all(|b| b.is_ascii_digit()))
+                    && std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                        c.windows(crate::plan::ENGINE_MOUNT.len())
+                            .any(|w| w == crate::plan::ENGINE_MOUNT.as_bytes())
+                    })
+            })
+        })
+    };
+    while std::time::Instant::now() < deadline && engine_running() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Waits for a terminating signal, reaping anything that gets reparented to us.

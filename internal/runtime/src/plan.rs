@@ -5,6 +5,10 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Where a checkpoint engine is mounted inside a container (see rctr-checkpoint): init
+/// recognises the engine's processes by it.
+pub const ENGINE_MOUNT: &str = "/.rctr-engine";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RootKind {

@@ -6,7 +6,7 @@ use rctr_runtime::plan::{ContainerPlan, MountEntry, MountSource};
 use std::path::{Path, PathBuf};
 
 /// Where the engine bundle appears inside the container.
-pub const ENGINE_MOUNT: &str = "/.rctr-engine";
+pub const ENGINE_MOUNT: &str = rctr_runtime::plan::ENGINE_MOUNT;
 /// Where the checkpoint directory appears inside the container (as with Apptainer's DMTCP support).
 pub const CKPT_MOUNT: &str = "/.checkpoint";
 

@@ -77,6 +77,7 @@ impl CheckpointEngine for CriuEngine {
             stderr_pipe: pipe_identity(target.app_host_pid, 2),
             open_files,
             tmpfs: vec![],
+            held_network_locks: vec![],
         };
         let log_name = format!("dump-{}.log", generation_dir_name(staged.number));
         let mut args: Vec<String> = [
@@ -96,21 +97,23 @@ impl CheckpointEngine for CriuEngine {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        // A tree about to be stopped is left stopped, not killed: CRIU runs inside the
-        // container's pid namespace, which ends with the application, and must finish first.
-        // Either way nothing the application does after the dump is seen. A failed dump
+        // Either way nothing the application does after the dump is seen; a failed dump
         // leaves it running.
-        args.push(if mode.leave_running && !stop_for_copy {
-            "--leave-running".into()
-        } else {
-            "--leave-stopped".into()
-        });
+        // An application about to be stopped is killed by CRIU itself while its sockets are
+        // still in repair mode: its TCP peers see nothing (the network lock holds their
+        // packets) and a --tcp-established restore can take the connections over. When a
+        // tmpfs must be copied first it is left stopped instead. Init waits for CRIU to
+        // finish before the container's pid namespace ends.
+        if mode.leave_running && !stop_for_copy {
+            args.push("--leave-running".into());
+        } else if stop_for_copy {
+            args.push("--leave-stopped".into());
+        }
         let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
         rctr_log::debug!("checkpoint engine (dump): {}", rctr_log::show_argv(&argv));
-        // The network lock of an earlier CRIU that was killed would keep cutting the
-        // application's connections; the one this run leaves if it dies is removed below.
+        // A network lock this run leaves if it fails is removed below; one it keeps on
+        // purpose (the application killed with its connections held) is recorded.
         let net_of = target.plan.net_ns.then_some(target.init_pid);
-        netlock::sweep_stale(net_of);
         let locks_before = netlock::tables(net_of);
         let code = run_in_container(target.init_pid, target.plan.net_ns, &argv)?;
         let log = ckpt.logs_dir().join(&log_name);
@@ -126,6 +129,12 @@ impl CheckpointEngine for CriuEngine {
                 engine_failure(code, &log),
                 log.display()
             );
+        }
+        if !mode.leave_running && !stop_for_copy && !target.plan.net_ns {
+            data.held_network_locks = netlock::tables(net_of)
+                .into_iter()
+                .filter(|t| !locks_before.contains(t))
+                .collect();
         }
         if stop_for_copy {
             let saved = tmpfs::snapshot(target.app_host_pid, &tmpfs_mounts, &staged.dir);
@@ -164,6 +173,11 @@ impl CheckpointEngine for CriuEngine {
         unchangeable(&g.manifest.plan, &requested)?;
         recorded_binds_exist(&g.manifest.plan)?;
         open_files::verify_at_restore(&data.open_files, how.force)?;
+        // Connections held for a live restore that is not asked for: let them go (their
+        // peers get a reset rather than silence).
+        if !how.tcp_established {
+            netlock::remove(None, &data.held_network_locks);
+        }
         let mut plan = g.manifest.plan.clone();
         plan.root = requested.root;
         plan.image_display = requested.image_display;

@@ -1,9 +1,11 @@
 //! CRIU's network lock: while it dumps an application with TCP connections it adds an
 //! nftables table (`inet CRIU-<id>`) that drops the connections' packets, and removes it when
 //! it is done. A CRIU that dies half-way (SIGKILL, a batch system's grace time running out)
-//! leaves the table behind, and the application's connections stay cut off. rctr removes such
-//! tables: those a failed dump left, at once, and stale ones (no CRIU running anywhere) before
-//! the next dump. Needs the `nft` tool (Debian's nftables); without it nothing is removed and
+//! leaves the table behind, and the application's connections stay cut off. rctr removes the
+//! tables a failed dump left, at once (the dump runs in a process of its own session, so that
+//! it survives its caller). A dump that ends the application keeps its table on purpose: it
+//! holds the connections for a `--tcp-established` restore, and any other restore removes it.
+//! Needs the `nft` tool (Debian's nftables); without it nothing is removed and
 //! `rctr checkpoint check` says so.
 
 use std::process::{Command, Stdio};
@@ -54,29 +56,4 @@ pub fn remove(net_of: Option<i32>, names: &[String]) -> usize {
         .filter(|t| t.starts_with(PREFIX) && !t.contains(char::is_whitespace))
         .filter(|t| nft(net_of, &["delete", "table", "inet", t]).is_some())
         .count()
-}
-
-/// Whether any CRIU runs on this host (a lock table may be its, not stale).
-fn criu_running() -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    entries.flatten().any(|e| {
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-            return false;
-        };
-        cmdline
-            .split(|b| *b == 0)
-            .take(3)
-            .any(|arg| arg.ends_with(b"/criu") || arg == b"criu")
-    })
-}
-
-/// Removes lock tables of dead CRIU runs in that network namespace.
-pub fn sweep_stale(net_of: Option<i32>) -> usize {
-    let found = tables(net_of);
-    if found.is_empty() || criu_running() {
-        return 0;
-    }
-    remove(net_of, &found)
 }

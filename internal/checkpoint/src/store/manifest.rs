@@ -51,6 +51,10 @@ pub struct CriuData {
     /// The container's private tmpfs mounts, saved as archives in the generation.
     #[serde(default)]
     pub tmpfs: Vec<crate::criu::tmpfs::TmpfsSnapshot>,
+    /// nftables lock tables CRIU kept after killing the application, holding its TCP
+    /// connections for a live (`--tcp-established`) restore, which releases them.
+    #[serde(default)]
+    pub held_network_locks: Vec<String>,
 }
 
 /// A published generation and its manifest.
