@@ -32,7 +32,7 @@ pub use images::{
     write_server_image, CKPT_COUNTER_C, FIB_PY, SYSV_HOLDER_C,
 };
 pub use listing::table_first_column;
-pub use logs::{complete_lines, last_number, numbers_from};
+pub use logs::{complete_lines, last_number, numbers_from, numeric_lines};
 pub use net::{free_port, is_listening, request, try_wait_for_port, wait_for_port};
 pub use paths::{
     apptainer_busybox_sif, path_str, rctr_bin, shared_testdata, try_rctr_bin, workspace_root,
@@ -43,6 +43,7 @@ pub use rootfs::{
 };
 pub use run::{output_with_timeout, try_output_with_timeout, DEFAULT_TIMEOUT};
 pub use skip::{
-    is_root, require_criu, require_root, require_root_and_criu, require_slurm, CRIU_BIN,
+    has_cap_sys_resource, is_root, require_criu, require_root, require_root_and_criu,
+    require_slurm, CRIU_BIN,
 };
 pub use slurm::{find_program, missing_slurm_programs, SlurmCluster, SLURM_PROGRAMS};

@@ -30,6 +30,14 @@ pub fn numbers_from(path: &Path, offset: usize) -> Vec<u64> {
         .collect()
 }
 
+/// The complete lines of `path` that are numbers, parsed (others skipped).
+pub fn numeric_lines(path: &Path) -> Vec<u64> {
+    complete_lines(path, 0)
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 /// The number on the last complete line of `path`; panics when there is none.
 pub fn last_number(path: &Path) -> u64 {
     *numbers_from(path, 0)

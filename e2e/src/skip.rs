@@ -18,6 +18,22 @@ fn skipped(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
+/// Whether this process has CAP_SYS_RESOURCE (root lacks it on some machines, and CRIU needs
+/// it to dump processes that changed their uid).
+pub fn has_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
 /// True when running as root; otherwise prints "SKIPPED <test>: needs root".
 pub fn require_root(test: &str) -> bool {
     let root = is_root();

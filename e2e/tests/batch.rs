@@ -66,13 +66,6 @@ impl Drop for JobProcess {
     }
 }
 
-fn numbers(path: &Path) -> Vec<u64> {
-    complete_lines(path, 0)
-        .iter()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 fn generations(env: &TestEnv, ckpt: &str) -> Vec<u64> {
     let out = env.cmd(["checkpoint", "list", ckpt, "--json"]);
     if !out.status.success() {
@@ -128,10 +121,10 @@ fn checkpoint_on_signal_then_exit_and_resume_give_one_continuous_output() {
     let out = output_file(&env);
     let args = job_args(&img, &["--ckpt-signal", "USR1", "--ckpt-then", "exit"]);
     for run in 1..=3 {
-        let before = numbers(&out).len();
+        let before = numeric_lines(&out).len();
         let mut job = JobProcess::start(&env, &args, &out);
         wait_for("new output", Duration::from_secs(20), || {
-            numbers(&out).len() >= before + 10
+            numeric_lines(&out).len() >= before + 10
         });
         if run == 1 {
             let listed = env.instances_json();
@@ -151,7 +144,7 @@ fn checkpoint_on_signal_then_exit_and_resume_give_one_continuous_output() {
             !env.instance_names().contains(&"job".to_string()),
             "run {run}: the ended job is still listed"
         );
-        let seq = numbers(&out);
+        let seq = numeric_lines(&out);
         assert_continuous(&seq, &format!("after run {run}"));
     }
     let log = err_text(&out);
@@ -176,7 +169,7 @@ fn periodic_checkpoints_survive_a_hard_kill() {
         !generations(&env, "job").is_empty()
     });
     // Two generations later, the newest one was taken after everything printed by now.
-    let floor = *numbers(&out).last().unwrap_or(&0);
+    let floor = *numeric_lines(&out).last().unwrap_or(&0);
     let seen = *generations(&env, "job").last().unwrap();
     wait_for(
         "two more periodic generations",
@@ -195,15 +188,15 @@ fn periodic_checkpoints_survive_a_hard_kill() {
         Duration::from_secs(10),
         || !process_alive(app_pid),
     );
-    let killed_at = numbers(&out).len();
-    let ceiling = *numbers(&out).last().unwrap();
+    let killed_at = numeric_lines(&out).len();
+    let ceiling = *numeric_lines(&out).last().unwrap();
     assert!(generations(&env, "job").len() <= 2, "--ckpt-keep 2");
 
     let _again = JobProcess::start(&env, &args, &out);
     wait_for("output after the resume", Duration::from_secs(20), || {
-        numbers(&out).len() > killed_at + 5
+        numeric_lines(&out).len() > killed_at + 5
     });
-    let seq = numbers(&out);
+    let seq = numeric_lines(&out);
     let resumed = &seq[killed_at..];
     let first = resumed[0];
     assert!(
@@ -228,7 +221,7 @@ fn a_foreground_job_is_checkpointed_and_joined_from_another_shell() {
     let args = job_args(&img, &["--name", "sim"]);
     let mut job = JobProcess::start(&env, &args, &out);
     wait_for("output", Duration::from_secs(20), || {
-        numbers(&out).len() > 5
+        numeric_lines(&out).len() > 5
     });
     let report = env.ok(["checkpoint", "instance", "--json", "sim"]);
     let v: serde_json::Value = serde_json::from_str(&report).unwrap();
@@ -245,12 +238,15 @@ fn a_foreground_job_is_checkpointed_and_joined_from_another_shell() {
         "{}",
         err_text(&out)
     );
-    let done = numbers(&out).len();
+    let done = numeric_lines(&out).len();
     let _again = JobProcess::start(&env, &args, &out);
     wait_for("output after the resume", Duration::from_secs(20), || {
-        numbers(&out).len() > done + 3
+        numeric_lines(&out).len() > done + 3
     });
-    assert!(numbers(&out)[done] > 1, "the job resumed, not restarted");
+    assert!(
+        numeric_lines(&out)[done] > 1,
+        "the job resumed, not restarted"
+    );
 }
 
 #[test]
@@ -265,17 +261,17 @@ fn sigterm_with_ckpt_on_term_takes_a_final_checkpoint() {
     let args = job_args(&img, &["--ckpt-on-term"]);
     let mut job = JobProcess::start(&env, &args, &out);
     wait_for("output", Duration::from_secs(20), || {
-        numbers(&out).len() > 5
+        numeric_lines(&out).len() > 5
     });
     job.signal(libc::SIGTERM);
     assert_eq!(job.wait(Duration::from_secs(30)).code(), Some(0));
     assert_eq!(generations(&env, "job"), [1]);
-    let done = numbers(&out).len();
+    let done = numeric_lines(&out).len();
     let _again = JobProcess::start(&env, &args, &out);
     wait_for("output after the resume", Duration::from_secs(20), || {
-        numbers(&out).len() > done + 3
+        numeric_lines(&out).len() > done + 3
     });
-    assert_continuous(&numbers(&out), "after SIGTERM and resume");
+    assert_continuous(&numeric_lines(&out), "after SIGTERM and resume");
 }
 
 #[test]
@@ -363,7 +359,7 @@ fn a_failed_checkpoint_on_signal_keeps_the_previous_generation_and_says_so() {
     let out = output_file(&env);
     let mut job = JobProcess::start(&env, &args, &out);
     wait_for("output", Duration::from_secs(20), || {
-        numbers(&out).len() > 5
+        numeric_lines(&out).len() > 5
     });
     env.ok(["checkpoint", "instance", "--ckpt-conf", &conf_s, "fj"]);
     std::fs::write(&ctl, "hang").unwrap();

@@ -5,18 +5,10 @@
 //! output file (appended to) holds one continuous sequence.
 
 use rctr_e2e::*;
-use std::path::Path;
 use std::time::Duration;
 
 /// A shell loop printing 1, 2, 3, ... every 20 ms.
 const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i; usleep 20000; done";
-
-fn numbers(path: &Path) -> Vec<u64> {
-    complete_lines(path, 0)
-        .iter()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
 
 #[test]
 fn a_requeued_job_continues_its_count_from_the_checkpoint_three_times() {
@@ -59,9 +51,9 @@ fn a_requeued_job_continues_its_count_from_the_checkpoint_three_times() {
         )
     };
     for requeue in 1..=3u32 {
-        let before = numbers(&out).len();
+        let before = numeric_lines(&out).len();
         assert!(
-            wait_until(Duration::from_secs(90), || numbers(&out).len()
+            wait_until(Duration::from_secs(90), || numeric_lines(&out).len()
                 >= before + 10),
             "run {requeue} printed nothing new: {}",
             show()
@@ -74,7 +66,7 @@ fn a_requeued_job_continues_its_count_from_the_checkpoint_three_times() {
             "the job did not requeue itself (run {requeue}): {}",
             show()
         );
-        let seq = numbers(&out);
+        let seq = numeric_lines(&out);
         for (i, n) in seq.iter().enumerate() {
             assert_eq!(
                 *n,
@@ -86,15 +78,15 @@ fn a_requeued_job_continues_its_count_from_the_checkpoint_three_times() {
         }
     }
     // The fourth run continues too.
-    let before = numbers(&out).len();
+    let before = numeric_lines(&out).len();
     assert!(
-        wait_until(Duration::from_secs(90), || numbers(&out).len()
+        wait_until(Duration::from_secs(90), || numeric_lines(&out).len()
             >= before + 10),
         "the last run printed nothing: {}",
         show()
     );
     cluster.scancel(id).unwrap();
-    let seq = numbers(&out);
+    let seq = numeric_lines(&out);
     for (i, n) in seq.iter().enumerate() {
         assert_eq!(*n, i as u64 + 1, "line {} of the output is {n}", i + 1);
     }

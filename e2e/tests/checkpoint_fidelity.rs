@@ -60,17 +60,6 @@ fn sysv_semaphores_queues_and_shared_memory_come_back() {
     assert!(env.instance_names().contains(&"hold2".to_string()));
 }
 
-/// Whether rctr (running as this test's user) has CAP_SYS_RESOURCE.
-fn has_cap_sys_resource() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    u64::from_str_radix(hex, 16).unwrap() & (1 << 24) != 0
-}
-
 #[test]
 fn a_process_that_switched_uid_is_explained_where_root_cannot_dump_it() {
     let test = "a_process_that_switched_uid_is_explained_where_root_cannot_dump_it";

@@ -231,17 +231,6 @@ fn redis_keeps_its_data_and_stops_at_once() {
     }
 }
 
-/// Whether rctr (running as this test's user) has CAP_SYS_RESOURCE.
-fn has_cap_sys_resource() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    u64::from_str_radix(hex, 16).unwrap() & (1 << 24) != 0
-}
-
 #[test]
 fn postgresql_comes_back_with_the_rows_of_its_checkpoint_or_says_why_not() {
     let test = "postgresql_comes_back_with_the_rows_of_its_checkpoint_or_says_why_not";
