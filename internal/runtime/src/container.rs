@@ -90,8 +90,31 @@ pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
     rootfs::mount_system(&sys, &root, plan.dev, plan.host_pts)?;
     rootfs::mount_host_files(&sys, &session, &root, &identity_files)?;
     rootfs::mount_entries(&sys, &root, &plan.mounts)?;
+    if plan.writable_tmpfs {
+        hold_upper_dir(&session.upper())?;
+    }
     sys.pivot_root(&root)?;
     enter_workdir(plan)
+}
+
+/// Keeps the overlay's upper directory open at [`crate::plan::UPPER_DIR_FD`] (close-on-exec:
+/// only init keeps it), before pivot_root hides its path.
+fn hold_upper_dir(upper: &Path) -> Result<()> {
+    let fd = nix::fcntl::open(
+        upper,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("cannot open {}", upper.display()))?;
+    // SAFETY: dup3 onto a descriptor number this process reserves for it; `fd` is ours.
+    let rc = unsafe { libc::dup3(fd, crate::plan::UPPER_DIR_FD, libc::O_CLOEXEC) };
+    // SAFETY: `fd` was opened above and is not used again.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("cannot keep the overlay's upper directory");
+    }
+    Ok(())
 }
 
 /// Enters the plan's working directory. A `--pwd` that does not exist is an error (as

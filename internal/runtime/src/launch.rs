@@ -280,6 +280,9 @@ fn init_main(
         out_w.as_raw_fd(),
         err_r.as_raw_fd(),
         err_w.as_raw_fd(),
+        // Held for a checkpoint of --writable-tmpfs changes (see UPPER_DIR_FD); not open
+        // otherwise, and keeping a closed number is harmless.
+        crate::plan::UPPER_DIR_FD,
     ];
     close_fds_except(&keep);
     let io = AppIo {

@@ -5,6 +5,11 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The descriptor at which the init of a `--writable-tmpfs` container holds the overlay's
+/// upper directory (the container's changes): from the host, `/proc/<init>/fd/<this>`
+/// reaches it, for a checkpoint to save them.
+pub const UPPER_DIR_FD: i32 = 201;
+
 /// Where a checkpoint engine is mounted inside a container (see rctr-checkpoint): init
 /// recognises the engine's processes by it.
 pub const ENGINE_MOUNT: &str = "/.rctr-engine";

@@ -46,7 +46,7 @@ impl Session {
     pub fn root(&self) -> PathBuf {
         self.dir.join("root")
     }
-    fn upper(&self) -> PathBuf {
+    pub fn upper(&self) -> PathBuf {
         self.dir.join("upper")
     }
     fn work(&self) -> PathBuf {

@@ -67,10 +67,14 @@ impl CheckpointEngine for CriuEngine {
     ) -> Result<Dumped> {
         // The bundle the instance was started with: it is what is mounted in the container.
         let bundle = EngineBundle::open(&bundle_dir_of(&target.plan)?)?;
-        // Refused before anything is frozen; measured for the restart's check.
-        let open_files = open_files::before_dump(&target.name, target.init_pid, &target.plan)?;
+        // Measured for the restart's check.
+        let open_files = open_files::before_dump(target.init_pid, &target.plan)?;
         // Private tmpfs contents are saved while the application stands still.
-        let tmpfs_mounts = tmpfs::with_content(target.app_host_pid);
+        let tmpfs_mounts = tmpfs::with_content(
+            target.init_pid,
+            target.app_host_pid,
+            target.plan.writable_tmpfs,
+        );
         let stop_for_copy = !tmpfs_mounts.is_empty();
         let mut data = CriuData {
             stdout_pipe: pipe_identity(target.app_host_pid, 1),

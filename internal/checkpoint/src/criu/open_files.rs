@@ -1,8 +1,5 @@
 //! Files the application holds open, looked at around a CRIU dump.
 //!
-//! - Written in the `--writable-tmpfs` overlay: its changes are not saved (private tmpfs
-//!   mounts are, see [`super::tmpfs`]), so the restore would fail. Such a checkpoint is
-//!   refused before anything is frozen, naming the file.
 //! - On a writable bind: CRIU restores the descriptor but checks only the file's size. rctr
 //!   records size, modification time and a checksum at checkpoint time and refuses a restart
 //!   on a file whose contents changed since (files opened for appending are exempt: appending
@@ -51,31 +48,6 @@ pub(super) fn container_pids(init_pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// The mount a container path lies on: (mount point, file system type), from the
-/// process's own mount table.
-fn mount_of(pid: i32, path: &Path) -> Option<(PathBuf, String)> {
-    let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
-    let mut best: Option<(PathBuf, String)> = None;
-    for line in table.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(point), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
-            continue;
-        };
-        let point = PathBuf::from(unescape(point));
-        if path.starts_with(&point)
-            && best
-                .as_ref()
-                .is_none_or(|(b, _)| point.as_os_str().len() >= b.as_os_str().len())
-        {
-            best = Some((point, fstype.to_string()));
-        }
-    }
-    best
-}
-
 /// mountinfo escapes spaces and the like as \ooo.
 pub(super) fn unescape(s: &str) -> String {
     let mut out = Vec::new();
@@ -114,11 +86,6 @@ fn is_append(pid: i32, fd: &str) -> bool {
     open_flags(pid, fd) & libc::O_APPEND as u32 != 0
 }
 
-/// Whether descriptor `fd` of `pid` can write.
-fn opened_for_writing(pid: i32, fd: &str) -> bool {
-    open_flags(pid, fd) & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
-}
-
 /// The host path of container path `path`, when it lies under a writable bind of `plan`.
 fn host_path(plan: &ContainerPlan, path: &Path) -> Option<PathBuf> {
     plan.mounts
@@ -135,9 +102,8 @@ fn host_path(plan: &ContainerPlan, path: &Path) -> Option<PathBuf> {
         .map(|(_, p)| p)
 }
 
-/// Checks the open files of the container of `init_pid` before a dump: refuses files on a
-/// private tmpfs; returns those on writable binds, measured.
-pub fn before_dump(instance: &str, init_pid: i32, plan: &ContainerPlan) -> Result<Vec<OpenFile>> {
+/// The files open on writable binds in the container of `init_pid`, measured before a dump.
+pub fn before_dump(init_pid: i32, plan: &ContainerPlan) -> Result<Vec<OpenFile>> {
     let mut out: Vec<OpenFile> = vec![];
     for pid in container_pids(init_pid) {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -159,18 +125,6 @@ pub fn before_dump(instance: &str, init_pid: i32, plan: &ContainerPlan) -> Resul
             };
             if !meta.is_file() {
                 continue;
-            }
-            if let Some((point, fstype)) = mount_of(pid, &target) {
-                // Private tmpfs mounts are saved with the generation (see tmpfs.rs), but
-                // with --writable-tmpfs the root is an overlay whose changes live in a
-                // tmpfs rctr does not save: a file written there would be lost.
-                if fstype == "overlay" && plan.writable_tmpfs && opened_for_writing(pid, &fd_name) {
-                    bail!(
-                        "instance '{instance}' holds {} open for writing in the --writable-tmpfs overlay (on {}), whose changes a checkpoint cannot save: keep such files on a bind-mounted host directory or a tmpfs (a private /tmp, /dev/shm) before checkpointing; nothing was frozen",
-                        target.display(),
-                        point.display()
-                    );
-                }
             }
             if is_append(pid, &fd_name) || out.iter().any(|f| f.path == target) {
                 continue;

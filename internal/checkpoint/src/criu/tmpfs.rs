@@ -22,6 +22,10 @@ pub struct TmpfsSnapshot {
     pub archive: String,
     /// Mount options worth keeping (size, mode, nr_inodes, uid, gid).
     pub options: String,
+    /// The `--writable-tmpfs` overlay's changes (its upper directory, whiteouts included),
+    /// applied onto the new container's root instead of a mount.
+    #[serde(default)]
+    pub overlay: bool,
 }
 
 /// A private tmpfs mount of the container, as its mount table shows it.
@@ -31,6 +35,9 @@ pub struct TmpfsMount {
     pub options: String,
     /// The file system's device (`0:NN`): tells it from a host tmpfs bound in.
     pub device: String,
+    /// Where to read it from the host, when not through the application's root (the
+    /// overlay's upper directory, held open by init).
+    pub from: Option<PathBuf>,
 }
 
 /// Options of a tmpfs worth giving its re-mount.
@@ -68,15 +75,35 @@ pub fn private_tmpfs(mountinfo: &str) -> Vec<TmpfsMount> {
             dst: PathBuf::from(super::open_files::unescape(point)),
             options: kept_options(opts),
             device: device.to_string(),
+            from: None,
         });
     }
     out
 }
 
-/// The container's private tmpfs mounts that hold anything, seen through `pid`. A tmpfs of the
-/// host bound into the container (a host /tmp that is a tmpfs, a home on one) is the host's:
-/// like every bind, it stays outside the checkpoint.
-pub fn with_content(pid: i32) -> Vec<TmpfsMount> {
+/// What the container of `init_pid` (application `pid`) holds in its own tmpfs: its private
+/// tmpfs mounts with anything in them, and the `--writable-tmpfs` overlay's changes. A tmpfs
+/// of the host bound into the container (a host /tmp that is a tmpfs, a home on one) is the
+/// host's: like every bind, it stays outside the checkpoint.
+pub fn with_content(init_pid: i32, pid: i32, writable_tmpfs: bool) -> Vec<TmpfsMount> {
+    let mut out = mounts_with_content(pid);
+    let upper = PathBuf::from(format!(
+        "/proc/{init_pid}/fd/{}",
+        rctr_runtime::plan::UPPER_DIR_FD
+    ));
+    let changed = std::fs::read_dir(&upper).is_ok_and(|mut d| d.next().is_some());
+    if writable_tmpfs && changed {
+        out.push(TmpfsMount {
+            dst: PathBuf::from("/"),
+            options: String::new(),
+            device: String::new(),
+            from: Some(upper),
+        });
+    }
+    out
+}
+
+fn mounts_with_content(pid: i32) -> Vec<TmpfsMount> {
     let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
     let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let host_devices: Vec<&str> = host.lines().filter_map(|l| l.split(' ').nth(2)).collect();
@@ -102,12 +129,13 @@ pub fn snapshot(pid: i32, mounts: &[TmpfsMount], dir: &Path) -> Result<Vec<Tmpfs
     let mut out = vec![];
     for (i, m) in mounts.iter().enumerate() {
         let archive = format!("tmpfs-{i}.tar");
-        let src = through(pid, &m.dst);
+        let src = m.from.clone().unwrap_or_else(|| through(pid, &m.dst));
         let file = std::fs::File::create(dir.join(&archive))
             .with_context(|| format!("cannot create {archive}"))?;
         let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
         tar.follow_symlinks(false);
-        let dev = std::fs::symlink_metadata(&src)
+        // Followed: the upper directory is reached through a /proc/PID/fd magic link.
+        let dev = std::fs::metadata(&src)
             .with_context(|| format!("cannot read {}", m.dst.display()))?
             .dev();
         add_tree(&mut tar, &src, Path::new(""), dev)
@@ -120,6 +148,7 @@ pub fn snapshot(pid: i32, mounts: &[TmpfsMount], dir: &Path) -> Result<Vec<Tmpfs
             dst: m.dst.clone(),
             archive,
             options: m.options.clone(),
+            overlay: m.from.is_some(),
         });
     }
     Ok(out)
@@ -185,6 +214,16 @@ pub fn restore(snapshots: &[TmpfsSnapshot], gen_dir: &Path) -> Result<()> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mounted: Vec<PathBuf> = private_tmpfs(&table).into_iter().map(|m| m.dst).collect();
     for s in ordered {
+        if s.overlay {
+            let file = std::fs::File::open(gen_dir.join(&s.archive))
+                .with_context(|| format!("cannot open {}", s.archive))?;
+            apply_overlay(
+                &mut tar::Archive::new(std::io::BufReader::new(file)),
+                &s.dst,
+            )
+            .context("cannot restore the --writable-tmpfs changes")?;
+            continue;
+        }
         if !mounted.contains(&s.dst) {
             // The application mounted it itself: mount it again where it was.
             std::fs::create_dir_all(&s.dst)
@@ -211,6 +250,40 @@ pub fn restore(snapshots: &[TmpfsSnapshot], gen_dir: &Path) -> Result<()> {
         archive.set_overwrite(true);
         unpack(&mut archive, &s.dst)
             .with_context(|| format!("cannot restore the contents of {}", s.dst.display()))?;
+    }
+    Ok(())
+}
+
+/// Applies an overlay upper directory's archive onto `root` (the new container's root, an
+/// overlay too): whiteouts (0:0 character devices) delete, everything else is written.
+fn apply_overlay<R: std::io::Read>(archive: &mut tar::Archive<R>, root: &Path) -> Result<()> {
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let h = entry.header();
+        let whiteout = h.entry_type() == tar::EntryType::Char
+            && h.device_major()?.unwrap_or(1) == 0
+            && h.device_minor()?.unwrap_or(1) == 0;
+        if whiteout {
+            let rel = entry.path()?.into_owned();
+            if !rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            {
+                bail!("unsafe path {} in an overlay archive", rel.display());
+            }
+            let path = root.join(&rel);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path)?,
+                Ok(_) => std::fs::remove_file(&path)?,
+                Err(_) => {}
+            }
+            continue;
+        }
+        entry.unpack_in(root)?;
     }
     Ok(())
 }
