@@ -214,14 +214,10 @@ pub fn restore(snapshots: &[TmpfsSnapshot], gen_dir: &Path) -> Result<()> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mounted: Vec<PathBuf> = private_tmpfs(&table).into_iter().map(|m| m.dst).collect();
     for s in ordered {
+        let mut archive = open_archive(gen_dir, &s.archive)?;
         if s.overlay {
-            let file = std::fs::File::open(gen_dir.join(&s.archive))
-                .with_context(|| format!("cannot open {}", s.archive))?;
-            apply_overlay(
-                &mut tar::Archive::new(std::io::BufReader::new(file)),
-                &s.dst,
-            )
-            .context("cannot restore the --writable-tmpfs changes")?;
+            apply_overlay(&mut archive, &s.dst)
+                .context("cannot restore the --writable-tmpfs changes")?;
             continue;
         }
         if !mounted.contains(&s.dst) {
@@ -238,29 +234,45 @@ pub fn restore(snapshots: &[TmpfsSnapshot], gen_dir: &Path) -> Result<()> {
             )
             .with_context(|| format!("cannot mount a tmpfs on {}", s.dst.display()))?;
         }
-        if s.archive.contains('/') || !s.archive.ends_with(".tar") {
-            bail!("bad tmpfs archive name {:?} in the manifest", s.archive);
-        }
-        let file = std::fs::File::open(gen_dir.join(&s.archive))
-            .with_context(|| format!("cannot open {}", s.archive))?;
-        let mut archive = tar::Archive::new(std::io::BufReader::new(file));
-        archive.set_preserve_permissions(true);
-        archive.set_preserve_ownerships(true);
-        archive.set_preserve_mtime(true);
-        archive.set_overwrite(true);
         unpack(&mut archive, &s.dst)
             .with_context(|| format!("cannot restore the contents of {}", s.dst.display()))?;
     }
     Ok(())
 }
 
-/// Applies an overlay upper directory's archive onto `root` (the new container's root, an
-/// overlay too): whiteouts (0:0 character devices) delete, everything else is written.
-fn apply_overlay<R: std::io::Read>(archive: &mut tar::Archive<R>, root: &Path) -> Result<()> {
+/// Archive `name` of the generation in `gen_dir`, set to restore owners, modes and times.
+fn open_archive(
+    gen_dir: &Path,
+    name: &str,
+) -> Result<tar::Archive<std::io::BufReader<std::fs::File>>> {
+    if name.contains('/') || !name.ends_with(".tar") {
+        bail!("bad tmpfs archive name {name:?} in the manifest");
+    }
+    let file =
+        std::fs::File::open(gen_dir.join(name)).with_context(|| format!("cannot open {name}"))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
+    Ok(archive)
+}
+
+/// Where `entry` goes under `root`; refuses a path that could leave it.
+fn entry_path_in<R: std::io::Read>(entry: &tar::Entry<R>, root: &Path) -> Result<PathBuf> {
+    let rel = entry.path()?.into_owned();
+    if !rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        bail!("unsafe path {} in a checkpoint archive", rel.display());
+    }
+    Ok(root.join(rel))
+}
+
+/// Applies an overlay upper directory's archive onto `root` (the new container's root, an
+/// overlay too): whiteouts (0:0 character devices) delete, everything else is written.
+fn apply_overlay<R: std::io::Read>(archive: &mut tar::Archive<R>, root: &Path) -> Result<()> {
     for entry in archive.entries()? {
         let mut entry = entry?;
         let h = entry.header();
@@ -268,14 +280,7 @@ fn apply_overlay<R: std::io::Read>(archive: &mut tar::Archive<R>, root: &Path) -
             && h.device_major()?.unwrap_or(1) == 0
             && h.device_minor()?.unwrap_or(1) == 0;
         if whiteout {
-            let rel = entry.path()?.into_owned();
-            if !rel
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-            {
-                bail!("unsafe path {} in an overlay archive", rel.display());
-            }
-            let path = root.join(&rel);
+            let path = entry_path_in(&entry, root)?;
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path)?,
                 Ok(_) => std::fs::remove_file(&path)?,
@@ -305,14 +310,7 @@ fn unpack<R: std::io::Read>(archive: &mut tar::Archive<R>, dst: &Path) -> Result
             entry.unpack_in(dst)?;
             continue;
         };
-        let rel = entry.path()?.into_owned();
-        if !rel
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            bail!("unsafe path {} in a tmpfs archive", rel.display());
-        }
-        let path = dst.join(&rel);
+        let path = entry_path_in(&entry, dst)?;
         let h = entry.header();
         let mode = Mode::from_bits_truncate(h.mode()?);
         let dev = makedev(
