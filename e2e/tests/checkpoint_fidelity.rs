@@ -197,6 +197,16 @@ impl Drop for CpuLoad {
     }
 }
 
+/// Tests that compare the host's lock tables before and after hold this, so that another
+/// test's dump (whose table exists while it runs) is not taken for a leak.
+static HOST_LOCK_TABLES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn watch_host_lock_tables() -> std::sync::MutexGuard<'static, ()> {
+    HOST_LOCK_TABLES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// CRIU's network lock tables in the host's network namespace.
 fn criu_lock_tables() -> Vec<String> {
     let out = std::process::Command::new("nft")
@@ -218,6 +228,7 @@ fn a_killed_checkpoint_never_kills_the_application() {
     if !require_root_and_criu(test) {
         return;
     }
+    let _tables = watch_host_lock_tables();
     let env = TestEnv::new(test);
     let img = path_str(&server_image());
     let port = free_port();
@@ -392,6 +403,7 @@ fn a_client_keeps_its_connection_across_stop_and_live_restart() {
         return;
     }
     use std::io::{BufRead, BufReader, Write};
+    let _tables = watch_host_lock_tables();
     let env = TestEnv::new(test);
     let img = path_str(&app_image());
     let port = free_port();
