@@ -458,3 +458,63 @@ fn a_client_keeps_its_connection_across_stop_and_live_restart() {
         criu_lock_tables()
     );
 }
+
+#[test]
+fn a_plain_restart_lets_held_connections_go() {
+    let test = "a_plain_restart_lets_held_connections_go";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    let _tables = watch_host_lock_tables();
+    let env = TestEnv::new(test);
+    let img = path_str(&app_image());
+    let port = free_port();
+    let tables_before = criu_lock_tables();
+    env.ok(["checkpoint", "create", "held"]);
+    env.ok([
+        "instance",
+        "start",
+        "--ckpt-launch",
+        "held",
+        &img,
+        "srv",
+        "python3",
+        "-c",
+        LINE_COUNTER,
+        &port.to_string(),
+    ]);
+    env.wait_for_instance_port("srv", port);
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    conn.write_all(b"x\n").unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "1");
+    // Stopping holds the connection for a live restore: the lock table stays.
+    env.ok(["checkpoint", "instance", "--stop", "srv"]);
+    let held: Vec<String> = criu_lock_tables()
+        .into_iter()
+        .filter(|t| !tables_before.contains(t))
+        .collect();
+    assert_eq!(
+        held.len(),
+        1,
+        "one lock table held for the stopped dump: {held:?}"
+    );
+    // A restart without --tcp-established lets it go: the client is told, not left hanging.
+    env.ok(["instance", "start", "--ckpt-restart", "held", &img, "srv2"]);
+    let left: Vec<String> = criu_lock_tables()
+        .into_iter()
+        .filter(|t| !tables_before.contains(t))
+        .collect();
+    assert!(left.is_empty(), "the plain restart left the lock: {left:?}");
+    let _ = conn.write_all(b"x\n");
+    let mut after = String::new();
+    match reader.read_line(&mut after) {
+        Ok(0) | Err(_) => {}
+        Ok(_) => panic!("the old connection still answered after a plain restart: {after:?}"),
+    }
+}

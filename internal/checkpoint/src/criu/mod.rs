@@ -122,10 +122,13 @@ impl CheckpointEngine for CriuEngine {
         let code = run_in_container(target.init_pid, target.plan.net_ns, &argv)?;
         let log = ckpt.logs_dir().join(&log_name);
         if code != 0 {
-            let left: Vec<String> = netlock::tables(net_of)
-                .into_iter()
-                .filter(|t| !locks_before.contains(t))
-                .collect();
+            let left = netlock::own_tables(
+                &staged.dir,
+                netlock::tables(net_of)
+                    .into_iter()
+                    .filter(|t| !locks_before.contains(t))
+                    .collect(),
+            );
             netlock::remove(net_of, &left);
             bail!(
                 "checkpoint of instance '{}' failed: {} (full log: {}); the previous checkpoint is unchanged",
@@ -135,10 +138,13 @@ impl CheckpointEngine for CriuEngine {
             );
         }
         if !mode.leave_running && !stop_for_copy && !target.plan.net_ns {
-            data.held_network_locks = netlock::tables(net_of)
-                .into_iter()
-                .filter(|t| !locks_before.contains(t))
-                .collect();
+            data.held_network_locks = netlock::own_tables(
+                &staged.dir,
+                netlock::tables(net_of)
+                    .into_iter()
+                    .filter(|t| !locks_before.contains(t))
+                    .collect(),
+            );
         }
         if stop_for_copy {
             let saved = tmpfs::snapshot(target.app_host_pid, &tmpfs_mounts, &staged.dir);

@@ -57,3 +57,59 @@ pub fn remove(net_of: Option<i32>, names: &[String]) -> usize {
         .filter(|t| nft(net_of, &["delete", "table", "inet", t]).is_some())
         .count()
 }
+
+/// Of `candidates` (tables that appeared while a dump ran), the ones that dump made itself.
+/// CRIU names its table after its run id and records that id in the images' inventory
+/// (`inventory.img`), so a table belongs to this dump when its id is there. Other dumps
+/// running at the same time in the same network namespace have tables of their own that
+/// must not be taken or removed. Without an inventory (a dump that failed early) the
+/// candidates are all that is known.
+pub fn own_tables(images_dir: &std::path::Path, candidates: Vec<String>) -> Vec<String> {
+    match std::fs::read(images_dir.join("inventory.img")) {
+        Ok(inventory) => candidates
+            .into_iter()
+            .filter(|t| run_id_recorded(&inventory, t))
+            .collect(),
+        Err(_) => candidates,
+    }
+}
+
+/// Whether the run id in table name `table` (`CRIU-<id>`) occurs in the inventory's bytes.
+fn run_id_recorded(inventory: &[u8], table: &str) -> bool {
+    let Some(id) = table.strip_prefix(PREFIX).filter(|id| !id.is_empty()) else {
+        return false;
+    };
+    inventory
+        .windows(id.len())
+        .any(|window| window == id.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tables_named_after_the_recorded_run_id_are_own() {
+        let dir = tempfile::tempdir().unwrap();
+        // A protobuf string field as CRIU writes it: tag, length, bytes.
+        let mut inventory = vec![0x6a, 36];
+        inventory.extend_from_slice(b"6609ca18-2345-44f8-b6aa-0123456789ab");
+        std::fs::write(dir.path().join("inventory.img"), &inventory).unwrap();
+        let candidates = vec![
+            "CRIU-6609ca18-2345-44f8-b6aa-0123456789ab".to_string(),
+            "CRIU-345e9652-3321-4ca3-87aa-0123456789ab".to_string(),
+            "CRIU-".to_string(),
+        ];
+        assert_eq!(
+            own_tables(dir.path(), candidates.clone()),
+            vec![candidates[0].clone()]
+        );
+    }
+
+    #[test]
+    fn without_an_inventory_every_new_table_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let candidates = vec!["CRIU-a".to_string(), "CRIU-b".to_string()];
+        assert_eq!(own_tables(dir.path(), candidates.clone()), candidates);
+    }
+}
