@@ -274,3 +274,29 @@ fn man_pages_and_completions_are_generated_from_the_options() {
     // Hidden: not a command users are offered.
     assert!(!env.ok(["--help"]).contains("generate-docs"));
 }
+
+/// The binary is one file an admin copies: it needs only the C library (and GCC's unwinder,
+/// part of every glibc system), not libsquashfs or its compressors.
+#[test]
+fn the_binary_needs_only_the_c_library() {
+    let out = std::process::Command::new("ldd")
+        .arg(rctr_bin())
+        .output()
+        .expect("ldd (libc-bin) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|lib| !lib.starts_with("linux-vdso"))
+        .collect();
+    assert!(!needed.is_empty(), "ldd printed nothing: {text}");
+    let allowed = ["libc.so.6", "libgcc_s.so.1", "ld-linux-x86-64.so.2"];
+    let extra: Vec<&&str> = needed
+        .iter()
+        .filter(|lib| !allowed.iter().any(|a| lib.ends_with(a)))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "rctr needs more than the C library: {extra:?}\n{text}"
+    );
+}

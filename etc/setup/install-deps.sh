@@ -32,7 +32,8 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 # Debian packages, one job each:
 PKGS=(
     build-essential pkg-config      # C toolchain, linker, make; pkg-config finds libsquashfs
-    libsquashfs-dev libclang-dev    # squashfs-tools-ng headers and library; libclang for bindgen
+    libsquashfs-dev libclang-dev    # squashfs-tools-ng headers and static library (with its
+                                    # compressors' -dev packages); libclang for bindgen
     ca-certificates git             # cargo fetches crates over https; cargo may need git
     squashfs-tools                  # unsquashfs/mksquashfs for inspecting images by hand
     busybox-static                  # /bin/busybox: the e2e test images' shell and tools
