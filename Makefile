@@ -63,6 +63,7 @@ install: docs
 	install -D -m 0644 "$(GEN_DIR)/completions/_rctr" "$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_rctr"
 	install -D -m 0644 "$(GEN_DIR)/completions/rctr.fish" "$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/rctr.fish"
 	install -D -m 0644 etc/ckpt-conf.yaml "$(DESTDIR)$(PREFIX)/share/doc/rctr/examples/ckpt-conf.yaml"
+	install -D -m 0644 etc/nvliblist.conf "$(DESTDIR)$(PREFIX)/share/doc/rctr/examples/nvliblist.conf"
 	@echo "installed rctr under $(DESTDIR)$(PREFIX); to configure checkpoints system-wide:"
 	@echo "  install -D -m 0644 $(PREFIX)/share/doc/rctr/examples/ckpt-conf.yaml /etc/rctr/ckpt-conf.yaml"
 

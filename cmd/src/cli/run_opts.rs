@@ -55,6 +55,19 @@ pub struct RunOptions {
     /// With --pid, run the command itself as pid 1 instead of under rctr's init
     #[arg(long)]
     pub no_init: bool,
+    /// Bring in the host's NVIDIA driver: GPU device nodes, driver libraries and tools
+    /// (the list: /etc/rctr/nvliblist.conf, else rctr's own)
+    #[arg(long)]
+    pub nv: bool,
+}
+
+/// Variables that turn on `--nv`, as Apptainer reads them, plus rctr's own.
+const NV_VARS: &[&str] = &["SINGULARITY_NV", "APPTAINER_NV", "RCTR_NV"];
+
+/// Whether a variable holds a true value (1, true, yes), as Apptainer's boolean ones do.
+fn env_true(var: &str) -> bool {
+    std::env::var(var)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 /// Variables holding binds, lowest precedence first (all apply), as Apptainer reads
@@ -101,6 +114,7 @@ impl RunOptions {
             hostname: self.hostname.clone(),
             no_init: self.no_init,
             session_size_mib: site.session_size_mib,
+            nv: self.nv || NV_VARS.iter().any(|v| env_true(v)),
         })
     }
 }

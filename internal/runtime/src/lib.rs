@@ -12,6 +12,7 @@ pub mod join;
 pub mod launch;
 pub mod loopdev;
 pub mod net;
+pub mod nvidia;
 pub mod options;
 pub mod plan;
 pub mod process;

@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// Size limit of the session tmpfs (`--writable-tmpfs` changes), MiB.
     #[serde(default = "default_session_size")]
     pub session_size_mib: u64,
+    /// The host's NVIDIA driver inside the container (`--nv`).
+    #[serde(default)]
+    pub nv: bool,
 }
 
 /// Apptainer's `sessiondir max size` default.
@@ -70,6 +73,7 @@ impl Default for RunOptions {
             hostname: None,
             no_init: false,
             session_size_mib: DEFAULT_SESSION_SIZE_MIB,
+            nv: false,
         }
     }
 }
@@ -215,6 +219,13 @@ pub fn build_plan(
     }
     for b in user_binds(opts, &host_cwd)? {
         mounts.push(MountEntry::bind(b.src, b.dst, b.readonly));
+    }
+    if opts.nv {
+        let list = crate::nvidia::NvList::load()?;
+        mounts.extend(crate::nvidia::driver_mounts(
+            &list,
+            &crate::nvidia::HostDriver::this_host(),
+        )?);
     }
     // Parents before children; otherwise keep the user's order.
     mounts.sort_by_key(|m| m.dst.components().count());
