@@ -73,6 +73,15 @@ struct RawConf {
     loader: Option<String>,
     keep: Option<u32>,
     app: Option<RawApp>,
+    cuda_checkpoint: Option<RawCuda>,
+}
+
+/// The `cuda-checkpoint:` section: NVIDIA's tool for CUDA processes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCuda {
+    path: Option<String>,
+    lock_timeout: Option<u64>,
 }
 
 /// The `app:` section: settings of the application-level engine.
@@ -136,6 +145,34 @@ pub struct CriuConf {
     pub loader: Option<PathBuf>,
     /// Every library the bundle needs, loader included; all checked root-controlled.
     pub closure: Closure,
+    /// NVIDIA's cuda-checkpoint, for containers with CUDA processes.
+    pub cuda: CudaSettings,
+}
+
+/// Where NVIDIA's `cuda-checkpoint` is and how long its lock may wait. rctr does not ship
+/// it (NVIDIA's license); it is only needed when a container has CUDA processes, and is
+/// checked (root-owned, not writable by others) when it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaSettings {
+    pub path: PathBuf,
+    /// Where the path was configured ("file:line"), or None for the default.
+    pub configured_at: Option<String>,
+    /// How long locking a process may wait for its running CUDA work to finish.
+    pub lock_timeout: std::time::Duration,
+}
+
+/// Where NVIDIA's packages put cuda-checkpoint.
+pub const DEFAULT_CUDA_CHECKPOINT: &str = "/usr/bin/cuda-checkpoint";
+const DEFAULT_CUDA_LOCK_TIMEOUT_S: u64 = 30;
+
+impl Default for CudaSettings {
+    fn default() -> Self {
+        CudaSettings {
+            path: PathBuf::from(DEFAULT_CUDA_CHECKPOINT),
+            configured_at: None,
+            lock_timeout: std::time::Duration::from_secs(DEFAULT_CUDA_LOCK_TIMEOUT_S),
+        }
+    }
 }
 
 impl CriuConf {
@@ -394,7 +431,32 @@ impl Resolver<'_> {
             lib_paths,
             loader,
             closure,
+            cuda: self.cuda(raw)?,
         })
+    }
+
+    fn cuda(&self, raw: &RawConf) -> Result<CudaSettings> {
+        let mut s = CudaSettings::default();
+        let Some(c) = &raw.cuda_checkpoint else {
+            return Ok(s);
+        };
+        if let Some(p) = &c.path {
+            if !Path::new(p).is_absolute() {
+                bail!("{}cuda-checkpoint: path {p:?} must be absolute", self.at(p));
+            }
+            s.path = PathBuf::from(p);
+            s.configured_at = Some(self.at(p).trim_end_matches([' ', ':']).to_string());
+        }
+        if let Some(t) = c.lock_timeout {
+            if t == 0 {
+                bail!(
+                    "{}cuda-checkpoint: lock-timeout must be at least 1 (seconds)",
+                    self.at("lock-timeout:")
+                );
+            }
+            s.lock_timeout = std::time::Duration::from_secs(t);
+        }
+        Ok(s)
     }
 
     fn origin_prefix(&self) -> String {

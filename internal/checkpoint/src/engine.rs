@@ -127,6 +127,12 @@ pub trait CheckpointEngine {
         requested: ContainerPlan,
         how: RestoreFlags,
     ) -> Result<Restore>;
+
+    /// Finishes a restore once the restarted application runs (`started`): what must happen
+    /// from the host afterwards (CRIU: CUDA processes get their GPU state back).
+    fn after_restore(&self, _generation: &Generation, _started: &InstanceRecord) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The engine for `ckpt`, configured from `conf`.

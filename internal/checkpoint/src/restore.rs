@@ -166,7 +166,9 @@ pub fn restart(
         start: how,
         grace,
     };
-    start(instances, req, placement)
+    let started = start(instances, req, placement)?;
+    engine.after_restore(&g, started.record())?;
+    Ok(started)
 }
 
 /// The generation to restore, verified: the one asked for, else the newest, else (with

@@ -147,6 +147,7 @@ pub fn check_with_cache(conf: &CkptConf, cache_dir: &Path) -> Report {
     };
     criu_config_finding(&mut r, criu);
     host_findings(&mut r);
+    gpu_finding(&mut r, criu);
 
     let bundle = match bundle::ensure_bundle_in(criu, cache_dir) {
         Ok(b) => b,
@@ -210,6 +211,73 @@ fn criu_config_finding(r: &mut Report, conf: &CriuConf) {
         ),
         None,
     );
+}
+
+/// Whether CUDA applications can be checkpointed here: NVIDIA's cuda-checkpoint, trusted and
+/// runnable. Only a warning where a GPU needs it; rctr does not ship it.
+fn gpu_finding(r: &mut Report, conf: &CriuConf) {
+    let tool = &conf.cuda.path;
+    let has_gpu = Path::new("/dev/nvidiactl").exists();
+    if !tool.exists() {
+        let (status, detail) = if has_gpu {
+            (
+                Status::Warn,
+                format!(
+                    "not found at {}: CUDA applications (--nv) cannot be checkpointed",
+                    tool.display()
+                ),
+            )
+        } else {
+            (
+                Status::Ok,
+                format!(
+                    "not found at {} (only CUDA applications need it; this host has no NVIDIA GPU)",
+                    tool.display()
+                ),
+            )
+        };
+        let fix = has_gpu.then(|| "install NVIDIA's cuda-checkpoint (driver packages 570 or later, or github.com/NVIDIA/cuda-checkpoint) and set cuda-checkpoint: path: in ckpt-conf.yaml".to_string());
+        r.push("cuda-checkpoint", status, detail, fix);
+        return;
+    }
+    if let Err(e) = crate::trust::ensure_root_controlled(tool) {
+        r.push(
+            "cuda-checkpoint",
+            Status::Fail,
+            format!("{}: {e:#}", tool.display()),
+            Some(
+                "make it and the directories above it owned by root and not writable by others"
+                    .into(),
+            ),
+        );
+        return;
+    }
+    let runs = std::process::Command::new(tool)
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        r.push(
+            "cuda-checkpoint",
+            Status::Ok,
+            format!(
+                "usable: {} (lock timeout {} s)",
+                tool.display(),
+                conf.cuda.lock_timeout.as_secs()
+            ),
+            None,
+        );
+    } else {
+        r.push(
+            "cuda-checkpoint",
+            Status::Warn,
+            format!("{} does not run (`--help` failed)", tool.display()),
+            Some("reinstall it for this host's driver".into()),
+        );
+    }
 }
 
 /// Whether this process has CAP_SYS_RESOURCE (bit 24 of CapEff).

@@ -7,6 +7,7 @@
 
 pub mod bundle;
 pub mod closure;
+pub mod cuda;
 pub mod doctor;
 pub(crate) mod elf;
 pub mod inject;
@@ -82,6 +83,31 @@ impl CheckpointEngine for CriuEngine {
             open_files,
             tmpfs: vec![],
             held_network_locks: vec![],
+            gpu: None,
+        };
+        // CUDA processes give their GPU state to host memory first (and get it back below).
+        let cuda_pids = cuda::cuda_processes(target.app_host_pid);
+        let cuda_tool = if cuda_pids.is_empty() {
+            None
+        } else {
+            let what = format!(
+                "checkpoint of instance '{}' failed: its CUDA processes (host pids {})",
+                target.name,
+                join_pids(&cuda_pids)
+            );
+            Some(cuda::CudaTool::open(&self.conf.cuda, &what)?)
+        };
+        let suspended = match &cuda_tool {
+            None => None,
+            Some(tool) => {
+                data.gpu = Some(cuda::gpu_facts(&cuda_pids));
+                Some(tool.suspend(&cuda_pids).map_err(|e| {
+                    anyhow::anyhow!(
+                        "checkpoint of instance '{}' failed: {e:#}; the application runs on, the previous checkpoint is unchanged",
+                        target.name
+                    )
+                })?)
+            }
         };
         let log_name = format!("dump-{}.log", generation_dir_name(staged.number));
         let mut args: Vec<String> = [
@@ -130,8 +156,16 @@ impl CheckpointEngine for CriuEngine {
                     .collect(),
             );
             netlock::remove(net_of, &left);
+            let gpu_back = match suspended {
+                Some(s) => s
+                    .resume()
+                    .err()
+                    .map(|e| format!("; putting its GPU state back failed too: {e:#}"))
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
             bail!(
-                "checkpoint of instance '{}' failed: {} (full log: {}); the previous checkpoint is unchanged",
+                "checkpoint of instance '{}' failed: {} (full log: {}); the previous checkpoint is unchanged{gpu_back}",
                 target.name,
                 engine_failure(code, &log),
                 log.display()
@@ -157,6 +191,19 @@ impl CheckpointEngine for CriuEngine {
                     target.name
                 )
             })?;
+        }
+        if let Some(s) = suspended {
+            if mode.leave_running {
+                s.resume().map_err(|e| {
+                    anyhow::anyhow!(
+                        "checkpoint of instance '{}' was written, but its CUDA processes could not get their GPU state back: {e:#}",
+                        target.name
+                    )
+                })?;
+            } else {
+                // CRIU ended them (or they stay stopped until the caller ends them).
+                s.ended();
+            }
         }
         Ok(Dumped {
             data: EngineData::Criu(data),
@@ -200,6 +247,32 @@ impl CheckpointEngine for CriuEngine {
             plan,
             start,
             grace: Duration::ZERO,
+        })
+    }
+
+    /// CUDA processes come back with their GPU state in host memory, locked: it goes back
+    /// to the GPU and they are unlocked.
+    fn after_restore(&self, g: &Generation, started: &InstanceRecord) -> Result<()> {
+        let EngineData::Criu(data) = &g.manifest.engine_data else {
+            return Ok(());
+        };
+        if data.gpu.is_none() {
+            return Ok(());
+        }
+        let pids = cuda::cuda_processes(started.app_host_pid);
+        let what = format!(
+            "instance '{}' was restored, but its CUDA processes (host pids {})",
+            started.name,
+            join_pids(&pids)
+        );
+        let tool = cuda::CudaTool::open(&self.conf.cuda, &what)?;
+        // Every CUDA process was saved suspended, so every one comes back that way.
+        tool.resume_restored(&pids).map_err(|e| {
+            anyhow::anyhow!(
+                "instance '{}' was restored, but its CUDA processes did not get their GPU state back: {e:#}; stop it with `rctr instance stop {}`",
+                started.name,
+                started.name
+            )
         })
     }
 }
@@ -290,4 +363,11 @@ fn pipe_identity(host_pid: i32, fd: i32) -> Option<String> {
     let target = std::fs::read_link(format!("/proc/{host_pid}/fd/{fd}")).ok()?;
     let s = target.to_string_lossy().into_owned();
     s.starts_with("pipe:").then_some(s)
+}
+
+fn join_pids(pids: &[i32]) -> String {
+    pids.iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

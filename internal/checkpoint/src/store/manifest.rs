@@ -55,6 +55,9 @@ pub struct CriuData {
     /// connections for a live (`--tcp-established`) restore, which releases them.
     #[serde(default)]
     pub held_network_locks: Vec<String>,
+    /// The GPU and driver the application's CUDA processes were saved from, if it had any.
+    #[serde(default)]
+    pub gpu: Option<crate::criu::cuda::GpuFacts>,
 }
 
 /// A published generation and its manifest.
