@@ -28,7 +28,7 @@ GEN_DIR := $(TARGET_DIR)/gen
 # two threads match the 2-core machines they are written for.
 E2E_THREADS ?= 2
 
-.PHONY: help deps build docs install demo test unit unit-tmpfs e2e bench lint clean
+.PHONY: help deps build docs install demo test unit unit-tmpfs e2e bench gpu-kit lint clean
 
 help:
 	@echo "make deps    install build/test dependencies and CRIU (Debian 12, as root)"
@@ -94,6 +94,12 @@ e2e: build
 
 bench:
 	bash e2e/bench/run.sh
+
+# What e2e/gpu/run.sh needs on a GPU machine with no network: the release binary and the
+# CRIU engine bundle, in target/gpu-kit.
+gpu-kit:
+	$(CARGO) build --release -p rctr --bin rctr
+	bash e2e/gpu/make-kit.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
