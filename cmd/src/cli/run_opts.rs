@@ -55,6 +55,10 @@ pub struct RunOptions {
     /// With --pid, run the command itself as pid 1 instead of under rctr's init
     #[arg(long)]
     pub no_init: bool,
+    /// As a user who is not root: be root inside the container (a user namespace maps
+    /// you to uid 0; you gain no privilege on the host)
+    #[arg(long)]
+    pub fakeroot: bool,
 }
 
 /// Variables holding binds, lowest precedence first (all apply), as Apptainer reads
@@ -101,6 +105,7 @@ impl RunOptions {
             hostname: self.hostname.clone(),
             no_init: self.no_init,
             session_size_mib: site.session_size_mib,
+            fakeroot: self.fakeroot,
         })
     }
 }

@@ -40,6 +40,8 @@ pub struct RunOptions {
     /// Size limit of the session tmpfs (`--writable-tmpfs` changes), MiB.
     #[serde(default = "default_session_size")]
     pub session_size_mib: u64,
+    /// As a user who is not root: be root (uid 0) inside the container's user namespace.
+    pub fakeroot: bool,
 }
 
 /// Apptainer's `sessiondir max size` default.
@@ -70,6 +72,7 @@ impl Default for RunOptions {
             hostname: None,
             no_init: false,
             session_size_mib: DEFAULT_SESSION_SIZE_MIB,
+            fakeroot: false,
         }
     }
 }
@@ -240,6 +243,7 @@ pub fn build_plan(
             no_eval: opts.no_eval,
         },
     )?;
+    let userns = user_namespace(&user, opts.fakeroot);
     let identity = Identity {
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
@@ -253,7 +257,8 @@ pub fn build_plan(
         image_display: image_display.to_string(),
         mounts,
         writable_tmpfs: opts.writable_tmpfs,
-        identity: Some(identity),
+        // With --fakeroot the caller is the image's own root.
+        identity: (!opts.fakeroot || userns.is_none()).then_some(identity),
         cwd,
         home: home_dst,
         env: env.base,
@@ -280,6 +285,17 @@ pub fn build_plan(
         hostname: opts.hostname.clone(),
         no_init: opts.no_init,
         session_size_mib: Some(opts.session_size_mib),
+        userns,
+    })
+}
+
+/// A user namespace for a caller who is not root; root needs none (and is root inside
+/// already, so `--fakeroot` changes nothing for root, as with Apptainer).
+fn user_namespace(user: &nix::unistd::User, fakeroot: bool) -> Option<crate::plan::UserNs> {
+    (!user.uid.is_root()).then(|| crate::plan::UserNs {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        fakeroot,
     })
 }
 
