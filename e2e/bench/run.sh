@@ -156,6 +156,7 @@ setup_bench_user() {
     cp "$RCTR" "$USER_DIR/rctr"
     cp "$IMG_BB_SQFS" "$USER_DIR/busybox.sqfs"
     chmod -R a+rX "$USER_DIR"
+    install -d -o "$BENCH_USER" "$USER_DIR/mnt"
 }
 
 as_bench_user() { (cd "$USER_DIR" && runuser -u "$BENCH_USER" -- "$@"); }
@@ -165,8 +166,10 @@ as_bench_user() { (cd "$USER_DIR" && runuser -u "$BENCH_USER" -- "$@"); }
 baseline_user_startup() {
     # shellcheck disable=SC2016 # $1 and $2 are the inner shell's
     as_bench_user unshare --user --map-root-user --mount --pid --fork /bin/sh -c \
-        'mkdir -p "$2" && squashfuse_ll -f "$1" "$2" & until mountpoint -q "$2"; do :; done; chroot "$2" /bin/true; kill $!' \
-        sh "$USER_DIR/busybox.sqfs" "$USER_DIR/mnt-$BENCH_USER"
+        'squashfuse_ll -f "$1" "$2" & n=0
+         until mountpoint -q "$2"; do n=$((n + 1)); [ $n -lt 100000 ] || exit 1; done
+         chroot "$2" /bin/true; s=$?; kill $!; exit $s' \
+        sh "$USER_DIR/busybox.sqfs" "$USER_DIR/mnt"
 }
 
 case_startup() {
