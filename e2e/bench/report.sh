@@ -118,6 +118,10 @@ startup_section() {
     fi
     echo "| \`rctr exec busybox.sqfs true\` | $(summary startup-rctr-sqfs) | $(med_ratio startup-rctr-sqfs startup-baseline)× |"
     echo "| baseline: \`unshare --mount --pid --fork sh -c 'mount -o loop busybox.sqfs M && chroot M /bin/true'\` | $(summary startup-baseline) | 1.00× |"
+    if has startup-user-rctr; then
+        echo "| as a user (\`runuser\`): \`rctr exec busybox.sqfs true\` (user namespace, squashfuse) | $(summary startup-user-rctr) | $(med_ratio startup-user-rctr startup-baseline)× ($(med_ratio startup-user-rctr startup-user-baseline)× the user baseline) |"
+        echo "| as a user: baseline \`unshare -r --mount --pid --fork sh -c 'squashfuse_ll -f busybox.sqfs M & chroot M /bin/true'\` | $(summary startup-user-baseline) | $(med_ratio startup-user-baseline startup-baseline)× |"
+    fi
     echo
     echo "rctr does more than the baseline: it also builds an overlay root with a skeleton of mount points, mounts /proc, /sys and a /dev tmpfs, binds /tmp, /var/tmp, \$HOME, the working directory, resolv.conf, hosts, passwd and group, uses pivot_root, and runs the command through \`/bin/sh -c\` with the container environment."
 }

@@ -90,6 +90,10 @@ cleanup() {
         timeout 30 "$RCTR" instance stop "$name" >/dev/null 2>&1
     done
     rm -f "$RAND"
+    if [ -n "${BENCH_USER:-}" ]; then
+        userdel -r "$BENCH_USER" >/dev/null 2>&1
+        rm -rf "$USER_DIR"
+    fi
     if [ "${RCTR_BENCH_KEEP:-0}" = 1 ]; then
         say "scratch directory kept: $WORK"
     else
@@ -138,17 +142,56 @@ baseline_startup() {
         'mount -t squashfs -o ro,loop "$1" "$2" && exec chroot "$2" /bin/true' sh "$IMG_BB_SQFS" "$WORK/mnt"
 }
 
+# A user who is not root: a throwaway account, the binary and image where it can read them.
+BENCH_USER=""
+USER_DIR=""
+setup_bench_user() {
+    command -v squashfuse_ll >/dev/null && [ -r /dev/fuse ] && [ -w /dev/fuse ] || {
+        say "startup as a user: skipped (squashfuse or a usable /dev/fuse missing)"
+        return 1
+    }
+    BENCH_USER=rctrbench$$
+    useradd -m "$BENCH_USER" || { BENCH_USER=""; return 1; }
+    USER_DIR=$(mktemp -d /tmp/rctr-bench-user.XXXXXX)
+    cp "$RCTR" "$USER_DIR/rctr"
+    cp "$IMG_BB_SQFS" "$USER_DIR/busybox.sqfs"
+    chmod -R a+rX "$USER_DIR"
+    install -d -o "$BENCH_USER" "$USER_DIR/mnt"
+}
+
+as_bench_user() { (cd "$USER_DIR" && runuser -u "$BENCH_USER" -- "$@"); }
+
+# The user's shell baseline: a user namespace mapping them to root (so that squashfuse may
+# mount by itself), squashfuse in the foreground, chroot, true.
+baseline_user_startup() {
+    # shellcheck disable=SC2016 # $1 and $2 are the inner shell's
+    as_bench_user unshare --user --map-root-user --mount --pid --fork /bin/sh -c \
+        'squashfuse_ll -f "$1" "$2" & n=0
+         until mountpoint -q "$2"; do n=$((n + 1)); [ $n -lt 100000 ] || exit 1; done
+         chroot "$2" /bin/true; s=$?; kill $!; exit $s' \
+        sh "$USER_DIR/busybox.sqfs" "$USER_DIR/mnt"
+}
+
 case_startup() {
-    local i
+    local i user=0
     say "1/4 startup: $STARTUP_RUNS runs each"
+    setup_bench_user && user=1
     for i in 1 2 3; do # warm-up: page cache, loop driver, first-run costs
         quietly "$RCTR" exec "$IMG_BB_SQFS" true
         quietly baseline_startup
+        if [ $user = 1 ]; then
+            quietly as_bench_user "$USER_DIR/rctr" exec "$USER_DIR/busybox.sqfs" true
+            quietly baseline_user_startup
+        fi
     done
     for ((i = 0; i < STARTUP_RUNS; i++)); do
         if [ -n "$IMG_BB_SIF" ]; then timed startup-rctr-sif "$RCTR" exec "$IMG_BB_SIF" true; fi
         timed startup-rctr-sqfs "$RCTR" exec "$IMG_BB_SQFS" true
         timed startup-baseline baseline_startup
+        if [ $user = 1 ]; then
+            timed startup-user-rctr as_bench_user "$USER_DIR/rctr" exec "$USER_DIR/busybox.sqfs" true
+            timed startup-user-baseline baseline_user_startup
+        fi
     done
 }
 

@@ -19,6 +19,7 @@ mod rootfs;
 mod run;
 mod skip;
 mod slurm;
+mod users;
 
 pub use checks::{
     assert_error_line, assert_image_released, assert_no_panic, assert_one_line_error,
@@ -47,3 +48,4 @@ pub use skip::{
     require_slurm, CRIU_BIN,
 };
 pub use slurm::{find_program, missing_slurm_programs, SlurmCluster, SLURM_PROGRAMS};
+pub use users::{unprivileged_missing, RealUser};

@@ -44,6 +44,7 @@ PKGS=(
     debootstrap                     # the e2e tests' Debian image (MPI, PostgreSQL, redis)
     debian-archive-keyring          # install-criu.sh verifies the Debian archive with it
     slurm-wlm munge                 # Slurm 22.05 and munge: the e2e tests' one-node cluster
+    squashfuse                      # users who are not root mount their images with it (FUSE)
 )
 TOOLCHAIN_PKGS=(cargo-web rustc-web rust-web-clippy rustfmt-web)
 
@@ -106,6 +107,12 @@ fi
 for prog in /usr/sbin/munged /usr/sbin/slurmctld /usr/sbin/slurmd /usr/bin/sbatch; do
     [ -x "$prog" ] || die "$prog missing although slurm-wlm and munge are installed"
 done
+
+# Users who are not root mount images through FUSE. Debian's udev rule makes /dev/fuse 0666;
+# a machine without udev (a container, a minimal VM) leaves the kernel's 0600, root only.
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+    chmod 0666 /dev/fuse && say "/dev/fuse made 0666 (as Debian's udev rule does)"
+fi
 
 # --- Rust toolchain -----------------------------------------------------------------------------
 # The workspace's minimum Rust version, from Cargo.toml (`rust-version = "1.80"`).

@@ -59,6 +59,10 @@ pub struct RunOptions {
     /// (the list: /etc/rctr/nvliblist.conf, else rctr's own)
     #[arg(long)]
     pub nv: bool,
+    /// As a user who is not root: be root inside the container (a user namespace maps
+    /// you to uid 0; you gain no privilege on the host)
+    #[arg(long)]
+    pub fakeroot: bool,
 }
 
 /// Variables that turn on `--nv`, as Apptainer reads them, plus rctr's own.
@@ -115,6 +119,7 @@ impl RunOptions {
             no_init: self.no_init,
             session_size_mib: site.session_size_mib,
             nv: self.nv || NV_VARS.iter().any(|v| env_true(v)),
+            fakeroot: self.fakeroot,
         })
     }
 }

@@ -138,7 +138,7 @@ impl Instances {
         rec.init_pid = detached.init_pid;
         rec.init_start_ticks = process_start_ticks(detached.init_pid).unwrap_or(0);
         rec.app_pid = detached.app_pid;
-        rec.app_host_pid = first_child(detached.init_pid).unwrap_or(0);
+        rec.app_host_pid = app_child(detached.init_pid, detached.app_pid).unwrap_or(0);
         write_json_atomic(&self.record_path(&name), &rec)?;
         Ok((rec, child))
     }
@@ -160,9 +160,24 @@ impl Instances {
 }
 
 /// Host pid of init's first child: the application (init starts nothing else first).
-fn first_child(init_pid: i32) -> Option<i32> {
+/// The host pid of init's child that is `app_pid` inside the container: not simply the
+/// first child, since a user's init also runs squashfuse, which serves the image.
+fn app_child(init_pid: i32, app_pid: i32) -> Option<i32> {
     let s = std::fs::read_to_string(format!("/proc/{init_pid}/task/{init_pid}/children")).ok()?;
-    s.split_whitespace().next()?.parse().ok()
+    let children: Vec<i32> = s
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let inside = |pid: i32| -> Option<i32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+        line.split_whitespace().last()?.parse().ok()
+    };
+    children
+        .iter()
+        .copied()
+        .find(|&c| inside(c) == Some(app_pid))
+        .or_else(|| children.first().copied())
 }
 
 /// The last lines of a log, for showing why an instance died at start.

@@ -24,7 +24,7 @@ pub fn unshare_namespaces(plan: &ContainerPlan) -> Result<()> {
         "namespaces: mount{}",
         if plan.net_ns { ", network" } else { "" }
     );
-    unshare(flags).context("cannot create the container's namespaces (rctr needs root)")?;
+    unshare(flags).context("cannot create the container's namespaces")?;
     if plan.net_ns {
         crate::net::loopback_up()?;
     }
@@ -55,8 +55,20 @@ pub fn reset_pid_ns_for_children() -> Result<()> {
         .context("cannot return to rctr's own pid namespace")
 }
 
-/// Builds the root filesystem and pivots into it. Runs inside the new mount namespace.
-pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
+/// Where a container's session tmpfs is mounted (in its own mount namespace, so one
+/// directory serves every container): root's under /run; a user, who cannot create
+/// directories there, has a private one in their state directory. Call on the host side,
+/// as the caller (inside a `--fakeroot` namespace the state directory is not "yours").
+pub fn session_mount_point(plan: &ContainerPlan) -> Result<PathBuf> {
+    if plan.userns.is_none() {
+        return Ok(PathBuf::from(SESSION_DIR));
+    }
+    rctr_state::StateRoot::for_current_user()?.private_subdir("session")
+}
+
+/// Builds the root filesystem and pivots into it. Runs inside the new mount namespace;
+/// `session_dir` comes from [`session_mount_point`].
+pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>, session_dir: &Path) -> Result<()> {
     let sys = LinuxSyscall;
     // Nothing we mount may propagate back to the host.
     sys.mount(
@@ -67,7 +79,7 @@ pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
         None,
     )?;
     let session = Session {
-        dir: PathBuf::from(SESSION_DIR),
+        dir: session_dir.to_path_buf(),
     };
     sys.mkdir_all(&session.dir, 0o700)?;
     // The session also holds --writable-tmpfs changes: limited like Apptainer's.
@@ -87,7 +99,7 @@ pub fn setup_rootfs(plan: &ContainerPlan, device: Option<&Path>) -> Result<()> {
     }
     let root = rootfs::assemble_root(&sys, &session, plan, device)?;
     let identity_files = write_identity_files(&session, plan)?;
-    rootfs::mount_system(&sys, &root, plan.dev, plan.host_pts)?;
+    rootfs::mount_system(&sys, &root, plan.dev, plan.host_pts, plan.userns.is_some())?;
     rootfs::mount_host_files(&sys, &session, &root, &identity_files)?;
     rootfs::mount_entries(&sys, &root, &plan.mounts)?;
     if plan.writable_tmpfs {

@@ -15,6 +15,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 /// Joins the namespaces of the process `init_pid` (host pid). The pid
 /// namespace applies to children forked afterwards.
 pub fn join_namespaces(init_pid: i32, net: bool) -> Result<()> {
+    join_namespaces_of(init_pid, net, false)
+}
+
+/// [`join_namespaces`], first joining the container's user namespace when it has one
+/// (`userns`: a user's container, which the same user may enter).
+pub fn join_namespaces_of(init_pid: i32, net: bool, userns: bool) -> Result<()> {
     let open = |ns: &str| {
         File::open(format!("/proc/{init_pid}/ns/{ns}")).with_context(|| {
             format!(
@@ -22,8 +28,15 @@ pub fn join_namespaces(init_pid: i32, net: bool) -> Result<()> {
             )
         })
     };
+    let user = if userns { Some(open("user")?) } else { None };
     let pid = open("pid")?;
     let mnt = open("mnt")?;
+    if let Some(u) = &user {
+        // Its owner may enter it and has every capability there, which the other
+        // namespaces (owned by it) then let in.
+        setns(u, CloneFlags::CLONE_NEWUSER)
+            .context("cannot join the instance's user namespace (is it yours?)")?;
+    }
     let netns = if net { Some(open("net")?) } else { None };
     setns(&pid, CloneFlags::CLONE_NEWPID).context("cannot join the instance's pid namespace")?;
     if let Some(n) = &netns {
@@ -37,7 +50,7 @@ pub fn join_namespaces(init_pid: i32, net: bool) -> Result<()> {
 /// Runs `plan.argv` inside the running container whose init is `init_pid`.
 pub fn exec_in(init_pid: i32, plan: &ContainerPlan) -> Result<Outcome> {
     block_supervised_signals()?;
-    join_namespaces(init_pid, plan.net_ns)?;
+    join_namespaces_of(init_pid, plan.net_ns, plan.userns.is_some())?;
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     // The closure owns `err_w`: the parent's copy is closed once the child is forked.
@@ -67,6 +80,10 @@ fn exec_child(plan: &ContainerPlan, err_w: OwnedFd) -> i32 {
         rctr_log::show_argv(&plan.argv)
     );
     let (argv, env) = final_command(plan);
+    if let Err(e) = crate::process::restrict_privileges(plan) {
+        let _ = nix::unistd::write(&err_w, format!("{e:#}").as_bytes());
+        return 255;
+    }
     prepare_exec(&ExecIo {
         keep: &[err_w.as_raw_fd()],
         ..ExecIo::INHERIT

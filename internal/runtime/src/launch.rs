@@ -1,13 +1,14 @@
 //! Running containers: in the foreground (exec/run/shell/test) and detached
 //! under rctr's own init (instances).
 
-use crate::container::{setup_rootfs, unshare_namespaces};
+use crate::container::{session_mount_point, setup_rootfs, unshare_namespaces};
 use crate::init_status::InitStatus;
 use crate::loopdev::{self, LoopDevice};
 use crate::plan::{ContainerPlan, RootKind};
-use crate::process::{block_supervised_signals, exec, final_command};
+use crate::process::{block_supervised_signals, exec, final_command, restrict_privileges};
 use crate::spawn::{
-    close_fds_except, detach_stdio, fork_child, fork_detached, prepare_exec, ExecIo, Stdio,
+    close_fds_except, detach_stdio, fork_child, fork_child_in_userns, fork_detached_in,
+    prepare_exec, ExecIo, Stdio,
 };
 use crate::supervise::{supervise, Ended, LogPump};
 use anyhow::{bail, Context, Result};
@@ -27,6 +28,10 @@ pub struct Outcome {
 }
 
 fn attach_image(plan: &ContainerPlan) -> Result<Option<LoopDevice>> {
+    if plan.userns.is_some() {
+        // squashfuse reads the image itself, inside the container (see rootfs).
+        return Ok(None);
+    }
     match plan.root.kind {
         RootKind::Squashfs => Ok(Some(loopdev::attach(
             &plan.root.path,
@@ -59,19 +64,40 @@ fn send(fd: i32, status: &InitStatus) {
 pub fn run_foreground(plan: &ContainerPlan) -> Result<Outcome> {
     let device = attach_image(plan)?;
     let device_path = device.as_ref().map(|d| d.path.as_path());
+    let session = session_mount_point(plan)?;
+    let session = session.as_path();
     block_supervised_signals()?;
     let (err_r, err_w) = pipe_cloexec()?;
     if plan.pid_ns {
         rctr_log::debug!("namespaces: pid (the container's first process is pid 1)");
-        // Our next child becomes pid 1 of a new pid namespace.
-        unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
     }
-    // The closure owns `err_w`: the parent's copy is closed once the child is forked.
-    let child = fork_child(move || foreground_child(plan, device_path, err_w))?;
-    // Our own later threads and containers must not land in the child's namespace.
-    if plan.pid_ns {
-        crate::container::reset_pid_ns_for_children()?;
-    }
+    let child = if let Some(ns) = &plan.userns {
+        rctr_log::debug!(
+            "namespaces: user (uid {} is {} inside)",
+            ns.uid,
+            ns.inside_uid()
+        );
+        let pid = if plan.pid_ns {
+            CloneFlags::CLONE_NEWPID
+        } else {
+            CloneFlags::empty()
+        };
+        fork_child_in_userns(ns, pid, move || {
+            foreground_child(plan, device_path, session, err_w)
+        })?
+    } else {
+        if plan.pid_ns {
+            // Our next child becomes pid 1 of a new pid namespace.
+            unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
+        }
+        // The closure owns `err_w`: the parent's copy is closed once the child is forked.
+        let child = fork_child(move || foreground_child(plan, device_path, session, err_w))?;
+        // Our own later threads and containers must not land in the child's namespace.
+        if plan.pid_ns {
+            crate::container::reset_pid_ns_for_children()?;
+        }
+        child
+    };
     drop(device);
     let mut msg = String::new();
     let _ = File::from(err_r).read_to_string(&mut msg);
@@ -80,7 +106,12 @@ pub fn run_foreground(plan: &ContainerPlan) -> Result<Outcome> {
     Ok(Outcome { code, error })
 }
 
-fn foreground_child(plan: &ContainerPlan, device: Option<&Path>, err_w: OwnedFd) -> i32 {
+fn foreground_child(
+    plan: &ContainerPlan,
+    device: Option<&Path>,
+    session: &Path,
+    err_w: OwnedFd,
+) -> i32 {
     let err_fd = err_w.as_raw_fd();
     // A foreground container must not outlive rctr, even if rctr is SIGKILLed
     // (a batch system's hard kill): nothing may be left running behind it.
@@ -89,7 +120,10 @@ fn foreground_child(plan: &ContainerPlan, device: Option<&Path>, err_w: OwnedFd)
     if nix::unistd::getppid().as_raw() == 1 {
         return 255;
     }
-    if let Err(e) = unshare_namespaces(plan).and_then(|_| setup_rootfs(plan, device)) {
+    let setup = unshare_namespaces(plan)
+        .and_then(|_| setup_rootfs(plan, device, session))
+        .and_then(|_| restrict_privileges(plan));
+    if let Err(e) = setup {
         report(err_fd, &format!("{e:#}"));
         return 255;
     }
@@ -195,12 +229,31 @@ pub fn spawn_detached(
 ) -> Result<Detached> {
     let device = attach_image(plan)?;
     let device_path = device.as_ref().map(|d| d.path.as_path());
+    let session = session_mount_point(plan)?;
+    let session = session.as_path();
     let (status_r, status_w) = pipe_cloexec()?;
     // The closure owns `status_w` and the logs: the parent's copies are closed
     // once init is forked, so that a dead init reads as EOF.
-    let init_pid = fork_detached(enter_init_namespace, move || {
-        init_main(plan, device_path, status_w, logs, start, Lifetime::Detached)
-    })?;
+    // A user's init is born in its user namespace and the pid namespace that one owns.
+    let userns = plan
+        .userns
+        .as_ref()
+        .map(|ns| (ns, CloneFlags::CLONE_NEWPID));
+    let init_pid = fork_detached_in(
+        || enter_init_namespace(userns.is_none()),
+        userns,
+        move || {
+            init_main(
+                plan,
+                device_path,
+                session,
+                status_w,
+                logs,
+                start,
+                Lifetime::Detached,
+            )
+        },
+    )?;
     drop(device);
     read_status(status_r, init_pid.as_raw(), grace)
 }
@@ -217,20 +270,36 @@ pub fn spawn_attached(
 ) -> Result<(Detached, crate::spawn::Child)> {
     let device = attach_image(plan)?;
     let device_path = device.as_ref().map(|d| d.path.as_path());
+    let session = session_mount_point(plan)?;
+    let session = session.as_path();
     let (status_r, status_w) = pipe_cloexec()?;
-    // Our next child becomes pid 1 of a new pid namespace.
-    unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
-    let forked = fork_child(move || {
+    let init_body = move || {
         // SAFETY: prctl with integer arguments only changes this process's attributes.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         if block_supervised_signals().is_err() {
             return 255;
         }
-        init_main(plan, device_path, status_w, logs, start, Lifetime::Attached)
-    });
-    // Our own later children (the engine, in checkpoints) must not land in it.
-    crate::container::reset_pid_ns_for_children()?;
-    let init = forked?;
+        init_main(
+            plan,
+            device_path,
+            session,
+            status_w,
+            logs,
+            start,
+            Lifetime::Attached,
+        )
+    };
+    let init = if let Some(ns) = &plan.userns {
+        // Born in its user namespace and the pid namespace that one owns.
+        fork_child_in_userns(ns, CloneFlags::CLONE_NEWPID, init_body)?
+    } else {
+        // Our next child becomes pid 1 of a new pid namespace.
+        unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
+        let forked = fork_child(init_body);
+        // Our own later children (the engine, in checkpoints) must not land in it.
+        crate::container::reset_pid_ns_for_children()?;
+        forked?
+    };
     drop(device);
     let detached = read_status(status_r, init.pid().as_raw(), grace)?;
     Ok((detached, init))
@@ -238,11 +307,14 @@ pub fn spawn_attached(
 
 /// In the process that forks init: leaves the caller's stdio, creates the pid
 /// namespace init is born into, and blocks the signals init supervises.
-fn enter_init_namespace() -> Result<()> {
+/// A user's init gets its pid namespace as it is forked instead (`pid_ns` false).
+fn enter_init_namespace(pid_ns: bool) -> Result<()> {
     // The caller's stdio (maybe a pipe someone waits on to reach EOF) must not
     // stay open for the life of the instance: errors travel over the status pipe.
     detach_stdio();
-    unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
+    if pid_ns {
+        unshare(CloneFlags::CLONE_NEWPID).context("cannot create a pid namespace")?;
+    }
     block_supervised_signals()
 }
 
@@ -251,6 +323,7 @@ fn enter_init_namespace() -> Result<()> {
 fn init_main(
     plan: &ContainerPlan,
     device: Option<&Path>,
+    session: &Path,
     status_w: OwnedFd,
     logs: LogFiles,
     start: AppStart,
@@ -260,7 +333,10 @@ fn init_main(
     // The CLI that started us may be gone; writing to it must not kill us.
     // SAFETY: SIG_IGN installs no handler code; children get the default back before exec.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.ok();
-    if let Err(e) = unshare_namespaces(plan).and_then(|_| setup_rootfs(plan, device)) {
+    let setup = unshare_namespaces(plan)
+        .and_then(|_| setup_rootfs(plan, device, session))
+        .and_then(|_| restrict_privileges(plan));
+    if let Err(e) = setup {
         send(status_fd, &InitStatus::Error(format!("{e:#}")));
         return 255;
     }

@@ -20,5 +20,6 @@ pub mod resolve;
 pub mod rootfs;
 pub mod site_config;
 pub mod spawn;
+pub mod squashfuse;
 pub mod supervise;
 pub mod syscall;

@@ -43,6 +43,9 @@ pub struct RunOptions {
     /// The host's NVIDIA driver inside the container (`--nv`).
     #[serde(default)]
     pub nv: bool,
+    /// As a user who is not root: be root (uid 0) inside the container's user namespace.
+    #[serde(default)]
+    pub fakeroot: bool,
 }
 
 /// Apptainer's `sessiondir max size` default.
@@ -74,6 +77,7 @@ impl Default for RunOptions {
             no_init: false,
             session_size_mib: DEFAULT_SESSION_SIZE_MIB,
             nv: false,
+            fakeroot: false,
         }
     }
 }
@@ -251,6 +255,7 @@ pub fn build_plan(
             no_eval: opts.no_eval,
         },
     )?;
+    let userns = user_namespace(&user, opts.fakeroot);
     let identity = Identity {
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
@@ -264,7 +269,8 @@ pub fn build_plan(
         image_display: image_display.to_string(),
         mounts,
         writable_tmpfs: opts.writable_tmpfs,
-        identity: Some(identity),
+        // With --fakeroot the caller is the image's own root.
+        identity: (!opts.fakeroot || userns.is_none()).then_some(identity),
         cwd,
         home: home_dst,
         env: env.base,
@@ -291,6 +297,17 @@ pub fn build_plan(
         hostname: opts.hostname.clone(),
         no_init: opts.no_init,
         session_size_mib: Some(opts.session_size_mib),
+        userns,
+    })
+}
+
+/// A user namespace for a caller who is not root; root needs none (and is root inside
+/// already, so `--fakeroot` changes nothing for root, as with Apptainer).
+fn user_namespace(user: &nix::unistd::User, fakeroot: bool) -> Option<crate::plan::UserNs> {
+    (!user.uid.is_root()).then(|| crate::plan::UserNs {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        fakeroot,
     })
 }
 

@@ -83,6 +83,36 @@ pub enum DevMode {
     Host,
 }
 
+/// A container run by a user who is not root: a user namespace maps the caller's ids
+/// (to themselves, or to root with `--fakeroot`), and the image's squashfs is served by
+/// squashfuse instead of the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNs {
+    /// The caller's uid and gid on the host.
+    pub uid: u32,
+    pub gid: u32,
+    /// Map the caller to root (uid and gid 0) inside, as Apptainer's `--fakeroot`.
+    pub fakeroot: bool,
+}
+
+impl UserNs {
+    /// The uid the caller has inside the container.
+    pub fn inside_uid(&self) -> u32 {
+        if self.fakeroot {
+            0
+        } else {
+            self.uid
+        }
+    }
+    pub fn inside_gid(&self) -> u32 {
+        if self.fakeroot {
+            0
+        } else {
+            self.gid
+        }
+    }
+}
+
 /// Contents of generated identity files bound over the image's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -152,6 +182,10 @@ pub struct ContainerPlan {
     /// (Apptainer's `sessiondir max size`); None: no limit (plans recorded before it).
     #[serde(default)]
     pub session_size_mib: Option<u64>,
+    /// Set when the caller is not root: the container gets a user namespace (plans
+    /// recorded by root, and root's own, have none).
+    #[serde(default)]
+    pub userns: Option<UserNs>,
 }
 
 /// Explicit requests on the command line, as given.
@@ -228,6 +262,7 @@ impl ContainerPlan {
             hostname: None,
             no_init: false,
             session_size_mib: None,
+            userns: None,
         })
     }
 }

@@ -38,6 +38,20 @@ pub fn block_supervised_signals() -> Result<()> {
 /// engine's in rctr-checkpoint): see [`crate::spawn::reset_signals`].
 pub use crate::spawn::reset_signals as unblock_all_signals;
 
+/// For a user's container (a user namespace): no program run from here on gains a
+/// privilege by exec, setuid-root binaries of the image included. Root's containers
+/// keep the kernel's default, as Apptainer's do.
+pub fn restrict_privileges(plan: &ContainerPlan) -> Result<()> {
+    if plan.userns.is_none() {
+        return Ok(());
+    }
+    // SAFETY: prctl with integer arguments only changes this process's attributes.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot set no_new_privs");
+    }
+    Ok(())
+}
+
 /// The shell that sources the image's env scripts: bash when the image has it, since
 /// those scripts are written for Apptainer's bash-like interpreter (`source`, `[[`);
 /// otherwise /bin/sh, helped by the wrapper's shims.

@@ -116,6 +116,12 @@ mod tests {
         fn pivot_root(&self, _: &Path) -> Result<()> {
             unreachable!()
         }
+        fn mount_squashfuse(&self, _: &Path, _: u64, _: &Path) -> Result<()> {
+            unreachable!()
+        }
+        fn kept_flags(&self, _: &Path) -> MsFlags {
+            unreachable!()
+        }
     }
 
     fn debian() -> Links {

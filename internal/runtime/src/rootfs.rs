@@ -185,6 +185,10 @@ pub fn mount_image<S: Syscall>(
             "internal: a writable root needs a directory image, not {}",
             plan.root.path.display()
         ),
+        // Without root: no loop device, and the kernel's squashfs is root's alone.
+        RootKind::Squashfs if plan.userns.is_some() => {
+            sys.mount_squashfuse(&plan.root.path, plan.root.offset, &target)
+        }
         RootKind::Squashfs => {
             let dev = device.context("internal: squashfs image without loop device")?;
             sys.mount(
@@ -216,7 +220,10 @@ pub fn mount_image<S: Syscall>(
                 None,
                 &target,
                 None,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_RDONLY
+                    | sys.kept_flags(&target),
                 None,
             )
         }
@@ -255,20 +262,38 @@ pub fn mount_overlay<S: Syscall>(sys: &S, session: &Session, writable: bool) -> 
 /// Mounts /proc, /sys and /dev on the new root: the host's /dev, or a minimal one.
 /// With `host_pts`, a minimal /dev gets the host's /dev/pts instead of a fresh
 /// instance, so that an interactive shell's terminal (a host pty) exists inside.
+///
+/// In a user namespace (`userns`), device nodes cannot be made: the minimal /dev gets
+/// the host's nodes bound instead, and without a pid namespace of its own (which
+/// a fresh proc needs there) the container gets the host's /proc.
 pub fn mount_system<S: Syscall>(
     sys: &S,
     root: &Path,
     dev_mode: DevMode,
     host_pts: bool,
+    userns: bool,
 ) -> Result<()> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    sys.mount(
+    let proc_target = root.join("proc");
+    let proc = sys.mount(
         Some(Path::new("proc")),
-        &root.join("proc"),
+        &proc_target,
         Some("proc"),
         nosuid_nodev | MsFlags::MS_NOEXEC,
         None,
-    )?;
+    );
+    match proc {
+        Err(_) if userns => {
+            sys.mount(
+                Some(Path::new("/proc")),
+                &proc_target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+        }
+        other => other?,
+    }
     let sys_target = root.join("sys");
     if sys
         .mount(
@@ -293,7 +318,10 @@ pub fn mount_system<S: Syscall>(
             None,
             &sys_target,
             None,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | sys.kept_flags(&sys_target),
             None,
         )?;
     }
@@ -309,7 +337,12 @@ pub fn mount_system<S: Syscall>(
         Some("mode=755,size=64k"),
     )?;
     for (name, major, minor) in DEVICES {
-        sys.mknod_char(&dev.join(name), *major, *minor, 0o666)?;
+        if userns {
+            sys.create_file(&dev.join(name), b"", 0o666)?;
+            bind(sys, &Path::new("/dev").join(name), &dev.join(name), false)?;
+        } else {
+            sys.mknod_char(&dev.join(name), *major, *minor, 0o666)?;
+        }
     }
     sys.mkdir_all(&dev.join("pts"), 0o755)?;
     sys.mkdir_all(&dev.join("shm"), 0o1777)?;
@@ -413,12 +446,14 @@ fn bind<S: Syscall>(sys: &S, src: &Path, target: &Path, readonly: bool) -> Resul
         None,
     )?;
     if readonly {
-        // A bind mount only becomes read-only through a second, remounting call.
+        // A bind mount only becomes read-only through a second, remounting call, which
+        // keeps the flags the source had (nosuid, nodev, noexec): a read-only bind must
+        // not lift them, and in a user namespace the kernel refuses a remount that would.
         sys.mount(
             None,
             target,
             None,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | sys.kept_flags(target),
             None,
         )?;
     }
@@ -458,6 +493,17 @@ mod tests {
     }
 
     impl Syscall for Fake {
+        fn mount_squashfuse(&self, i: &Path, o: u64, t: &Path) -> Result<()> {
+            self.calls.borrow_mut().push(format!(
+                "squashfuse {} @{o} {}",
+                i.display(),
+                t.display()
+            ));
+            Ok(())
+        }
+        fn kept_flags(&self, _: &Path) -> MsFlags {
+            MsFlags::empty()
+        }
         fn mount(
             &self,
             s: Option<&Path>,
@@ -555,6 +601,7 @@ mod tests {
             hostname: None,
             no_init: false,
             session_size_mib: None,
+            userns: None,
         }
     }
 
@@ -844,7 +891,7 @@ mod tests {
     #[test]
     fn host_dev_is_one_recursive_bind() {
         let fake = Fake::default();
-        mount_system(&fake, Path::new("/r"), DevMode::Host, false).unwrap();
+        mount_system(&fake, Path::new("/r"), DevMode::Host, false, false).unwrap();
         let dev: Vec<String> = fake
             .calls()
             .into_iter()
@@ -856,7 +903,7 @@ mod tests {
             "{dev:?}"
         );
         let fake = Fake::default();
-        mount_system(&fake, Path::new("/r"), DevMode::Minimal, false).unwrap();
+        mount_system(&fake, Path::new("/r"), DevMode::Minimal, false, false).unwrap();
         assert!(fake.calls().contains(&"mknod /r/dev/null".to_string()));
     }
 }

@@ -85,6 +85,76 @@ pub fn fork_child(f: impl FnOnce() -> i32) -> Result<Child> {
     }
 }
 
+/// Forks a child born in a new user namespace (and in the namespaces of `extra`,
+/// which the new user namespace owns: a pid namespace makes the child its pid 1),
+/// where `ns` maps the caller's ids. The child runs `f` once its maps are written,
+/// with every capability inside its namespace until it execs; the caller, outside,
+/// keeps its own namespaces (nothing to undo, as unshare would need).
+///
+/// Unprivileged: a user may map their own uid and gid, one id each, to any id inside.
+pub fn fork_child_in_userns(
+    ns: &crate::plan::UserNs,
+    extra: nix::sched::CloneFlags,
+    f: impl FnOnce() -> i32,
+) -> Result<Child> {
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let flags = (nix::sched::CloneFlags::CLONE_NEWUSER | extra).bits() as libc::c_ulong
+        | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone without a new stack or CLONE_VM is fork with namespace flags: the
+    // child is a copy of this process (see the module documentation for why a copy is
+    // safe) and leaves through `in_child`.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if pid < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(err).context(
+            "cannot create a user namespace (unprivileged user namespaces may be disabled: \
+             kernel.unprivileged_userns_clone or user.max_user_namespaces)",
+        );
+    }
+    if pid == 0 {
+        drop(ready_w);
+        in_child(|| {
+            // The parent writes one byte once the maps are in place; EOF means it failed.
+            let mut byte = [0u8; 1];
+            match nix::unistd::read(ready_r.as_raw_fd(), &mut byte) {
+                Ok(1) => {
+                    drop(ready_r);
+                    f()
+                }
+                _ => PANIC_STATUS,
+            }
+        })
+    }
+    let child = Child {
+        pid: Pid::from_raw(pid as i32),
+    };
+    drop(ready_r);
+    match write_id_maps(child.pid, ns) {
+        Ok(()) => {
+            nix::unistd::write(&ready_w, b"1").context("cannot start the container")?;
+            Ok(child)
+        }
+        Err(e) => {
+            drop(ready_w);
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+/// Writes a single-id uid and gid map for the child `pid`'s user namespace.
+fn write_id_maps(pid: Pid, ns: &crate::plan::UserNs) -> Result<()> {
+    let write = |file: &str, text: String| {
+        std::fs::write(format!("/proc/{pid}/{file}"), text.as_bytes())
+            .with_context(|| format!("cannot write the container's {file} ({})", text.trim()))
+    };
+    // An unprivileged gid map needs setgroups(2) denied first.
+    write("setgroups", "deny".to_string())?;
+    write("uid_map", format!("{} {} 1\n", ns.inside_uid(), ns.uid))?;
+    write("gid_map", format!("{} {} 1\n", ns.inside_gid(), ns.gid))
+}
+
 /// Runs `f` in a child and waits for it: its exit status, in shell convention.
 pub fn run_in_child(f: impl FnOnce() -> i32) -> Result<i32> {
     fork_child(f)?.wait()
@@ -98,11 +168,25 @@ pub fn run_in_child(f: impl FnOnce() -> i32) -> Result<i32> {
 /// Whatever `setup` changes for the children of a process (unshare of the
 /// pid namespace) applies to the grandchild.
 pub fn fork_detached(setup: impl FnOnce() -> Result<()>, f: impl FnOnce() -> i32) -> Result<Pid> {
+    fork_detached_in(setup, None, f)
+}
+
+/// [`fork_detached`] whose grandchild, with `userns`, is born in a new user namespace
+/// and the namespaces it owns (see [`fork_child_in_userns`]).
+pub fn fork_detached_in(
+    setup: impl FnOnce() -> Result<()>,
+    userns: Option<(&crate::plan::UserNs, nix::sched::CloneFlags)>,
+    f: impl FnOnce() -> i32,
+) -> Result<Pid> {
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let middle = fork_child(|| {
         let _ = nix::unistd::setsid();
-        let report = match setup().and_then(|()| fork_child(f)) {
+        let fork = |f| match userns {
+            Some((ns, flags)) => fork_child_in_userns(ns, flags, f),
+            None => fork_child(f),
+        };
+        let report = match setup().and_then(|()| fork(f)) {
             Ok(child) => child.pid().to_string(),
             Err(e) => format!("!{e:#}"),
         };

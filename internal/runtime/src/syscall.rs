@@ -37,6 +37,13 @@ pub trait Syscall {
     /// A symlink's target, None when `path` is not a symlink.
     fn read_link(&self, path: &Path) -> Option<PathBuf>;
     fn pivot_root(&self, new_root: &Path) -> Result<()>;
+    /// Mounts the squashfs at `offset` in `image` on `target` through FUSE (see
+    /// [`crate::squashfuse`]): a user's container, which cannot use the kernel's.
+    fn mount_squashfuse(&self, image: &Path, offset: u64, target: &Path) -> Result<()>;
+    /// The flags of the mount at `path` that a remount must keep: in a user namespace
+    /// the kernel locks those a mount inherited from the host (nosuid, nodev, noexec,
+    /// atime), and a remount that drops one fails.
+    fn kept_flags(&self, path: &Path) -> MsFlags;
 }
 
 /// The real thing.
@@ -129,6 +136,23 @@ impl Syscall for LinuxSyscall {
 
     fn read_link(&self, path: &Path) -> Option<PathBuf> {
         std::fs::read_link(path).ok()
+    }
+
+    fn mount_squashfuse(&self, image: &Path, offset: u64, target: &Path) -> Result<()> {
+        crate::squashfuse::mount(image, offset, target)
+    }
+
+    fn kept_flags(&self, path: &Path) -> MsFlags {
+        let kept = MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC
+            | MsFlags::MS_NOATIME
+            | MsFlags::MS_NODIRATIME
+            | MsFlags::MS_RELATIME;
+        // statvfs's ST_* flags have the values of the MS_* ones.
+        nix::sys::statvfs::statvfs(path).map_or(MsFlags::empty(), |st| {
+            MsFlags::from_bits_truncate(st.flags().bits() as libc::c_ulong) & kept
+        })
     }
 
     fn pivot_root(&self, new_root: &Path) -> Result<()> {

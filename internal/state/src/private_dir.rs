@@ -121,8 +121,30 @@ fn open_dir_nofollow(parent: &OwnedFd, name: &OsStr, shown: &Path) -> Result<Opt
             "refusing to use {}: it exists but is not a directory",
             shown.display()
         ),
+        Err(Errno::EACCES) if owner_of(parent, name).is_some_and(|o| o != geteuid().as_raw()) => {
+            bail!("{}", not_yours(shown, owner_of(parent, name).unwrap_or(0)))
+        }
         Err(e) => bail!("cannot open directory {}: {e}", shown.display()),
     }
+}
+
+fn owner_of(parent: &OwnedFd, name: &OsStr) -> Option<u32> {
+    fstatat(Some(parent.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| st.st_uid)
+}
+
+/// The one-line refusal for another user's state: each user's instances and checkpoints
+/// (which hold their processes' memory) are theirs alone.
+fn not_yours(shown: &Path, owner: u32) -> String {
+    let who = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner))
+        .ok()
+        .flatten()
+        .map_or(format!("uid {owner}"), |u| format!("user {}", u.name));
+    format!(
+        "{} is not yours (it belongs to {who}): rctr uses only your own $HOME/.rctr",
+        shown.display()
+    )
 }
 
 fn is_symlink(parent: &OwnedFd, name: &OsStr) -> bool {
@@ -136,7 +158,7 @@ fn check_private(fd: &OwnedFd, shown: &Path) -> Result<()> {
     let me = geteuid().as_raw();
     if st.st_uid != me {
         bail!(
-            "refusing to use {}: it is owned by uid {} but rctr runs as uid {me}; state directories must belong to you",
+            "refusing to use {}: it is not yours (owned by uid {}, and rctr runs as uid {me}); state directories must belong to you",
             shown.display(),
             st.st_uid
         );

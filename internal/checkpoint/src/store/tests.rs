@@ -97,6 +97,7 @@ fn plan(root: &Path) -> ContainerPlan {
         hostname: None,
         no_init: false,
         session_size_mib: None,
+        userns: None,
     }
 }
 
