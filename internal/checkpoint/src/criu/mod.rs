@@ -193,7 +193,7 @@ impl CheckpointEngine for CriuEngine {
         Ok(Restore {
             plan,
             start,
-            grace: Duration::ZERO,
+            settle_limit: Duration::ZERO,
         })
     }
 }
