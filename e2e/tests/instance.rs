@@ -298,6 +298,81 @@ fn startscript_failing_at_once_fails_the_start() {
     );
 }
 
+/// Starts `argv` as instance `name` and expects a failed start whose error line names the
+/// instance and contains `expected`, with nothing left listed.
+fn assert_failed_start(env: &TestEnv, img: &str, name: &str, argv: &[&str], expected: &str) {
+    let mut args = vec!["instance", "start", img, name];
+    args.extend_from_slice(argv);
+    let (_, stderr) = env.fails(args);
+    let line = assert_error_line(&stderr, &format!("starting {argv:?}"));
+    assert!(
+        line.contains(name) && line.contains(expected),
+        "the error should name the instance and say {expected:?}: {line}"
+    );
+    assert!(
+        env.instance_names().is_empty(),
+        "the failed instance {name} is still listed"
+    );
+}
+
+#[test]
+fn an_application_that_cannot_be_executed_fails_the_start() {
+    if !require_root("an_application_that_cannot_be_executed_fails_the_start") {
+        return;
+    }
+    let env = TestEnv::new("an_application_that_cannot_be_executed_fails_the_start");
+    let img = path_str(&busybox_exec_image());
+    // Through the image's shell: the wrapper's exec fails, the shell exits 127 or 126.
+    assert_failed_start(&env, &img, "missing", &["no-such-command"], "status 127");
+    let script = env.work().join("not-executable");
+    fs::write(&script, "#!/bin/sh\necho never\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+    let bind = format!("{}:/opt/app", path_str(&script));
+    let (_, stderr) = env.fails(["instance", "start", "-B", &bind, &img, "noexec", "/opt/app"]);
+    let line = assert_error_line(&stderr, "starting a non-executable file");
+    assert!(
+        line.contains("noexec") && line.contains("status 126"),
+        "{line}"
+    );
+
+    // An image without a shell, which instances start their command with: init's own exec
+    // fails, reported over its close-on-exec pipe with the reason.
+    let root = env.work().join("noshell");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    assert_failed_start(
+        &env,
+        &path_str(&root),
+        "noshell",
+        &["/bin/busybox", "true"],
+        "'/bin/sh' not found in the container",
+    );
+}
+
+#[test]
+fn an_application_exiting_at_once_fails_the_start() {
+    if !require_root("an_application_exiting_at_once_fails_the_start") {
+        return;
+    }
+    let env = TestEnv::new("an_application_exiting_at_once_fails_the_start");
+    let img = path_str(&busybox_exec_image());
+    assert_failed_start(&env, &img, "false", &["false"], "status 1");
+    // A missing file is the application's own early failure.
+    assert_failed_start(&env, &img, "nofile", &["cat", "/no/such/file"], "status 1");
+    // One that keeps computing is started (and judged so without exiting).
+    env.ok([
+        "instance",
+        "start",
+        &img,
+        "busy",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    assert_eq!(env.instance_names(), ["busy"]);
+    env.ok(["instance", "stop", "busy"]);
+}
+
 #[test]
 fn stopping_an_instance_that_already_died_cleans_it_up() {
     if !require_root("stopping_an_instance_that_already_died_cleans_it_up") {

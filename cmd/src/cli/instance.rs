@@ -151,7 +151,7 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
             plan,
             checkpoint: None,
             start: AppStart::Exec,
-            grace: Duration::from_millis(200),
+            settle_limit: rctr_runtime::launch::SETTLE_LIMIT,
         })?
     };
     rctr_log::info!(

@@ -93,8 +93,8 @@ pub struct RestoreFlags {
 pub struct Restore {
     pub plan: ContainerPlan,
     pub start: AppStart,
-    /// How long to watch for an application that fails at once.
-    pub grace: Duration,
+    /// The longest to watch for an application that fails at once (zero: not watched).
+    pub settle_limit: Duration,
 }
 
 /// One checkpoint mechanism. Implementations hold their configuration; the store and the
@@ -143,8 +143,8 @@ pub fn engine_for(kind: EngineKind, conf: &CkptConf) -> Result<Box<dyn Checkpoin
     })
 }
 
-/// Watch a freshly launched application this long for an immediate failure.
-pub const LAUNCH_GRACE: Duration = Duration::from_millis(200);
+/// The longest a freshly launched application is watched for an immediate failure.
+pub const LAUNCH_SETTLE_LIMIT: Duration = rctr_runtime::launch::SETTLE_LIMIT;
 
 #[cfg(test)]
 mod tests {

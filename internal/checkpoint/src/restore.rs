@@ -2,7 +2,7 @@
 //! foreground job.
 
 use crate::conf::CkptConf;
-use crate::engine::{engine_for, Restore, RestoreFlags, LAUNCH_GRACE};
+use crate::engine::{engine_for, Restore, RestoreFlags, LAUNCH_SETTLE_LIMIT};
 use crate::store::{Checkpoint, CheckpointStore, Generation};
 use anyhow::{bail, Result};
 use rctr_instance::{AttachedInstance, InstanceRecord, Instances, StartRequest};
@@ -50,7 +50,7 @@ fn start(instances: &Instances, req: StartRequest, placement: Placement) -> Resu
         Placement::Foreground { out, err } => {
             // A job's application that ends at once simply ends the job, with its status.
             let req = StartRequest {
-                grace: std::time::Duration::ZERO,
+                settle_limit: std::time::Duration::ZERO,
                 ..req
             };
             Started::Foreground(instances.start_attached(req, out, err)?)
@@ -89,7 +89,7 @@ pub fn launch(
         plan,
         checkpoint: Some(ckpt.reference()),
         start: AppStart::Exec,
-        grace: LAUNCH_GRACE,
+        settle_limit: LAUNCH_SETTLE_LIMIT,
     };
     start(instances, req, placement)
 }
@@ -148,7 +148,7 @@ pub fn restart(
     let Restore {
         plan,
         start: how,
-        grace,
+        settle_limit,
     } = engine.restore(
         &ckpt,
         &g,
@@ -164,7 +164,7 @@ pub fn restart(
         plan,
         checkpoint: Some(ckpt.reference()),
         start: how,
-        grace,
+        settle_limit,
     };
     let started = start(instances, req, placement)?;
     engine.after_restore(&g, started.record())?;

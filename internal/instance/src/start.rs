@@ -26,8 +26,8 @@ pub struct StartRequest {
     pub plan: ContainerPlan,
     pub checkpoint: Option<CheckpointRef>,
     pub start: AppStart,
-    /// How long to watch for an application that exits at once.
-    pub grace: Duration,
+    /// The longest to watch for an application that exits at once (zero: not watched).
+    pub settle_limit: Duration,
 }
 
 fn open_log(path: &Path) -> Result<File> {
@@ -52,13 +52,18 @@ impl Instances {
     pub fn start(&self, req: StartRequest) -> Result<InstanceRecord> {
         let (out, err) = self.log_paths(&req.name);
         let err_for_tail = err.clone();
-        let (rec, _) = self.start_with(req, false, Some(&err_for_tail), |plan, start, grace| {
-            let logs = LogFiles {
-                out: open_log(&out)?,
-                err: open_log(&err)?,
-            };
-            spawn_detached(plan, logs, start, grace).map(|d| (d, None))
-        })?;
+        let (rec, _) = self.start_with(
+            req,
+            false,
+            Some(&err_for_tail),
+            |plan, start, settle_limit| {
+                let logs = LogFiles {
+                    out: open_log(&out)?,
+                    err: open_log(&err)?,
+                };
+                spawn_detached(plan, logs, start, settle_limit).map(|d| (d, None))
+            },
+        )?;
         Ok(rec)
     }
 
@@ -71,8 +76,8 @@ impl Instances {
         out: File,
         err: File,
     ) -> Result<AttachedInstance> {
-        let (record, init) = self.start_with(req, true, None, |plan, start, grace| {
-            let (d, child) = spawn_attached(plan, LogFiles { out, err }, start, grace)?;
+        let (record, init) = self.start_with(req, true, None, |plan, start, settle_limit| {
+            let (d, child) = spawn_attached(plan, LogFiles { out, err }, start, settle_limit)?;
             Ok((d, Some(child)))
         })?;
         let init = init.context("the job's init was not started")?;
@@ -111,7 +116,7 @@ impl Instances {
             foreground,
         };
         self.reserve(&rec)?;
-        let (detached, child) = match spawn(&req.plan, req.start, req.grace) {
+        let (detached, child) = match spawn(&req.plan, req.start, req.settle_limit) {
             Ok(d) => d,
             Err(e) => {
                 let _ = self.remove(&name);

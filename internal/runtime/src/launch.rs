@@ -158,7 +158,8 @@ fn foreground_child(
     }
 }
 
-/// The application of a detached container exited within the grace period.
+/// The application of a detached container exited in its first moments (see
+/// [`watch_first_moments`]).
 #[derive(Debug)]
 pub struct EarlyExit {
     pub code: i32,
@@ -219,13 +220,13 @@ pub enum Lifetime {
     Attached,
 }
 
-/// Starts the container in the background under rctr's init. `grace` is how long
-/// to watch for an application that dies at once.
+/// Starts the container in the background under rctr's init. `settle_limit` bounds how long
+/// to watch for an application that dies at once (zero: not watched).
 pub fn spawn_detached(
     plan: &ContainerPlan,
     logs: LogFiles,
     start: AppStart,
-    grace: std::time::Duration,
+    settle_limit: std::time::Duration,
 ) -> Result<Detached> {
     let device = attach_image(plan)?;
     let device_path = device.as_ref().map(|d| d.path.as_path());
@@ -255,7 +256,7 @@ pub fn spawn_detached(
         },
     )?;
     drop(device);
-    read_status(status_r, init_pid.as_raw(), grace)
+    read_status(status_r, init_pid.as_raw(), settle_limit)
 }
 
 /// Starts the container under rctr's init as a child of the caller ([`Lifetime::Attached`]).
@@ -266,7 +267,7 @@ pub fn spawn_attached(
     plan: &ContainerPlan,
     logs: LogFiles,
     start: AppStart,
-    grace: std::time::Duration,
+    settle_limit: std::time::Duration,
 ) -> Result<(Detached, crate::spawn::Child)> {
     let device = attach_image(plan)?;
     let device_path = device.as_ref().map(|d| d.path.as_path());
@@ -301,7 +302,7 @@ pub fn spawn_attached(
         forked?
     };
     drop(device);
-    let detached = read_status(status_r, init.pid().as_raw(), grace)?;
+    let detached = read_status(status_r, init.pid().as_raw(), settle_limit)?;
     Ok((detached, init))
 }
 
@@ -440,31 +441,48 @@ fn idle_until_stopped() {
     }
 }
 
-/// Forks the application: session leader, stdin /dev/null, output to the log pipes.
+/// Forks the application: session leader, stdin /dev/null, output to the log pipes. Returns
+/// once its exec succeeded; a failed exec (command not found, not executable) is the error,
+/// reported by the child over a close-on-exec pipe that an exec closes without a word.
 fn start_app(plan: &ContainerPlan, io: AppIo) -> Result<Pid> {
     rctr_log::debug!(
         "exec {} (through the image's environment scripts)",
         rctr_log::show_argv(&plan.argv)
     );
     let (argv, env) = final_command(plan);
+    let (exec_r, exec_w) = pipe_cloexec()?;
     let app = fork_child(|| {
         let _ = nix::unistd::setsid();
         prepare_exec(&ExecIo {
             stdin: Stdio::Null,
             stdout: Stdio::Fd(io.stdout.as_fd()),
             stderr: Stdio::Fd(io.stderr.as_fd()),
-            keep: &[],
+            keep: &[exec_w.as_raw_fd()],
         });
         let (code, msg) = exec(&argv, &env);
+        report(exec_w.as_raw_fd(), &msg);
         let _ = writeln!(std::io::stderr(), "rctr: error: {msg}");
         code
     })?;
+    drop(exec_w);
+    let mut msg = String::new();
+    let _ = File::from(exec_r).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        // Reaped so that it does not linger as a zombie under an init about to exit.
+        let _ = app.wait();
+        bail!("{msg}");
+    }
     // Init's supervisor reaps it.
     Ok(app.pid())
 }
 
-/// Reads init's reports: `Ready`, then within `grace` perhaps `Exited`; or `Error`.
-fn read_status(status_r: OwnedFd, init_pid: i32, grace: std::time::Duration) -> Result<Detached> {
+/// Reads init's reports: `Ready` (or `Error`), then watches the application's first moments
+/// (see [`watch_first_moments`]).
+fn read_status(
+    status_r: OwnedFd,
+    init_pid: i32,
+    settle_limit: std::time::Duration,
+) -> Result<Detached> {
     let mut reader = BufReader::new(File::from(status_r));
     let app_pid = match next_status(&mut reader)? {
         None => bail!("the container's init exited during setup"),
@@ -472,15 +490,56 @@ fn read_status(status_r: OwnedFd, init_pid: i32, grace: std::time::Duration) -> 
         Some(InitStatus::Ready(pid)) => pid,
         Some(other) => bail!("unexpected report from the container's init: {other:?}"),
     };
-    // An application that fails at once should fail `instance start`.
-    if !grace.is_zero() && readable_within(&reader, grace) {
-        if let Ok(Some(InitStatus::Exited(code))) = next_status(&mut reader) {
-            if code != 0 {
-                return Err(EarlyExit { code }.into());
-            }
-        }
+    if !settle_limit.is_zero() {
+        watch_first_moments(&mut reader, init_pid, settle_limit)?;
     }
     Ok(Detached { init_pid, app_pid })
+}
+
+/// The longest `instance start` watches an application that neither settles nor exits (one
+/// that computes from its first moment): it is then judged started. A bound, not a wait: a
+/// server is judged started as soon as it sleeps on its socket.
+pub const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How often the application's processes are looked at while it starts.
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Consecutive looks that must find the application settled.
+const SETTLED_LOOKS: u32 = 2;
+
+/// An application that fails at once must fail the start: watches until it has settled
+/// (every one of its threads asleep, waiting for work: a server on its socket, a job on a
+/// timer or a child) or exited, whichever comes first, and at most `limit` for one that keeps
+/// computing. An exit with a non-zero status is an [`EarlyExit`]. No fixed wait: a server is
+/// judged started the moment it sleeps on its socket.
+fn watch_first_moments(
+    reader: &mut BufReader<File>,
+    init_pid: i32,
+    limit: std::time::Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut settled_looks = 0;
+    loop {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        if readable_within(reader, SETTLE_POLL.min(deadline - now)) {
+            return match next_status(reader) {
+                Ok(Some(InitStatus::Exited(code))) if code != 0 => Err(EarlyExit { code }.into()),
+                // A clean exit (an instance that idles after its start script), or init gone.
+                _ => Ok(()),
+            };
+        }
+        settled_looks = if crate::settle::is_settled(init_pid) {
+            settled_looks + 1
+        } else {
+            0
+        };
+        if settled_looks >= SETTLED_LOOKS {
+            return Ok(());
+        }
+    }
 }
 
 /// The next report of init; None once init closed the pipe.

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod process;
 pub mod resolve;
 pub mod rootfs;
+pub mod settle;
 pub mod site_config;
 pub mod spawn;
 pub mod squashfuse;

@@ -19,7 +19,7 @@
 mod handover;
 
 use crate::conf::AppSettings;
-use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore, LAUNCH_GRACE};
+use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore, LAUNCH_SETTLE_LIMIT};
 use crate::store::{Checkpoint, EngineData, Generation, Staged};
 use anyhow::Result;
 use rctr_instance::InstanceRecord;
@@ -131,7 +131,7 @@ impl CheckpointEngine for AppEngine {
         Ok(Restore {
             plan,
             start: AppStart::Exec,
-            grace: LAUNCH_GRACE,
+            settle_limit: LAUNCH_SETTLE_LIMIT,
         })
     }
 }

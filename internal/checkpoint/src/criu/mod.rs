@@ -11,6 +11,7 @@ pub mod cuda;
 pub mod doctor;
 pub(crate) mod elf;
 pub mod inject;
+pub mod kdat;
 pub mod netlock;
 pub mod open_files;
 mod restore;
@@ -23,7 +24,7 @@ use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore, Res
 use crate::store::{generation_dir_name, Checkpoint, CriuData, EngineData, Generation, Staged};
 use anyhow::{bail, Result};
 use bundle::{ensure_bundle, EngineBundle};
-use inject::{add_checkpoint_mounts, bundle_dir_of, CKPT_MOUNT, ENGINE_MOUNT};
+use inject::{add_checkpoint_mounts, bundle_dir_of, is_engine_mount, CKPT_MOUNT, ENGINE_MOUNT};
 use rctr_instance::InstanceRecord;
 use rctr_runtime::plan::ContainerPlan;
 use run::{engine_failure, run_in_container};
@@ -51,7 +52,8 @@ impl CheckpointEngine for CriuEngine {
     /// container and writes its images and logs there directly.
     fn inject(&self, plan: &mut ContainerPlan, ckpt: &Checkpoint) -> Result<()> {
         let bundle = ensure_bundle(&self.conf)?;
-        add_checkpoint_mounts(plan, &bundle.dir, ckpt.dir());
+        let kdat = kdat::ensure(&bundle);
+        add_checkpoint_mounts(plan, &bundle.dir, ckpt.dir(), kdat.as_deref());
         // The engine runs in the host's IPC namespace, so it sees the container's as another
         // one and saves its SysV objects with the processes (sharing the host's, they would
         // be missed, and attached shared memory refused).
@@ -239,14 +241,15 @@ impl CheckpointEngine for CriuEngine {
         plan.root = requested.root;
         plan.image_display = requested.image_display;
         let bundle = ensure_bundle(&self.conf)?;
-        add_checkpoint_mounts(&mut plan, &bundle.dir, ckpt.dir());
+        let kdat = kdat::ensure(&bundle);
+        add_checkpoint_mounts(&mut plan, &bundle.dir, ckpt.dir(), kdat.as_deref());
         let gen_name = generation_dir_name(g.number);
         let host_log = ckpt.logs_dir().join(format!("restore-{gen_name}.log"));
         let start = restore::starter(&bundle, &gen_name, data, host_log, how.tcp_established)?;
         Ok(Restore {
             plan,
             start,
-            grace: Duration::ZERO,
+            settle_limit: Duration::ZERO,
         })
     }
 
@@ -330,9 +333,7 @@ fn shown(list: &[String]) -> String {
 fn recorded_binds_exist(recorded: &ContainerPlan) -> Result<()> {
     for m in &recorded.mounts {
         if let rctr_runtime::plan::MountSource::Bind { src } = &m.source {
-            if m.dst == std::path::Path::new(ENGINE_MOUNT)
-                || m.dst == std::path::Path::new(CKPT_MOUNT)
-            {
+            if is_engine_mount(&m.dst) {
                 continue;
             }
             if std::fs::symlink_metadata(src).is_err() {
