@@ -470,7 +470,6 @@ fn a_plain_restart_lets_held_connections_go() {
     let env = TestEnv::new(test);
     let img = path_str(&app_image());
     let port = free_port();
-    let tables_before = criu_lock_tables();
     env.ok(["checkpoint", "create", "held"]);
     env.ok([
         "instance",
@@ -493,22 +492,35 @@ fn a_plain_restart_lets_held_connections_go() {
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "1");
-    // Stopping holds the connection for a live restore: the lock table stays.
+    // Stopping holds the connection for a live restore: the lock table stays. It is the one
+    // named after the run id CRIU recorded in the images (other dumps on this host may hold
+    // tables of their own meanwhile).
     env.ok(["checkpoint", "instance", "--stop", "srv"]);
-    let held: Vec<String> = criu_lock_tables()
-        .into_iter()
-        .filter(|t| !tables_before.contains(t))
-        .collect();
+    let inventory = find_file(&env.home().join(".rctr/checkpoint"), "inventory.img")
+        .expect("the generation has CRIU's inventory.img");
+    let inventory = std::fs::read(inventory).unwrap();
+    let ours = |tables: Vec<String>| -> Vec<String> {
+        tables
+            .into_iter()
+            .filter(|t| {
+                let id = t.trim().trim_start_matches("table inet CRIU-");
+                !id.is_empty() && inventory.windows(id.len()).any(|w| w == id.as_bytes())
+            })
+            .collect()
+    };
+    let held = ours(criu_lock_tables());
     assert_eq!(
         held.len(),
         1,
-        "one lock table held for the stopped dump: {held:?}"
+        "one lock table held for the stopped dump: {held:?}; all: {:?}; recorded run id in {:?}",
+        criu_lock_tables(),
+        String::from_utf8_lossy(&inventory)
     );
     // A restart without --tcp-established lets it go: the client is told, not left hanging.
     env.ok(["instance", "start", "--ckpt-restart", "held", &img, "srv2"]);
     let left: Vec<String> = criu_lock_tables()
         .into_iter()
-        .filter(|t| !tables_before.contains(t))
+        .filter(|t| held.contains(t))
         .collect();
     assert!(left.is_empty(), "the plain restart left the lock: {left:?}");
     let _ = conn.write_all(b"x\n");
@@ -517,4 +529,19 @@ fn a_plain_restart_lets_held_connections_go() {
         Ok(0) | Err(_) => {}
         Ok(_) => panic!("the old connection still answered after a plain restart: {after:?}"),
     }
+}
+
+/// The first file named `name` under `dir`, depth first.
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if entry.file_name() == name {
+            return Some(path);
+        }
+    }
+    None
 }
