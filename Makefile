@@ -28,7 +28,7 @@ GEN_DIR := $(TARGET_DIR)/gen
 # two threads match the 2-core machines they are written for.
 E2E_THREADS ?= 2
 
-.PHONY: help deps build docs install demo test unit unit-tmpfs e2e bench gpu-kit lint clean
+.PHONY: help deps build docs install demo test unit unit-tmpfs e2e zdtm bench gpu-kit lint clean
 
 help:
 	@echo "make deps    install build/test dependencies and CRIU (Debian 12, as root)"
@@ -38,7 +38,8 @@ help:
 	@echo "make demo    deps + build + the checkpoint/restart demo (e2e/demo.sh)"
 	@echo "make test    deps + build + unit tests + end-to-end tests"
 	@echo "make unit    unit tests of every crate except the end-to-end ones (twice: /tmp as is, /tmp on tmpfs)"
-	@echo "make e2e     end-to-end tests against $(RCTR_BIN) (most need root)"
+	@echo "make e2e     end-to-end tests against $(RCTR_BIN) (most need root; includes zdtm)"
+	@echo "make zdtm    CRIU's zdtm static tests, raw CRIU vs in rctr; table in target/zdtm/results.md"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make bench   benchmarks against the raw tools; writes docs/benchmarks.md (as root)"
 
@@ -91,6 +92,11 @@ unit-tmpfs:
 
 e2e: build
 	$(CARGO) test --no-fail-fast -p rctr-e2e -- --test-threads=$(E2E_THREADS)
+
+# CRIU's own zdtm static tests (built from the installed CRIU's source), checkpointed and
+# restored by raw CRIU and inside rctr instances; `make e2e` (so `make test`) runs them too.
+zdtm: build
+	$(CARGO) test --no-fail-fast -p rctr-e2e --test zdtm -- --nocapture
 
 bench:
 	bash e2e/bench/run.sh

@@ -11,7 +11,8 @@
 #     Debian keeps in bookworm (and bookworm-security) for building browsers, installed as
 #     /usr/bin/cargo and /usr/bin/rustc. They conflict with Debian's old `cargo`/`rustc`, which
 #     apt removes. A rustup toolchain that is too old is not touched: run `rustup update`.
-#   - CRIU 4.2 into /opt/rctr/criu, through etc/setup/install-criu.sh.
+#   - CRIU 4.2 into /opt/rctr/criu, through etc/setup/install-criu.sh, and the source of the
+#     same version (for CRIU's zdtm tests, `make zdtm`) through etc/setup/fetch-criu-source.sh.
 #
 # Idempotent: packages already installed are not looked up again, an adequate toolchain is kept,
 # and install-criu.sh does nothing when CRIU is current.
@@ -36,6 +37,7 @@ PKGS=(
                                     # compressors' -dev packages); libclang for bindgen
     ca-certificates git             # cargo fetches crates over https; cargo may need git
     squashfs-tools                  # unsquashfs/mksquashfs for inspecting images by hand
+    xz-utils                        # unpacks the CRIU source tarball (make zdtm)
     busybox-static                  # /bin/busybox: the e2e test images' shell and tools
     python3                         # /usr/bin/python3 + stdlib: the e2e counter-server image
     util-linux mount                # losetup, mount, nsenter: leak checks in the e2e tests
@@ -153,5 +155,7 @@ if [ "${RCTR_SKIP_CRIU:-0}" = 1 ]; then
     say "skipping CRIU (RCTR_SKIP_CRIU=1): checkpoint tests will be skipped"
 else
     bash "$REPO/etc/setup/install-criu.sh" || die "installing CRIU failed (see above)"
+    # The same CRIU version's source: `make zdtm` builds CRIU's own zdtm tests from it.
+    bash "$REPO/etc/setup/fetch-criu-source.sh" || die "fetching the CRIU source failed (see above)"
 fi
 say "done"

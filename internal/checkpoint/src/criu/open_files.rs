@@ -105,6 +105,7 @@ fn host_path(plan: &ContainerPlan, path: &Path) -> Option<PathBuf> {
 /// The files open on writable binds in the container of `init_pid`, measured before a dump.
 pub fn before_dump(init_pid: i32, plan: &ContainerPlan) -> Result<Vec<OpenFile>> {
     let mut out: Vec<OpenFile> = vec![];
+    let leased = parse_leases(&std::fs::read_to_string("/proc/locks").unwrap_or_default());
     for pid in container_pids(init_pid) {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
@@ -132,7 +133,16 @@ pub fn before_dump(init_pid: i32, plan: &ContainerPlan) -> Result<Vec<OpenFile>>
             let Some(host) = host_path(plan, &target) else {
                 continue;
             };
-            let blake3 = if meta.len() <= HASH_LIMIT {
+            // Only the bind's own files: a file on a mount the application made over a
+            // part of the bind (a tmpfs) is not the host's file of that path.
+            if !same_file(&host, &meta) {
+                continue;
+            }
+            // Opening a leased file, even to read it, breaks the lease: its holder gets a
+            // signal (SIGIO unless it chose another), which kills a program that expects
+            // none. Such a file is compared by size and time only.
+            let leased = leased.contains(&(meta.dev(), meta.ino()));
+            let blake3 = if meta.len() <= HASH_LIMIT && !leased {
                 crate::integrity::hash_file(&fd.path())
                     .ok()
                     .map(|s| s.blake3)
@@ -150,6 +160,30 @@ pub fn before_dump(init_pid: i32, plan: &ContainerPlan) -> Result<Vec<OpenFile>>
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// The files (device, inode) that have a lease, from the text of /proc/locks
+/// (`1: LEASE  ACTIVE    READ 3655 00:2a:1234 0 EOF`, the device as hex major:minor).
+fn parse_leases(locks: &str) -> Vec<(u64, u64)> {
+    locks
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(1) != Some(&"LEASE") {
+                return None;
+            }
+            let mut id = f.get(5)?.split(':');
+            let major = u32::from_str_radix(id.next()?, 16).ok()?;
+            let minor = u32::from_str_radix(id.next()?, 16).ok()?;
+            let ino = id.next()?.parse().ok()?;
+            Some((libc::makedev(major, minor), ino))
+        })
+        .collect()
+}
+
+/// Whether host path `host` is the file `meta` describes (same device and inode).
+fn same_file(host: &Path, meta: &std::fs::Metadata) -> bool {
+    std::fs::metadata(host).is_ok_and(|h| h.dev() == meta.dev() && h.ino() == meta.ino())
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
@@ -177,7 +211,7 @@ pub fn verify_at_restore(files: &[OpenFile], force: bool) -> Result<()> {
                     Ok(_) => Some("its contents changed (same size)".to_string()),
                     Err(e) => Some(format!("it cannot be read: {e:#}")),
                 },
-                None => Some("it was modified (too large to compare contents)".to_string()),
+                None => Some("it was modified (its contents were not compared)".to_string()),
             },
         };
         if let Some(why) = why {
@@ -227,5 +261,29 @@ mod tests {
         std::fs::write(&p, b"hello!").unwrap();
         let err = verify_at_restore(std::slice::from_ref(&rec), false).unwrap_err();
         assert!(err.to_string().contains("size is 6 instead of 5"), "{err}");
+    }
+
+    #[test]
+    fn a_file_under_another_mount_is_not_the_binds_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bind, other) = (dir.path().join("f"), dir.path().join("g"));
+        std::fs::write(&bind, b"host").unwrap();
+        std::fs::write(&other, b"tmpfs").unwrap();
+        let open = std::fs::metadata(&other).unwrap();
+        assert!(same_file(&other, &open));
+        assert!(!same_file(&bind, &open), "another file of the same path");
+        assert!(!same_file(&dir.path().join("gone"), &open));
+    }
+
+    #[test]
+    fn leases_are_found_in_proc_locks() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 14907 fe:00:5546158 0 EOF\n\
+                     2: LEASE  ACTIVE    WRITE 3655 00:2a:1234 0 EOF\n\
+                     3: LEASE  BREAKING  READ 3656 fe:01:99 0 EOF\n\
+                     3: -> LEASE  ACTIVE  READ 3657 fe:01:98 0 EOF\n";
+        assert_eq!(
+            parse_leases(locks),
+            vec![(libc::makedev(0, 0x2a), 1234), (libc::makedev(0xfe, 1), 99)]
+        );
     }
 }
