@@ -27,6 +27,9 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileSum>,
     /// What only the engine that wrote the generation needs to restore it.
     pub engine_data: EngineData,
+    /// The host it was taken on, for the restore preflight (None: taken before it existed).
+    #[serde(default)]
+    pub host: Option<crate::preflight::HostFacts>,
 }
 
 /// Engine-specific facts of a generation.
@@ -55,6 +58,9 @@ pub struct CriuData {
     /// connections for a live (`--tcp-established`) restore, which releases them.
     #[serde(default)]
     pub held_network_locks: Vec<String>,
+    /// The directory in the generation holding `criu cpuinfo dump`'s record of the CPU.
+    #[serde(default)]
+    pub cpu: Option<String>,
 }
 
 /// A published generation and its manifest.
