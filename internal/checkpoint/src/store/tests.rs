@@ -9,14 +9,14 @@ use std::cell::Cell;
 
 /// An engine that writes a file per "dump" holding a counter, and can be told to fail or to
 /// leave a symlink behind.
-struct FakeEngine {
+pub(super) struct FakeEngine {
     counter: Cell<u32>,
     fail: Cell<bool>,
     plant_symlink: Cell<bool>,
 }
 
 impl FakeEngine {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         FakeEngine {
             counter: Cell::new(0),
             fail: Cell::new(false),
@@ -31,6 +31,9 @@ impl CheckpointEngine for FakeEngine {
     }
     fn inject(&self, _plan: &mut ContainerPlan, _ckpt: &Checkpoint) -> Result<()> {
         Ok(())
+    }
+    fn version(&self, _cache: &Path) -> Option<String> {
+        Some("fake 1.0".into())
     }
     fn dump(
         &self,
@@ -118,13 +121,13 @@ fn record(root: &Path) -> InstanceRecord {
     }
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    store: CheckpointStore,
-    root: PathBuf,
+pub(super) struct Fixture {
+    pub(super) _tmp: tempfile::TempDir,
+    pub(super) store: CheckpointStore,
+    pub(super) root: PathBuf,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let store =
         CheckpointStore::at(&tmp.path().join("checkpoint"), &tmp.path().join("cache")).unwrap();
@@ -137,7 +140,7 @@ fn fixture() -> Fixture {
     }
 }
 
-fn dump(f: &Fixture, ckpt: &Checkpoint, e: &FakeEngine, keep: u32) -> Result<u32> {
+pub(super) fn dump(f: &Fixture, ckpt: &Checkpoint, e: &FakeEngine, keep: u32) -> Result<u32> {
     let opts = DumpOptions {
         keep: Some(keep),
         ..Default::default()
