@@ -224,6 +224,9 @@ pub fn check(
         rctr_log::warn!("{line}; restoring anyway (--force)");
         return Ok(());
     }
+    if then.hostname == rctr_state::hostname() {
+        bail!("{line}: use --force to try anyway");
+    }
     bail!(
         "{line}: restore it on a host like {}, or use --force to try anyway",
         then.hostname
@@ -232,9 +235,14 @@ pub fn check(
 
 /// "generation 2 of checkpoint 'ex' was taken on host n1 and this host (n2) differs: A; B".
 pub fn refusal(name: &str, generation: u32, then_host: &str, found: &[String]) -> String {
+    let here = rctr_state::hostname();
+    let hosts = if then_host == here {
+        format!("this host ({here}) as it was then, and it differs now")
+    } else {
+        format!("host {then_host} and this host ({here}) differs")
+    };
     format!(
-        "generation {generation} of checkpoint '{name}' was taken on host {then_host} and this host ({}) differs: {}",
-        rctr_state::hostname(),
+        "generation {generation} of checkpoint '{name}' was taken on {hosts}: {}",
         found.join("; ")
     )
 }
@@ -329,5 +337,10 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'));
+        let same = refusal("ex", 3, &rctr_state::hostname(), &["A".into()]);
+        assert!(
+            same.contains("as it was then, and it differs now: A"),
+            "{same}"
+        );
     }
 }

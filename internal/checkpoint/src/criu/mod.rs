@@ -201,10 +201,16 @@ impl CheckpointEngine for CriuEngine {
         };
         match host::check_cpu(&bundle, &g.dir.join(cpu)) {
             Ok(None) => {}
-            Ok(Some(why)) => out.push(format!(
-                "this CPU lacks features the application may use (criu cpuinfo check: {why}; CPU there: {}, here: {})",
-                then.cpu_model, here.cpu_model
-            )),
+            Ok(Some(why)) => {
+                let models = if then.cpu_model == here.cpu_model {
+                    String::new()
+                } else {
+                    format!("; CPU there: {}, here: {}", then.cpu_model, here.cpu_model)
+                };
+                out.push(format!(
+                    "this CPU lacks features the application may use (criu cpuinfo check: {why}{models})"
+                ))
+            }
             Err(e) => rctr_log::debug!("preflight: criu cpuinfo check: {e:#}"),
         }
         out
