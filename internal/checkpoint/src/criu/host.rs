@@ -7,8 +7,8 @@ use super::bundle::EngineBundle;
 use super::doctor::{parse_version, run_with_timeout, version_string};
 use super::CRIU;
 use crate::preflight::version_numbers;
-use anyhow::{bail, Result};
-use std::collections::BTreeMap;
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -51,22 +51,34 @@ pub fn version(bundle: &EngineBundle, cache: &Path) -> Option<String> {
 
 /// Records this CPU's features (`criu cpuinfo dump`) in `<gen_dir>/host-cpu/`; returns that
 /// directory's name in the generation. A failure only means no CPU check at restore.
-pub fn dump_cpu(bundle: &EngineBundle, gen_dir: &Path) -> Option<String> {
+///
+/// The CPU does not change while the host runs, so the record is made once per boot and
+/// engine bundle and kept in the user's `cache`: later checkpoints copy it instead of
+/// starting CRIU again.
+pub fn dump_cpu(bundle: &EngineBundle, gen_dir: &Path, cache: &Path) -> Option<String> {
     let dir = gen_dir.join(CPU_DIR);
     if let Err(e) = rctr_state::ensure_private_dir(&dir) {
         rctr_log::debug!("cannot record the CPU features: {e:#}");
         return None;
     }
-    let dir_text = dir.to_str()?;
-    match run(bundle, &["cpuinfo", "dump", "-D", dir_text]) {
-        Ok((true, _)) => Some(CPU_DIR.to_string()),
-        Ok((false, out)) => {
-            rctr_log::debug!("criu cpuinfo dump failed: {}", out.trim());
-            let _ = std::fs::remove_dir_all(&dir);
-            None
+    let cached = cache.join(format!("cpuinfo-{}-{}.img", short(&bundle.id), boot_id()));
+    if let Ok(bytes) = std::fs::read(&cached) {
+        if rctr_state::write_atomic(&dir.join(CPUINFO), &bytes, 0o600).is_ok() {
+            return Some(CPU_DIR.to_string());
         }
-        Err(e) => {
-            rctr_log::debug!("criu cpuinfo dump: {e:#}");
+    }
+    let recorded = dir
+        .to_str()
+        .map(|d| run(bundle, &["cpuinfo", "dump", "-D", d]));
+    match recorded {
+        Some(Ok((true, _))) => {
+            if let Ok(bytes) = std::fs::read(dir.join(CPUINFO)) {
+                let _ = rctr_state::write_atomic(&cached, &bytes, 0o600);
+            }
+            Some(CPU_DIR.to_string())
+        }
+        other => {
+            rctr_log::debug!("criu cpuinfo dump failed: {other:?}");
             let _ = std::fs::remove_dir_all(&dir);
             None
         }
@@ -74,13 +86,29 @@ pub fn dump_cpu(bundle: &EngineBundle, gen_dir: &Path) -> Option<String> {
 }
 
 /// `criu cpuinfo check` of a recorded CPU against this one: None when CRIU accepts this
-/// CPU, else CRIU's reason.
-pub fn check_cpu(bundle: &EngineBundle, recorded: &Path) -> Result<Option<String>> {
+/// CPU, else CRIU's reason. A record that passed once passes until the next boot (kept in
+/// the user's `cache`), so restarts do not start CRIU for it every time.
+pub fn check_cpu(bundle: &EngineBundle, recorded: &Path, cache: &Path) -> Result<Option<String>> {
     let Some(dir) = recorded.to_str() else {
         bail!("{} is not UTF-8", recorded.display());
     };
+    let record = std::fs::read(recorded.join(CPUINFO))
+        .with_context(|| format!("cannot read {}", recorded.join(CPUINFO).display()))?;
+    let key = format!(
+        "{}-{}-{}",
+        blake3::hash(&record).to_hex(),
+        short(&bundle.id),
+        boot_id()
+    );
+    let file = cache.join("cpu-checks.json");
+    let mut passed: BTreeSet<String> = rctr_state::read_json(&file).unwrap_or_default();
+    if passed.contains(&key) {
+        return Ok(None);
+    }
     let (ok, out) = run(bundle, &["cpuinfo", "check", "-D", dir])?;
     if ok {
+        passed.insert(key);
+        let _ = rctr_state::write_json_atomic(&file, &passed);
         return Ok(None);
     }
     let why = out
@@ -92,6 +120,20 @@ pub fn check_cpu(bundle: &EngineBundle, recorded: &Path) -> Result<Option<String
     // "Error (criu/arch/x86/cpu.c:223): cpu: CPU instruction capabilities do not match run time"
     let why = why.rsplit_once("): ").map(|(_, r)| r).unwrap_or(why);
     Ok(Some(why.to_string()))
+}
+
+/// The file `criu cpuinfo dump` writes.
+const CPUINFO: &str = "cpuinfo.img";
+
+/// This boot of the host (a CPU can only change across one).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn short(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
 }
 
 /// Whether images written by CRIU `then` may need more than CRIU `here` knows: a CRIU older

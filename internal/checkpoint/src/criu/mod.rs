@@ -156,7 +156,7 @@ impl CheckpointEngine for CriuEngine {
             })?;
         }
         // What a restore elsewhere checks this host's CPU against.
-        data.cpu = host::dump_cpu(&bundle, &staged.dir);
+        data.cpu = host::dump_cpu(&bundle, &staged.dir, ckpt.cache_dir());
         Ok(Dumped {
             data: EngineData::Criu(data),
             frozen_us: stats::read_dump_stats(&staged.dir).map(|s| s.frozen_us),
@@ -199,7 +199,7 @@ impl CheckpointEngine for CriuEngine {
             EngineData::Criu(CriuData { cpu: Some(dir), .. }) => dir,
             _ => return out,
         };
-        match host::check_cpu(&bundle, &g.dir.join(cpu)) {
+        match host::check_cpu(&bundle, &g.dir.join(cpu), ckpt.cache_dir()) {
             Ok(None) => {}
             Ok(Some(why)) => {
                 let models = if then.cpu_model == here.cpu_model {
