@@ -416,3 +416,35 @@ fn images_can_live_outside_the_state_directory() {
     assert!(!scratch.path().join("far").exists());
     assert!(!f.store.exists("far").unwrap());
 }
+
+#[test]
+fn the_preflight_refuses_a_recorded_address_this_host_lacks_unless_forced() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
+    let e = FakeEngine::new();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    let mut g = ckpt.select(None).unwrap();
+    let host = g.manifest.host.clone().expect("the host is recorded");
+    assert_eq!(host.hostname, rctr_state::hostname());
+    assert_eq!(host.engine_version.as_deref(), Some("fake 1.0"));
+    crate::preflight::check(&ckpt, &g, &e, false).unwrap();
+
+    g.manifest.host.as_mut().unwrap().listening = vec!["192.0.2.7:8888".parse().unwrap()];
+    g.manifest.host.as_mut().unwrap().hostname = "n1".into();
+    let err = crate::preflight::check(&ckpt, &g, &e, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("taken on host n1") && err.contains("192.0.2.7:8888"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("restore it on a host like n1, or use --force to try anyway"),
+        "{err}"
+    );
+    crate::preflight::check(&ckpt, &g, &e, true).unwrap();
+
+    // Generations from before the facts were recorded pass.
+    g.manifest.host = None;
+    crate::preflight::check(&ckpt, &g, &e, false).unwrap();
+}
