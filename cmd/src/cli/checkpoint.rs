@@ -1,14 +1,16 @@
-//! `rctr checkpoint create|list|delete|instance|check`.
+//! `rctr checkpoint create|list|verify|delete|instance|export|import|check`.
 
 use super::examples::*;
-use anyhow::Result;
+use super::progress::progress;
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use rctr_checkpoint::dump::{checkpoint_instance, DumpOptions};
 use rctr_checkpoint::engine::DumpMode;
-use rctr_checkpoint::store::{CheckpointRow, CheckpointStore, GenerationRow};
+use rctr_checkpoint::store::{archive, CheckpointRow, CheckpointStore, GenerationRow};
 use rctr_checkpoint::{CkptConf, EngineKind};
 use rctr_instance::Instances;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand, Debug)]
 pub enum CheckpointCommand {
@@ -59,6 +61,30 @@ pub enum CheckpointCommand {
     /// Checkpoint a running instance (started with --ckpt-launch or --ckpt-restart)
     #[command(after_help = EX_CHECKPOINT_INSTANCE)]
     Instance(InstanceArgs),
+    /// Write one generation of a checkpoint to a single compressed file, for another host
+    #[command(after_help = EX_CHECKPOINT_EXPORT)]
+    Export {
+        /// The checkpoint
+        name: String,
+        /// Generation to export (default: the newest)
+        #[arg(short, long)]
+        generation: Option<u32>,
+        /// The archive to write (a new file; `-` writes to standard output)
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Make a checkpoint from a file written by `checkpoint export`, verified first
+    #[command(after_help = EX_CHECKPOINT_IMPORT)]
+    Import {
+        /// The archive (`-` reads standard input)
+        file: PathBuf,
+        /// Name of the new checkpoint (default: the name it was exported under)
+        #[arg(long, value_name = "NEW")]
+        name: Option<String>,
+        /// Keep the images in DIR/NAME instead of under ~/.rctr; default $RCTR_CHECKPOINT_DIR when set
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Check that the checkpoint engine works on this host
     #[command(after_help = EX_CHECKPOINT_CHECK)]
     Check {
@@ -119,7 +145,68 @@ pub fn run(c: CheckpointCommand) -> Result<i32> {
         CheckpointCommand::Delete { name, force } => delete(&name, force),
         CheckpointCommand::Instance(a) => instance(a),
         CheckpointCommand::Check { ckpt_conf } => check(ckpt_conf),
+        CheckpointCommand::Export {
+            name,
+            generation,
+            output,
+        } => export(&name, generation, &output),
+        CheckpointCommand::Import { file, name, dir } => {
+            import(&file, name.as_deref(), dir.as_deref())
+        }
     }
+}
+
+fn export(name: &str, generation: Option<u32>, output: &Path) -> Result<i32> {
+    let store = CheckpointStore::for_current_user()?;
+    let mut bar = progress(format!("exporting {name}"));
+    let (r, to) = if output == Path::new("-") {
+        let stdout = std::io::stdout();
+        if stdout.is_terminal() {
+            bail!("refusing to write a checkpoint archive to a terminal: redirect standard output, or name a file with -o FILE");
+        }
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        let r = archive::export(&store, name, generation, &mut out, &mut *bar)?;
+        out.flush()?;
+        (r, "standard output".to_string())
+    } else {
+        let r = archive::export_to_file(&store, name, generation, output, &mut *bar)?;
+        let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+        (r, format!("{} ({})", output.display(), size_text(size)))
+    };
+    rctr_log::info!(
+        "exported checkpoint {} generation {} ({} files, {}) to {to}",
+        r.checkpoint,
+        r.generation,
+        r.files,
+        size_text(r.bytes)
+    );
+    Ok(0)
+}
+
+fn import(file: &Path, name: Option<&str>, dir: Option<&Path>) -> Result<i32> {
+    let store = CheckpointStore::for_current_user()?;
+    let shown = if file == Path::new("-") {
+        "standard input".to_string()
+    } else {
+        file.display().to_string()
+    };
+    let mut bar = progress(format!("importing {shown}"));
+    let r = if file == Path::new("-") {
+        let input = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+        archive::import(&store, input, &shown, name, dir, &mut *bar)?
+    } else {
+        archive::import_file(&store, file, name, dir, &mut *bar)?
+    };
+    rctr_log::info!(
+        "imported checkpoint {} ({} engine, {}) from {shown}: generation {} of '{}' taken on host {}",
+        r.checkpoint,
+        r.engine,
+        size_text(r.bytes),
+        r.from_generation,
+        r.from_checkpoint,
+        r.from_host
+    );
+    Ok(0)
 }
 
 fn list(json: bool) -> Result<i32> {
@@ -166,7 +253,7 @@ fn time_text(secs: Option<u64>) -> String {
     }
 }
 
-fn size_text(bytes: u64) -> String {
+pub(super) fn size_text(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut v = bytes as f64;
     let mut u = 0;

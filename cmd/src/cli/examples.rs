@@ -114,6 +114,18 @@ Examples:
   rctr checkpoint instance --stop server # checkpoint, then stop it
   rctr checkpoint instance --keep 3 --json server";
 
+pub const EX_CHECKPOINT_EXPORT: &str = "\
+Examples:
+  rctr checkpoint export ex -o ex.tar.zst
+  rctr checkpoint export ex --generation 2 -o ex-2.tar.zst
+  rctr checkpoint export ex -o - | ssh node2 rctr checkpoint import -";
+
+pub const EX_CHECKPOINT_IMPORT: &str = "\
+Examples:
+  rctr checkpoint import ex.tar.zst
+  rctr checkpoint import ex.tar.zst --name ex2  # beside an existing ex
+  tar --zstd -tvf ex.tar.zst                    # list what an archive holds";
+
 pub const EX_CHECKPOINT_CHECK: &str = "\
 Examples:
   rctr checkpoint check

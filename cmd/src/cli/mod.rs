@@ -8,6 +8,7 @@ mod generate;
 mod inspect;
 mod instance;
 mod job;
+mod progress;
 mod run_opts;
 mod sif;
 mod version;

@@ -4,6 +4,8 @@
 use crate::conf::CkptConf;
 use crate::engine::{engine_for, CheckpointEngine, DumpMode};
 use crate::integrity::image_digest;
+use crate::preflight::{listening_sockets, HostFacts};
+use crate::procfs::container_pids;
 use crate::store::{now, remove_in_background, Checkpoint, CheckpointStore, Manifest};
 use anyhow::{anyhow, bail, Result};
 use rctr_instance::{stop_record, InstanceRecord, Instances, StopOptions};
@@ -123,7 +125,10 @@ pub fn take(
         ckpt.lock()?
     };
     let staged = ckpt.stage(&lock)?;
+    // Read while the application still runs (a dump may end it).
+    let listening = listening_sockets(&container_pids(target.init_pid));
     let dumped = engine.dump(target, ckpt, &staged, opts.mode)?;
+    let host = HostFacts::here(engine.version(ckpt.cache_dir()), listening);
     let manifest = Manifest {
         generation: staged.number,
         engine: engine.kind(),
@@ -137,6 +142,7 @@ pub fn take(
         image_digest: image_digest(&target.plan.root, ckpt.cache_dir())?,
         files: Default::default(),
         engine_data: dumped.data,
+        host: Some(host),
     };
     let published = ckpt
         .publish(&lock, staged, manifest, opts.keep.unwrap_or(default_keep))

@@ -7,6 +7,7 @@
 //! write its own state.
 
 use crate::conf::CkptConf;
+use crate::preflight::HostFacts;
 use crate::store::{Checkpoint, EngineData, Generation, Staged};
 use anyhow::{bail, Result};
 use rctr_instance::InstanceRecord;
@@ -117,6 +118,22 @@ pub trait CheckpointEngine {
         staged: &Staged,
         mode: DumpMode,
     ) -> Result<Dumped>;
+
+    /// The engine's version on this host, recorded with every generation (`cache`: the
+    /// user's private cache).
+    fn version(&self, cache: &std::path::Path) -> Option<String>;
+
+    /// How this host differs from `then`, the host generation `g` was taken on, in ways the
+    /// engine's restore depends on: one phrase each, empty when nothing matters. The
+    /// listening addresses are checked for every engine by [`crate::preflight`].
+    fn host_differences(
+        &self,
+        _ckpt: &Checkpoint,
+        _g: &Generation,
+        _then: &HostFacts,
+    ) -> Vec<String> {
+        vec![]
+    }
 
     /// The container to start for a restart from `generation` (already verified) and how its
     /// application comes back. `requested` is the container the user asked for now.

@@ -13,6 +13,8 @@ pub mod criu;
 pub mod dump;
 pub mod engine;
 pub mod integrity;
+pub mod preflight;
+mod procfs;
 pub mod restore;
 pub mod store;
 pub mod trust;

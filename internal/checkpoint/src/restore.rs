@@ -3,6 +3,7 @@
 
 use crate::conf::CkptConf;
 use crate::engine::{engine_for, Restore, RestoreFlags, LAUNCH_SETTLE_LIMIT};
+use crate::preflight;
 use crate::store::{Checkpoint, CheckpointStore, Generation};
 use anyhow::{bail, Result};
 use rctr_instance::{AttachedInstance, InstanceRecord, Instances, StartRequest};
@@ -94,7 +95,7 @@ pub fn launch(
     start(instances, req, placement)
 }
 
-/// Which generation to restore, and whether to skip the image check.
+/// Which generation to restore, and whether to skip the checks of image and host.
 #[derive(Debug, Clone, Default)]
 pub struct RestartOptions {
     pub generation: Option<u32>,
@@ -135,6 +136,8 @@ pub fn restart(
         );
     }
     let g = choose(&ckpt, &requested, opts)?;
+    // This host may not be the one the generation was taken on.
+    preflight::check(&ckpt, &g, engine.as_ref(), opts.force)?;
     if !opts.force
         && (!same_file(&requested.root.path, &g.manifest.plan.root.path)
             && g.manifest.image_digest.is_none())

@@ -76,6 +76,11 @@ impl CheckpointEngine for AppEngine {
         Ok(())
     }
 
+    /// The application's own files are the checkpoint: what matters is the protocol, rctr's.
+    fn version(&self, _cache: &Path) -> Option<String> {
+        Some(format!("rctr {}", env!("CARGO_PKG_VERSION")))
+    }
+
     /// The application keeps running whatever `mode` says: the caller stops it.
     fn dump(
         &self,

@@ -457,7 +457,10 @@ pub fn criu_version(explicit_conf: Option<&Path>) -> Result<(String, PathBuf)> {
 
 /// Runs `argv` with stdin from /dev/null, collecting stdout and stderr together; returns the
 /// exit code (`None` if killed by a signal) and the output.
-fn run_with_timeout(argv: &[String], timeout: Duration) -> Result<(Option<i32>, String)> {
+pub(crate) fn run_with_timeout(
+    argv: &[String],
+    timeout: Duration,
+) -> Result<(Option<i32>, String)> {
     rctr_log::debug!("running {}", rctr_log::show_argv(argv));
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
@@ -512,7 +515,7 @@ fn run_with_timeout(argv: &[String], timeout: Duration) -> Result<(Option<i32>, 
 }
 
 /// "Version: 4.2.1" (CRIU's --version output) -> (4, 2, 1).
-fn parse_version(out: &str) -> Option<(u32, u32, u32)> {
+pub(crate) fn parse_version(out: &str) -> Option<(u32, u32, u32)> {
     let v = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Version:"))?
@@ -526,7 +529,7 @@ fn parse_version(out: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
-fn version_string(v: (u32, u32, u32)) -> String {
+pub(crate) fn version_string(v: (u32, u32, u32)) -> String {
     format!("{}.{}.{}", v.0, v.1, v.2)
 }
 

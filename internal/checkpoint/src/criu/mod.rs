@@ -10,6 +10,7 @@ pub mod closure;
 pub mod cuda;
 pub mod doctor;
 pub(crate) mod elf;
+pub mod host;
 pub mod inject;
 pub mod kdat;
 pub mod netlock;
@@ -21,6 +22,7 @@ pub mod tmpfs;
 
 use crate::conf::CriuConf;
 use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore, RestoreFlags};
+use crate::preflight::HostFacts;
 use crate::store::{generation_dir_name, Checkpoint, CriuData, EngineData, Generation, Staged};
 use anyhow::{bail, Result};
 use bundle::{ensure_bundle, EngineBundle};
@@ -86,6 +88,7 @@ impl CheckpointEngine for CriuEngine {
             tmpfs: vec![],
             held_network_locks: vec![],
             gpu: None,
+            cpu: None,
         };
         // CUDA processes give their GPU state to host memory first (and get it back below).
         let cuda_pids = cuda::cuda_processes(target.app_host_pid);
@@ -207,10 +210,65 @@ impl CheckpointEngine for CriuEngine {
                 s.ended();
             }
         }
+        // What a restore elsewhere checks this host's CPU against.
+        data.cpu = host::dump_cpu(&bundle, &staged.dir, ckpt.cache_dir());
         Ok(Dumped {
             data: EngineData::Criu(data),
             frozen_us: stats::read_dump_stats(&staged.dir).map(|s| s.frozen_us),
         })
+    }
+
+    fn version(&self, cache: &std::path::Path) -> Option<String> {
+        host::version(&ensure_bundle(&self.conf).ok()?, cache)
+    }
+
+    /// CRIU restores memory and registers as they were: the CPU must have every feature the
+    /// application may use, CRIU must be able to read the images, and the kernel should be
+    /// the one they were taken on.
+    fn host_differences(&self, ckpt: &Checkpoint, g: &Generation, then: &HostFacts) -> Vec<String> {
+        let mut out = vec![];
+        let here = HostFacts::here(None, vec![]);
+        if !then.kernel.is_empty() && then.kernel != here.kernel {
+            out.push(format!(
+                "kernel {} there, {} here",
+                then.kernel, here.kernel
+            ));
+        }
+        let bundle = match ensure_bundle(&self.conf) {
+            Ok(b) => b,
+            Err(e) => {
+                rctr_log::debug!("preflight: no engine bundle: {e:#}");
+                return out;
+            }
+        };
+        if let Some(then_v) = &then.engine_version {
+            if let Some(here_v) = host::version(&bundle, ckpt.cache_dir()) {
+                if host::older_engine(then_v, &here_v) {
+                    out.push(format!(
+                        "CRIU {then_v} wrote the images, this host has the older {here_v}"
+                    ));
+                }
+            }
+        }
+        let cpu = match &g.manifest.engine_data {
+            EngineData::Criu(CriuData { cpu: Some(dir), .. }) => dir,
+            _ => return out,
+        };
+        match host::check_cpu(&bundle, &g.dir.join(cpu), ckpt.cache_dir()) {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                let models = if then.cpu_model == here.cpu_model {
+                    String::new()
+                } else {
+                    format!("; CPU there: {}, here: {}", then.cpu_model, here.cpu_model)
+                };
+                out.push(format!(
+                    "this CPU lacks features the application may use (criu cpuinfo check: {why}{models})"
+                ))
+            }
+            Err(e) => rctr_log::debug!("preflight: criu cpuinfo check: {e:#}"),
+        }
+        out
     }
 
     /// The restored processes expect exactly the mounts they were dumped with, on the image

@@ -228,8 +228,16 @@ impl Checkpoint {
         if let (Some(root), Some(want), false) = (image, &g.manifest.image_digest, force) {
             let have = image_digest(root, &self.cache)?;
             if have.as_deref() != Some(want.as_str()) {
+                // Any copy of the image will do (it is known by its digest, not its path):
+                // say so when the recorded path is not on this host.
+                let recorded = &g.manifest.plan.root.path;
+                let there = if recorded.exists() {
+                    String::new()
+                } else {
+                    ", not on this host".to_string()
+                };
                 bail!(
-                    "image {} differs from the image checkpoint '{}' was taken from ({}): use that image, or --force to restore anyway",
+                    "image {} differs from the image checkpoint '{}' was taken from ({}{there}): name that image or a copy of it (it is recognised by its digest, wherever it is), or use --force to restore anyway",
                     root.path.display(),
                     self.name(),
                     g.manifest.image

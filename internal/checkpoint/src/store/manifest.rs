@@ -27,6 +27,9 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileSum>,
     /// What only the engine that wrote the generation needs to restore it.
     pub engine_data: EngineData,
+    /// The host it was taken on, for the restore preflight (None: taken before it existed).
+    #[serde(default)]
+    pub host: Option<crate::preflight::HostFacts>,
 }
 
 /// Engine-specific facts of a generation.
@@ -58,6 +61,9 @@ pub struct CriuData {
     /// The GPU and driver the application's CUDA processes were saved from, if it had any.
     #[serde(default)]
     pub gpu: Option<crate::criu::cuda::GpuFacts>,
+    /// The directory in the generation holding `criu cpuinfo dump`'s record of the CPU.
+    #[serde(default)]
+    pub cpu: Option<String>,
 }
 
 /// A published generation and its manifest.

@@ -14,13 +14,18 @@
 //! engines: `create` refuses a name that any engine's directory already holds.
 //!
 //! [`CheckpointStore`] is the user's set of checkpoints; [`Checkpoint`] is a handle on one of
-//! them and owns everything under its directory; [`Staged`] is a generation being written.
+//! them and owns everything under its directory; [`Staged`] is a generation being written;
+//! [`Incoming`] is a checkpoint being imported (hidden until complete); [`archive`] writes and
+//! reads the one-file archives of `checkpoint export|import`.
 
+pub mod archive;
 mod checkpoint;
+mod incoming;
 mod manifest;
 mod stage;
 
 pub use checkpoint::{Checkpoint, CheckpointRow, GenerationRow};
+pub use incoming::Incoming;
 pub use manifest::{CriuData, EngineData, Generation, Manifest};
 pub use stage::{remove_in_background, Published, Staged};
 
@@ -269,5 +274,7 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod archive_tests;
 #[cfg(test)]
 mod tests;

@@ -9,14 +9,14 @@ use std::cell::Cell;
 
 /// An engine that writes a file per "dump" holding a counter, and can be told to fail or to
 /// leave a symlink behind.
-struct FakeEngine {
+pub(super) struct FakeEngine {
     counter: Cell<u32>,
     fail: Cell<bool>,
     plant_symlink: Cell<bool>,
 }
 
 impl FakeEngine {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         FakeEngine {
             counter: Cell::new(0),
             fail: Cell::new(false),
@@ -31,6 +31,9 @@ impl CheckpointEngine for FakeEngine {
     }
     fn inject(&self, _plan: &mut ContainerPlan, _ckpt: &Checkpoint) -> Result<()> {
         Ok(())
+    }
+    fn version(&self, _cache: &Path) -> Option<String> {
+        Some("fake 1.0".into())
     }
     fn dump(
         &self,
@@ -119,13 +122,13 @@ fn record(root: &Path) -> InstanceRecord {
     }
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    store: CheckpointStore,
-    root: PathBuf,
+pub(super) struct Fixture {
+    pub(super) _tmp: tempfile::TempDir,
+    pub(super) store: CheckpointStore,
+    pub(super) root: PathBuf,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let store =
         CheckpointStore::at(&tmp.path().join("checkpoint"), &tmp.path().join("cache")).unwrap();
@@ -138,7 +141,7 @@ fn fixture() -> Fixture {
     }
 }
 
-fn dump(f: &Fixture, ckpt: &Checkpoint, e: &FakeEngine, keep: u32) -> Result<u32> {
+pub(super) fn dump(f: &Fixture, ckpt: &Checkpoint, e: &FakeEngine, keep: u32) -> Result<u32> {
     let opts = DumpOptions {
         keep: Some(keep),
         ..Default::default()
@@ -413,4 +416,36 @@ fn images_can_live_outside_the_state_directory() {
     f.store.open("far").unwrap().delete(false, &[]).unwrap();
     assert!(!scratch.path().join("far").exists());
     assert!(!f.store.exists("far").unwrap());
+}
+
+#[test]
+fn the_preflight_refuses_a_recorded_address_this_host_lacks_unless_forced() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
+    let e = FakeEngine::new();
+    dump(&f, &ckpt, &e, 0).unwrap();
+    let mut g = ckpt.select(None).unwrap();
+    let host = g.manifest.host.clone().expect("the host is recorded");
+    assert_eq!(host.hostname, rctr_state::hostname());
+    assert_eq!(host.engine_version.as_deref(), Some("fake 1.0"));
+    crate::preflight::check(&ckpt, &g, &e, false).unwrap();
+
+    g.manifest.host.as_mut().unwrap().listening = vec!["192.0.2.7:8888".parse().unwrap()];
+    g.manifest.host.as_mut().unwrap().hostname = "n1".into();
+    let err = crate::preflight::check(&ckpt, &g, &e, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("taken on host n1") && err.contains("192.0.2.7:8888"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("restore it on a host like n1, or use --force to try anyway"),
+        "{err}"
+    );
+    crate::preflight::check(&ckpt, &g, &e, true).unwrap();
+
+    // Generations from before the facts were recorded pass.
+    g.manifest.host = None;
+    crate::preflight::check(&ckpt, &g, &e, false).unwrap();
 }
