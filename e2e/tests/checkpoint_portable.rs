@@ -376,6 +376,52 @@ fn the_preflight_refuses_another_kernel_or_cpu_and_force_restores_anyway() {
     there.ok(["instance", "stop", "s3"]);
 }
 
+#[test]
+fn the_preflight_refuses_a_generation_saved_from_another_gpu() {
+    let test = "the_preflight_refuses_a_generation_saved_from_another_gpu";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let here = TestEnv::new(test);
+    let there = TestEnv::new(test);
+    let img = path_str(&server_image());
+    let port = free_port();
+    let p = port.to_string();
+    let archive = exported_server(&here, &img, port);
+    // As a generation of CUDA processes records it, for a GPU no host here has.
+    let gpu = there.work().join("gpu.tar.zst");
+    forge(&archive, &gpu, |m, _| {
+        m["engine_data"]["gpu"] = json!({
+            "models": ["NVIDIA Imaginary 9000"],
+            "driver_version": "999.1",
+            "memory_used_mib": 582,
+            "processes": 1
+        });
+    });
+    there.ok(["checkpoint", "import", &path_str(&gpu), "--name", "gpu"]);
+    let (_, err) = there.fails(["instance", "start", "--ckpt-restart", "gpu", &img, "s1", &p]);
+    let line = assert_one_line_error(&err, "a restore from another GPU");
+    assert!(
+        line.contains("NVIDIA Imaginary 9000") && line.contains("--force"),
+        "{line}"
+    );
+    assert!(there.instance_names().is_empty());
+    // The processes here have no GPU state, so forced, the restore works.
+    there.ok([
+        "instance",
+        "start",
+        "--ckpt-restart",
+        "gpu",
+        "--force",
+        &img,
+        "s2",
+        &p,
+    ]);
+    there.wait_for_instance_port("s2", port);
+    assert_eq!(request(port), "request:3");
+    there.ok(["instance", "stop", "s2"]);
+}
+
 /// The application-level engine: export, a truncated and a corrupted archive refused with
 /// nothing left, the import and the job continuing in another home, and a listening address
 /// this host lacks explained by the preflight.

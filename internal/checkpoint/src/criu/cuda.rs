@@ -114,6 +114,40 @@ fn parse_gpu_facts(gpus: &str, apps: &str, pids: &[i32]) -> GpuFacts {
     facts
 }
 
+/// How this host's GPUs differ from those a generation's CUDA processes were saved on: the
+/// GPU state is only valid for the same model and the same driver. Unknown facts (no
+/// nvidia-smi when the checkpoint was taken) are not held against this host.
+pub fn gpu_differences(then: &GpuFacts, here: &GpuFacts) -> Vec<String> {
+    let mut out = vec![];
+    if then.models.is_empty() {
+        return out;
+    }
+    if here.models.is_empty() {
+        out.push(format!(
+            "its CUDA processes ran on {} (driver {}); this host has no NVIDIA GPU that nvidia-smi sees",
+            then.models.join(", "),
+            then.driver_version
+        ));
+        return out;
+    }
+    let models =
+        |f: &GpuFacts| -> std::collections::BTreeSet<String> { f.models.iter().cloned().collect() };
+    if models(then) != models(here) {
+        out.push(format!(
+            "GPU {} there, {} here",
+            then.models.join(", "),
+            here.models.join(", ")
+        ));
+    }
+    if !then.driver_version.is_empty() && then.driver_version != here.driver_version {
+        out.push(format!(
+            "NVIDIA driver {} there, {} here",
+            then.driver_version, here.driver_version
+        ));
+    }
+    out
+}
+
 /// The tool, checked: root-owned and not writable by others (it acts on every process).
 pub struct CudaTool {
     path: PathBuf,
@@ -339,6 +373,28 @@ mod tests {
         let unknown = parse_gpu_facts("", "", &[1]);
         assert!(unknown.models.is_empty() && unknown.driver_version.is_empty());
         assert_eq!(unknown.processes, 1);
+    }
+
+    #[test]
+    fn another_gpu_model_or_driver_is_named_and_unknown_facts_pass() {
+        let h200 = |driver: &str| GpuFacts {
+            models: vec!["NVIDIA H200".into()],
+            driver_version: driver.into(),
+            memory_used_mib: 600,
+            processes: 1,
+        };
+        assert!(gpu_differences(&h200("580.159.04"), &h200("580.159.04")).is_empty());
+        let d = gpu_differences(&h200("580.159.04"), &h200("570.1"));
+        assert_eq!(d, vec!["NVIDIA driver 580.159.04 there, 570.1 here"]);
+        let a100 = GpuFacts {
+            models: vec!["NVIDIA A100".into()],
+            ..h200("580.159.04")
+        };
+        let d = gpu_differences(&h200("580.159.04"), &a100);
+        assert_eq!(d, vec!["GPU NVIDIA H200 there, NVIDIA A100 here"]);
+        let d = gpu_differences(&h200("580.159.04"), &GpuFacts::default());
+        assert!(d[0].contains("no NVIDIA GPU"), "{d:?}");
+        assert!(gpu_differences(&GpuFacts::default(), &a100).is_empty());
     }
 
     #[test]

@@ -227,6 +227,9 @@ impl CheckpointEngine for CriuEngine {
     /// the one they were taken on.
     fn host_differences(&self, ckpt: &Checkpoint, g: &Generation, then: &HostFacts) -> Vec<String> {
         let mut out = vec![];
+        if let EngineData::Criu(CriuData { gpu: Some(gpu), .. }) = &g.manifest.engine_data {
+            out.extend(cuda::gpu_differences(gpu, &cuda::gpu_facts(&[])));
+        }
         let here = HostFacts::here(None, vec![]);
         if !then.kernel.is_empty() && then.kernel != here.kernel {
             out.push(format!(
@@ -321,6 +324,9 @@ impl CheckpointEngine for CriuEngine {
             return Ok(());
         }
         let pids = cuda::cuda_processes(started.app_host_pid);
+        if pids.is_empty() {
+            return Ok(());
+        }
         let what = format!(
             "instance '{}' was restored, but its CUDA processes (host pids {})",
             started.name,
