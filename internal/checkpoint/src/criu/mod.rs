@@ -105,7 +105,7 @@ impl CheckpointEngine for CriuEngine {
         let suspended = match &cuda_tool {
             None => None,
             Some(tool) => {
-                data.gpu = Some(cuda::gpu_facts(&cuda_pids));
+                data.gpu = Some(Box::new(cuda::gpu_facts(&cuda_pids)));
                 Some(tool.suspend(&cuda_pids).map_err(|e| {
                     anyhow::anyhow!(
                         "checkpoint of instance '{}' failed: {e:#}; the application runs on, the previous checkpoint is unchanged",

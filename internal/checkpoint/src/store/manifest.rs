@@ -60,7 +60,7 @@ pub struct CriuData {
     pub held_network_locks: Vec<String>,
     /// The GPU and driver the application's CUDA processes were saved from, if it had any.
     #[serde(default)]
-    pub gpu: Option<crate::criu::cuda::GpuFacts>,
+    pub gpu: Option<Box<crate::criu::cuda::GpuFacts>>,
     /// The directory in the generation holding `criu cpuinfo dump`'s record of the CPU.
     #[serde(default)]
     pub cpu: Option<String>,
