@@ -124,7 +124,7 @@ pub const EX_CHECKPOINT_IMPORT: &str = "\
 Examples:
   rctr checkpoint import ex.tar.zst
   rctr checkpoint import ex.tar.zst --name ex2  # beside an existing ex
-  tar --zstd -tvf ex.tar.zst                    # list what an archive holds";
+  rctr checkpoint import - < ex.tar.zst         # from standard input";
 
 pub const EX_CHECKPOINT_CHECK: &str = "\
 Examples:
