@@ -30,7 +30,7 @@ const SHM_WORKERS_PY: &str = include_str!("apps/shm_workers.py");
 const PG_START_SH: &str = include_str!("apps/pg_start.sh");
 
 /// The host's Debian mirror, from its apt sources; Debian's default otherwise.
-fn mirror() -> String {
+pub fn mirror() -> String {
     let mut texts = vec![];
     if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
         for e in rd.flatten() {

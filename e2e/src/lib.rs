@@ -26,7 +26,7 @@ pub use checks::{
     assert_usage_error, loop_devices_backed_by, mountinfo_lines_mentioning, process_alive,
     wait_until,
 };
-pub use debian::{debian_image, DEBIAN_PACKAGES};
+pub use debian::{debian_image, mirror as debian_mirror, DEBIAN_PACKAGES};
 pub use env::TestEnv;
 pub use images::{
     app_image, build_sif, busybox_exec_image, scratch_dir, server_def, server_image,
@@ -36,7 +36,8 @@ pub use listing::table_first_column;
 pub use logs::{complete_lines, last_number, numbers_from, numeric_lines};
 pub use net::{free_port, is_listening, request, try_wait_for_port, wait_for_port};
 pub use paths::{
-    apptainer_busybox_sif, path_str, rctr_bin, shared_testdata, try_rctr_bin, workspace_root,
+    apptainer_busybox_sif, path_str, rctr_bin, shared_testdata, target_dir, try_rctr_bin,
+    workspace_root,
 };
 pub use rootfs::{
     busybox_rootfs, install_host_path, install_host_program, python_rootfs, BUSYBOX_APPLETS,

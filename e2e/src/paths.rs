@@ -12,7 +12,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace) or `target/`.
-pub(crate) fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => workspace_root().join(dir),
         _ => workspace_root().join("target"),

@@ -43,7 +43,8 @@ PKGS=(
     util-linux mount                # losetup, mount, nsenter: leak checks in the e2e tests
     iproute2 procps attr file       # ss (demo readiness), ps, xattrs, file types
     nftables                        # nft: rctr removes network locks a killed CRIU left
-    debootstrap                     # the e2e tests' Debian image (MPI, PostgreSQL, redis)
+    debootstrap                     # the e2e tests' Debian image; `Bootstrap: debootstrap` builds
+    umoci skopeo                    # the e2e tests make real OCI layouts and docker/OCI archives
     debian-archive-keyring          # install-criu.sh verifies the Debian archive with it
     slurm-wlm munge                 # Slurm 22.05 and munge: the e2e tests' one-node cluster
     squashfuse                      # users who are not root mount their images with it (FUSE)

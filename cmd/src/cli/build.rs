@@ -1,17 +1,19 @@
-//! `rctr build OUT.sif SOURCE`.
+//! `rctr build [--sandbox] OUT SOURCE`.
 
 use anyhow::Result;
 use clap::Args;
-use rctr_image::BuildOptions;
+use rctr_image::{BuildArgs as DefArgs, BuildOptions};
 use rctr_runtime::build_runner::ContainerSectionRunner;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// The SIF file to create
+    /// The SIF file to create (a directory with --sandbox)
     pub output: PathBuf,
-    /// A root filesystem directory, a SIF or squashfs image, or a definition file (relative
-    /// paths in its `From:` and `%files` are taken from the current directory, as Apptainer does)
+    /// A root filesystem directory, a SIF or squashfs image, a definition file (relative
+    /// paths in its `From:` and `%files` are taken from the current directory, as Apptainer
+    /// does), or an OCI/Docker image: docker://REF, docker-archive:FILE, oci:DIR,
+    /// oci-archive:FILE
     pub source: PathBuf,
     /// Overwrite OUTPUT if it exists (Apptainer's -F/--force)
     #[arg(short = 'F', long)]
@@ -19,26 +21,52 @@ pub struct BuildArgs {
     /// Do not run the definition file's %test section
     #[arg(short = 'T', long)]
     pub notest: bool,
+    /// Build a writable sandbox directory at OUTPUT instead of a SIF file
+    #[arg(short = 's', long)]
+    pub sandbox: bool,
+    /// NAME=VALUE for {{ NAME }} in the definition file (repeatable)
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_arg: Vec<String>,
+    /// A file of NAME=VALUE lines for {{ NAME }} in the definition file (--build-arg wins)
+    #[arg(long = "build-arg-file", value_name = "FILE")]
+    pub build_arg_file: Option<PathBuf>,
 }
 
 pub fn run(args: BuildArgs) -> Result<i32> {
+    let mut def_args = DefArgs::new();
+    if let Some(file) = &args.build_arg_file {
+        def_args.add_file(file)?;
+    }
+    for a in &args.build_arg {
+        def_args.add(a)?;
+    }
     let opts = BuildOptions {
         force: args.force,
         runner: Some(&ContainerSectionRunner),
         notest: args.notest,
         // Relative paths in the definition start here, as in Apptainer.
         base_dir: None,
+        sandbox: args.sandbox,
+        build_args: Some(&def_args),
     };
     let report = rctr_image::build_with(&args.output, &args.source, &opts)?;
     for warning in &report.warnings {
         rctr_log::warn!("{warning}");
     }
-    rctr_log::info!(
-        "Built {} ({:.1} MiB, {} inodes) in {:.1}s",
-        report.output.display(),
-        report.size as f64 / (1024.0 * 1024.0),
-        report.squashfs.inodes,
-        report.elapsed.as_secs_f64()
-    );
+    if args.sandbox {
+        rctr_log::info!(
+            "Built sandbox {} in {:.1}s",
+            report.output.display(),
+            report.elapsed.as_secs_f64()
+        );
+    } else {
+        rctr_log::info!(
+            "Built {} ({:.1} MiB, {} inodes) in {:.1}s",
+            report.output.display(),
+            report.size as f64 / (1024.0 * 1024.0),
+            report.squashfs.inodes,
+            report.elapsed.as_secs_f64()
+        );
+    }
     Ok(0)
 }

@@ -14,6 +14,9 @@ use rctr_runtime::launch::{run_foreground, Outcome};
 pub struct ExecArgs {
     #[command(flatten)]
     pub opts: RunOptions,
+    /// Run in SCIF app NAME of the image (its %apprun, environment, bin and lib)
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
     #[command(flatten)]
     pub job: JobArgs,
     /// Image (.sif, squashfs file, directory, or instance://NAME), then the command and
@@ -26,6 +29,9 @@ pub struct ExecArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub opts: RunOptions,
+    /// Run in SCIF app NAME of the image (its %apprun, environment, bin and lib)
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
     #[command(flatten)]
     pub job: JobArgs,
     /// Image, then the runscript's arguments
@@ -46,6 +52,9 @@ pub struct ShellArgs {
 pub struct TestArgs {
     #[command(flatten)]
     pub opts: RunOptions,
+    /// Run in SCIF app NAME of the image (its %apprun, environment, bin and lib)
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
     /// Image, then the test script's arguments
     #[arg(value_names = ["IMAGE", "ARGS"], num_args = 1.., required = true, trailing_var_arg = true)]
     pub words: Vec<String>,
@@ -100,8 +109,59 @@ fn run_in(image: &str, opts: &RunOptions, argv: Vec<String>) -> Result<i32> {
     finish(run_foreground(&plan)?)
 }
 
+/// The apps of `image` (empty for an instance, whose image is checked when it starts).
+fn check_app(image: &str, app: &str) -> Result<()> {
+    if image.starts_with(INSTANCE_PREFIX) {
+        return Ok(());
+    }
+    let source = rctr_image::ImageSource::open(std::path::Path::new(image))?;
+    if !source.exists(format!("{}/{app}", rctr_image::APPS_DIR))? {
+        let apps = source.list_dir(rctr_image::APPS_DIR)?;
+        let have = if apps.is_empty() {
+            "it has no apps".to_string()
+        } else {
+            format!("its apps: {}", apps.join(", "))
+        };
+        anyhow::bail!("no app {app:?} in {image}; {have}");
+    }
+    Ok(())
+}
+
+/// `argv` in app `app`'s environment, when one is asked for.
+fn in_app(image: &str, app: &Option<String>, argv: Vec<String>) -> Result<Vec<String>> {
+    match app {
+        None => Ok(argv),
+        Some(app) => {
+            check_app(image, app)?;
+            Ok(rctr_image::app_command(app, argv))
+        }
+    }
+}
+
+/// What `run --app NAME` runs: the app's runscript, or a message when it has none.
+fn app_script(
+    image: &str,
+    app: &str,
+    script: String,
+    what: &str,
+    args: Vec<String>,
+) -> Result<Vec<String>> {
+    check_app(image, app)?;
+    let mut argv = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        format!(
+            "if [ -x {script} ]; then exec {script} \"$@\"; else echo 'rctr: app {app} has no {what}' >&2; exit 1; fi"
+        ),
+        app.to_string(),
+    ];
+    argv.extend(args);
+    Ok(rctr_image::app_command(app, argv))
+}
+
 pub fn exec(a: ExecArgs) -> Result<i32> {
     let (image, command) = split_words(a.words);
+    let command = in_app(&image, &a.app, command)?;
     if let Some(job) = a.job.to_options()? {
         return run_job(&image, &a.opts, &job, command.clone(), command);
     }
@@ -110,12 +170,24 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
 
 pub fn run(a: RunArgs) -> Result<i32> {
     let (image, args) = split_words(a.words);
-    let mut argv = vec!["/.singularity.d/runscript".to_string()];
-    argv.extend(args.iter().cloned());
+    let argv = match &a.app {
+        Some(app) => app_script(
+            &image,
+            app,
+            rctr_image::app_runscript(app),
+            "%apprun",
+            args.clone(),
+        )?,
+        None => {
+            let mut argv = vec!["/.singularity.d/runscript".to_string()];
+            argv.extend(args.iter().cloned());
+            runscript_or_shell(argv)
+        }
+    };
     if let Some(job) = a.job.to_options()? {
-        return run_job(&image, &a.opts, &job, args, runscript_or_shell(argv));
+        return run_job(&image, &a.opts, &job, args, argv);
     }
-    run_in(&image, &a.opts, runscript_or_shell(argv))
+    run_in(&image, &a.opts, argv)
 }
 
 /// A checkpointable foreground job (`--ckpt`): see rctr_job.
@@ -163,6 +235,10 @@ pub fn shell(a: ShellArgs) -> Result<i32> {
 
 pub fn test(a: TestArgs) -> Result<i32> {
     let (image, args) = split_words(a.words);
+    if let Some(app) = &a.app {
+        let argv = app_script(&image, app, rctr_image::app_test(app), "%apptest", args)?;
+        return run_in(&image, &a.opts, argv);
+    }
     let mut argv = vec![
         "/bin/sh".to_string(),
         "-c".to_string(),

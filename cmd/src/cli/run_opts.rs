@@ -32,6 +32,9 @@ pub struct RunOptions {
     /// Overlay a writable tmpfs on the read-only image
     #[arg(long)]
     pub writable_tmpfs: bool,
+    /// Write into the image itself (a sandbox directory made by `rctr build --sandbox`)
+    #[arg(short = 'w', long)]
+    pub writable: bool,
     /// Run in a private pid namespace
     #[arg(short = 'p', long)]
     pub pid: bool,
@@ -109,6 +112,7 @@ impl RunOptions {
             env: self.env.clone(),
             env_file: self.env_file.clone(),
             writable_tmpfs: self.writable_tmpfs,
+            writable: self.writable,
             pid: self.pid || self.containall,
             net: self.net,
             site_bind: site.bind_paths,

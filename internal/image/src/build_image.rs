@@ -4,20 +4,24 @@
 //! wrap it in a SIF, and move the SIF into place atomically. Nothing is left behind on
 //! failure.
 
-use crate::deffile::{Bootstrap, Definition};
+use crate::apps::create_apps;
+use crate::bootstrap::populate;
+use crate::buildargs::BuildArgs;
+use crate::deffile::{Definition, DefinitionFile, OciKind};
 use crate::files::copy_files;
 use crate::fsutil::{remove_tree, TreeCopier};
 use crate::inspect::{read_attributes, InspectData, InspectMetadata};
 use crate::labels::{build_labels, build_time, labels_json};
 use crate::layout::{add_base_layout, apply_definition};
-use crate::scriptlets::{require_runner, run_post, run_test, take_build_labels, SectionRunner};
-use crate::source::{ImageKind, ImageSource, INSPECT_METADATA_OBJECT};
+use crate::scriptlets::{
+    post_with_apps, require_runner, run_post, run_setup, run_test, take_build_labels, SectionRunner,
+};
+use crate::source::{ImageSource, INSPECT_METADATA_OBJECT};
 use anyhow::{anyhow, bail, Context, Result};
 use rctr_sif::SifBuilder;
 use rctr_squashfs::{BuildOptions as SquashfsOptions, BuildStats};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -45,6 +49,10 @@ pub struct BuildOptions<'a> {
     /// Where relative `From:` and `%files` paths of a definition file start. None: the
     /// current directory, as in Apptainer (not the definition file's directory).
     pub base_dir: Option<&'a Path>,
+    /// Write a sandbox directory at the output instead of a SIF file.
+    pub sandbox: bool,
+    /// `--build-arg` / `--build-arg-file` values for `{{ NAME }}` in the definition.
+    pub build_args: Option<&'a BuildArgs>,
 }
 
 /// Prefix of the staging directories builds make next to their output.
@@ -156,19 +164,58 @@ pub fn build(out: &Path, source: &Path, force: bool) -> Result<BuildReport> {
     )
 }
 
-/// [`build`], with %post and %test run by `opts.runner`.
-pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<BuildReport> {
-    let started = Instant::now();
-    let force = opts.force;
+/// What to build from: the stages of a definition file (one for a directory, an image or
+/// an OCI source).
+fn load_source(source: &Path, opts: &BuildOptions) -> Result<DefinitionFile> {
+    let text = source.to_string_lossy();
+    if fs::symlink_metadata(source).is_err() {
+        if let Some((kind, rest)) = OciKind::from_source(&text) {
+            if rest.is_empty() {
+                bail!(
+                    "{text}: name the image after the \"{}\" prefix",
+                    kind.agent()
+                );
+            }
+            return Ok(single(Definition::for_oci(kind, rest)));
+        }
+    }
+    fs::metadata(source)
+        .with_context(|| format!("cannot open build source {}", source.display()))?;
+    if source.is_dir() || is_image_file(source)? {
+        let abs = fs::canonicalize(source)
+            .with_context(|| format!("cannot resolve {}", source.display()))?;
+        return Ok(single(Definition::for_local_image(&abs)));
+    }
+    let none = BuildArgs::new();
+    let mut file = DefinitionFile::from_file(source, opts.build_args.unwrap_or(&none))?;
+    if let Some(dir) = opts.base_dir {
+        for def in &mut file.stages {
+            def.base_dir = dir.to_path_buf();
+        }
+    }
+    Ok(file)
+}
+
+fn single(def: Definition) -> DefinitionFile {
+    DefinitionFile {
+        stages: vec![def],
+        unused_args: Vec::new(),
+    }
+}
+
+/// Checks `out` can be created: its directory exists, and it does not (unless `force`).
+fn check_output(out: &Path, opts: &BuildOptions) -> Result<PathBuf> {
     let out_dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let what = if opts.sandbox {
+        "sandbox directory"
+    } else {
+        "SIF image"
+    };
     if out.file_name().is_none() {
-        bail!(
-            "{}: not a file name for the SIF image to create",
-            out.display()
-        );
+        bail!("{}: not a name for the {what} to create", out.display());
     }
     if !out_dir.is_dir() {
         bail!(
@@ -178,53 +225,92 @@ pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<Buil
         );
     }
     match fs::symlink_metadata(out) {
-        Ok(m) if m.is_dir() => bail!(
-            "{} is a directory; give the path of the SIF file to create",
+        Ok(m) if m.is_dir() && !opts.sandbox => bail!(
+            "{} is a directory; give the path of the SIF file to create (or use --sandbox)",
             out.display()
         ),
-        Ok(_) if !force => bail!(
+        Ok(m) if !m.is_dir() && opts.sandbox && opts.force => bail!(
+            "{} exists and is not a directory; remove it to build a sandbox there",
+            out.display()
+        ),
+        Ok(_) if !opts.force => bail!(
             "{} already exists; use --force to overwrite it",
             out.display()
         ),
         _ => {}
     }
-    fs::metadata(source)
-        .with_context(|| format!("cannot open build source {}", source.display()))?;
-    let def = if source.is_dir() || is_image_file(source)? {
-        let abs = fs::canonicalize(source)
-            .with_context(|| format!("cannot resolve {}", source.display()))?;
-        Definition::for_local_image(&abs)
-    } else {
-        let mut def = Definition::from_file(source)?;
-        if let Some(dir) = opts.base_dir {
-            def.base_dir = dir.to_path_buf();
+    Ok(out_dir)
+}
+
+/// [`build`], with %post and %test run by `opts.runner`.
+pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+    let started = Instant::now();
+    let out_dir = check_output(out, opts)?;
+    let file = load_source(source, opts)?;
+    for def in &file.stages {
+        if let Some(post) = post_with_apps(def) {
+            require_runner(def, &post, opts.runner)?;
         }
-        def
-    };
-    if let Some(post) = &def.post {
-        require_runner(&def, post, opts.runner)?;
     }
 
     sweep_stale_staging(&out_dir);
     let staging = Staging::new(&out_dir)?;
-    let rootfs = staging.dir.join("rootfs");
     let mut copier = TreeCopier::new();
     copier.skip(&staging.dir);
     copier.skip(out);
-    let mut warnings = Vec::new();
-    populate(&def, &rootfs, &mut copier, &mut warnings)?;
-    add_base_layout(&rootfs)?;
-    copy_files(&def, &rootfs, &mut copier)?;
-    warnings.append(&mut copier.warnings);
-    if let Some(post) = &def.post {
-        run_post(&def, post, &rootfs, opts.runner)?;
-    }
-    let post_labels = take_build_labels(&rootfs)?;
-    let arch = rctr_sif::host_arch();
+    let mut warnings: Vec<String> = file
+        .unused_args
+        .iter()
+        .map(|a| format!("build argument {a} is not used by the definition file"))
+        .collect();
+    let mut stage_roots: Vec<(String, PathBuf)> = Vec::new();
     let when = build_time();
-    apply_definition(&rootfs, &def, &post_labels, &build_labels(&def, arch, when))?;
-    if let (Some(_), Some(runner), false) = (&def.test, opts.runner, opts.notest) {
-        run_test(&def, &rootfs, runner)?;
+    let last = file.stages.len() - 1;
+    for (i, def) in file.stages.iter().enumerate() {
+        let rootfs = if i == last {
+            staging.dir.join("rootfs")
+        } else {
+            staging.dir.join(format!("stage-{i}"))
+        };
+        if file.stages.len() > 1 {
+            let name = def.stage.as_deref().unwrap_or("(unnamed)");
+            rctr_log::info!("rctr: stage {}/{}: {name}", i + 1, file.stages.len());
+        }
+        build_stage(
+            def,
+            &rootfs,
+            &staging.dir,
+            &stage_roots,
+            &mut copier,
+            opts,
+            when,
+        )?;
+        if i == last {
+            if let (Some(_), Some(runner), false) = (&def.test, opts.runner, opts.notest) {
+                run_test(def, &rootfs, runner)?;
+            }
+        } else if let Some(name) = &def.stage {
+            stage_roots.push((name.clone(), rootfs));
+        } else {
+            // Nothing can copy from an unnamed stage.
+            remove_tree(&rootfs);
+        }
+    }
+    warnings.append(&mut copier.warnings);
+    for (_, root) in &stage_roots {
+        remove_tree(root);
+    }
+    let final_def = &file.stages[last];
+    let rootfs = staging.dir.join("rootfs");
+    if opts.sandbox {
+        place_sandbox(&rootfs, out, &staging.dir, opts.force)?;
+        return Ok(BuildReport {
+            output: out.to_path_buf(),
+            size: 0,
+            squashfs: BuildStats::default(),
+            warnings,
+            elapsed: started.elapsed(),
+        });
     }
 
     // The SIF carries Apptainer's inspect metadata, read back from the staged tree.
@@ -245,12 +331,12 @@ pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<Buil
 
     let sif = staging.dir.join("image.sif");
     SifBuilder::new()
-        .deffile(def.raw.clone().into_bytes())
+        .deffile(final_def.raw.clone().into_bytes())
         .labels_json(labels)
         .json_object(INSPECT_METADATA_OBJECT, metadata.to_json().into_bytes())
-        .system_partition(&squashfs, arch)
+        .system_partition(&squashfs, rctr_sif::host_arch())
         .write(&sif)?;
-    place(&sif, out, force)?;
+    place(&sif, out, opts.force)?;
     let size = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(BuildReport {
         output: out.to_path_buf(),
@@ -261,35 +347,48 @@ pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<Buil
     })
 }
 
-/// Creates the root filesystem at `rootfs` from the definition's bootstrap source.
-fn populate(
+/// Makes one stage's root filesystem at `rootfs`: bootstrap, %setup, layout, %files, apps,
+/// %post (with %appinstall), labels and scripts.
+fn build_stage(
     def: &Definition,
     rootfs: &Path,
+    scratch: &Path,
+    stage_roots: &[(String, PathBuf)],
     copier: &mut TreeCopier,
-    warnings: &mut Vec<String>,
+    opts: &BuildOptions,
+    when: i64,
 ) -> Result<()> {
-    match &def.bootstrap {
-        Bootstrap::Scratch => {
-            fs::create_dir(rootfs)
-                .with_context(|| format!("cannot create {}", rootfs.display()))?;
-            fs::set_permissions(rootfs, fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("cannot set mode of {}", rootfs.display()))?;
+    let mut warnings = Vec::new();
+    populate(def, rootfs, copier, &mut warnings)?;
+    copier.warnings.append(&mut warnings);
+    if let Some(setup) = &def.setup {
+        run_setup(def, setup, rootfs, scratch)?;
+    }
+    add_base_layout(rootfs)?;
+    copy_files(def, rootfs, stage_roots, copier)?;
+    create_apps(def, rootfs, stage_roots, copier)?;
+    if let Some(post) = post_with_apps(def) {
+        run_post(def, &post, rootfs, opts.runner)?;
+    }
+    let post_labels = take_build_labels(rootfs)?;
+    let arch = rctr_sif::host_arch();
+    apply_definition(rootfs, def, &post_labels, &build_labels(def, arch, when))
+}
+
+/// Moves the finished root filesystem onto `out` as a sandbox directory; with `force` an
+/// existing one is moved aside first and removed with the staging directory.
+fn place_sandbox(rootfs: &Path, out: &Path, staging: &Path, force: bool) -> Result<()> {
+    let old = staging.join("replaced");
+    let replacing = force && fs::symlink_metadata(out).is_ok_and(|m| m.is_dir());
+    if replacing {
+        fs::rename(out, &old)
+            .with_context(|| format!("cannot move the old {} aside", out.display()))?;
+    }
+    if let Err(e) = fs::rename(rootfs, out) {
+        if replacing {
+            let _ = fs::rename(&old, out);
         }
-        Bootstrap::LocalImage { from } => {
-            let path = def.base_dir.join(from);
-            let image = ImageSource::open(&path)
-                .with_context(|| format!("{}: From: {from}", def.origin.display()))?;
-            match image.kind {
-                ImageKind::Sandbox => copier.copy(&image.path, rootfs)?,
-                ImageKind::Sif | ImageKind::Squashfs => {
-                    let reader = image
-                        .squashfs()
-                        .ok_or_else(|| anyhow!("{}: no squashfs reader", image.path.display()))?;
-                    let report = reader.extract_to(rootfs)?;
-                    warnings.extend(report.warnings);
-                }
-            }
-        }
+        return Err(e).with_context(|| format!("cannot move the new sandbox to {}", out.display()));
     }
     Ok(())
 }

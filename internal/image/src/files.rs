@@ -1,7 +1,7 @@
 //! The `%files` section: copying host files into the root filesystem like `cp -a`, sources
 //! relative to the directory the build started in, shell wildcards allowed in the source.
 
-use crate::deffile::Definition;
+use crate::deffile::{Definition, FileTransfer};
 use crate::fsutil::TreeCopier;
 use crate::sandbox::resolve_in_root;
 use anyhow::{bail, Context, Result};
@@ -171,17 +171,71 @@ fn copy_merge(copier: &mut TreeCopier, src: &Path, dst: &Path) -> Result<()> {
     }
 }
 
+/// Roots of the earlier stages of a multi-stage build, by `Stage:` name.
+pub(crate) type StageRoots = [(String, PathBuf)];
+
 /// Runs the definition's `%files` into `root`.
-pub(crate) fn copy_files(def: &Definition, root: &Path, copier: &mut TreeCopier) -> Result<()> {
-    for t in &def.files {
+pub(crate) fn copy_files(
+    def: &Definition,
+    root: &Path,
+    stages: &StageRoots,
+    copier: &mut TreeCopier,
+) -> Result<()> {
+    copy_transfers(def, &def.files, root, "", stages, copier)
+}
+
+/// Where a `%files` source is: on the host relative to the build directory, or inside an
+/// earlier stage's root (symlinks resolved inside that root).
+fn source_pattern(def: &Definition, t: &FileTransfer, stages: &StageRoots) -> Result<PathBuf> {
+    let Some(stage) = &t.from_stage else {
+        return Ok(def.base_dir.join(&t.src));
+    };
+    let (_, stage_root) = stages
+        .iter()
+        .find(|(name, _)| name == stage)
+        .with_context(|| {
+            format!(
+                "{}:{}: %files from {stage:?}: no earlier stage has that name",
+                def.origin.display(),
+                t.line
+            )
+        })?;
+    if has_wildcard(t.src.as_bytes()) {
+        return Ok(stage_root.join(t.src.trim_start_matches('/')));
+    }
+    resolve_in_root(stage_root, Path::new(&t.src), true)
+}
+
+/// Copies `transfers` into `root`, destinations under `dst_prefix` (an app's directory for
+/// `%appfiles`, else "").
+pub(crate) fn copy_transfers(
+    def: &Definition,
+    transfers: &[FileTransfer],
+    root: &Path,
+    dst_prefix: &str,
+    stages: &StageRoots,
+    copier: &mut TreeCopier,
+) -> Result<()> {
+    for t in transfers {
         let at = format!("{}:{}", def.origin.display(), t.line);
-        let pattern = def.base_dir.join(&t.src);
+        let pattern = source_pattern(def, t, stages)?;
         let sources = expand(&pattern)?;
         if sources.is_empty() {
-            bail!("{at}: %files source {} does not exist", pattern.display());
+            match &t.from_stage {
+                Some(stage) => bail!(
+                    "{at}: %files source {} does not exist in stage {stage:?}",
+                    t.src
+                ),
+                None => bail!("{at}: %files source {} does not exist", pattern.display()),
+            }
         }
         let dst = t.dst.as_deref().unwrap_or(&t.src);
-        let dst_host = resolve_in_root(root, Path::new(dst), true)?;
+        let dst_in_image = if dst_prefix.is_empty() {
+            dst.to_string()
+        } else {
+            format!("{dst_prefix}/{}", dst.trim_start_matches('/'))
+        };
+        let dst_host = resolve_in_root(root, Path::new(&dst_in_image), true)?;
         let into_dir = sources.len() > 1 || dst.ends_with('/') || dst_host.is_dir();
         let result = (|| -> Result<()> {
             if into_dir {
@@ -202,7 +256,7 @@ pub(crate) fn copy_files(def: &Definition, root: &Path, copier: &mut TreeCopier)
             }
             Ok(())
         })();
-        result.with_context(|| format!("{at}: copying {} to {dst}", pattern.display()))?;
+        result.with_context(|| format!("{at}: copying {} to {dst_in_image}", t.src))?;
     }
     Ok(())
 }

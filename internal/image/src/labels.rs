@@ -89,11 +89,12 @@ pub fn build_labels(def: &Definition, arch: &str, when: i64) -> BTreeMap<String,
         "org.label-schema.usage.singularity.deffile.bootstrap",
         def.bootstrap.agent().to_string(),
     );
-    if let Bootstrap::LocalImage { from } = &def.bootstrap {
-        put(
-            "org.label-schema.usage.singularity.deffile.from",
-            from.clone(),
-        );
+    if let Some(from) = def.bootstrap.from() {
+        let key = match def.bootstrap {
+            Bootstrap::Debootstrap { .. } => "org.label-schema.usage.singularity.deffile.osversion",
+            _ => "org.label-schema.usage.singularity.deffile.from",
+        };
+        put(key, from.to_string());
     }
     labels
 }

@@ -1,7 +1,7 @@
 //! The `/.singularity.d` layout Apptainer images carry (so images built here run under
 //! Apptainer and rctr alike), and writing a definition's sections into it.
 
-use crate::deffile::Definition;
+use crate::deffile::{Definition, ScriptSection};
 use crate::labels::{labels_json, parse_labels_json};
 use crate::sandbox::resolve_in_root;
 use anyhow::{Context, Result};
@@ -79,7 +79,7 @@ fn write_new(path: &Path, mode: u32, content: &[u8]) -> Result<()> {
 
 /// Writes `path` with `mode`, replacing a file (never following a symlink there: the old
 /// entry is removed first).
-fn replace(path: &Path, mode: u32, content: &[u8]) -> Result<()> {
+pub(crate) fn replace(path: &Path, mode: u32, content: &[u8]) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => anyhow::bail!("cannot write {}: it is a directory", path.display()),
         Ok(_) => {
@@ -93,7 +93,7 @@ fn replace(path: &Path, mode: u32, content: &[u8]) -> Result<()> {
 /// Host path of `rel` in the root filesystem, with symlinks on the way resolved inside it: an
 /// image whose /.singularity.d or /etc is a symlink to "/etc" must not make us write to the
 /// host's /etc.
-fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
+pub(crate) fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
     resolve_in_root(root, Path::new(rel), false)
 }
 
@@ -194,8 +194,17 @@ pub fn add_base_layout(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A script section as a file: its own `#!` line if it starts with one, else /bin/sh.
-fn script_file(script: &str) -> String {
+/// A script section as a file: `#!INTERPRETER` for `-c INTERPRETER`, else its own `#!`
+/// line if it starts with one, else /bin/sh.
+fn section_file(section: &ScriptSection) -> String {
+    match section.interpreter() {
+        Some(interp) => format!("#!{interp}\n\n{}\n", section.script),
+        None => script_file(&section.script),
+    }
+}
+
+/// A script as a file: its own `#!` line if it starts with one, else /bin/sh.
+pub(crate) fn script_file(script: &str) -> String {
     let trimmed = script.trim_start();
     if trimmed.starts_with("#!") {
         let (shebang, rest) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
@@ -216,17 +225,17 @@ pub fn apply_definition(
 ) -> Result<()> {
     let sd = |name: &str| inside(root, &format!(".singularity.d/{name}"));
     if let Some(s) = &def.runscript {
-        replace(&sd("runscript")?, 0o755, script_file(s).as_bytes())?;
+        replace(&sd("runscript")?, 0o755, section_file(s).as_bytes())?;
     }
     if let Some(s) = &def.startscript {
-        replace(&sd("startscript")?, 0o755, script_file(s).as_bytes())?;
+        replace(&sd("startscript")?, 0o755, section_file(s).as_bytes())?;
     }
     if let Some(s) = &def.test {
-        replace(
-            &sd("test")?,
-            0o755,
-            format!("#!/bin/sh\n\n{s}\n").as_bytes(),
-        )?;
+        let text = match s.interpreter() {
+            Some(interp) => format!("#!{interp}\n\n{}\n", s.script),
+            None => format!("#!/bin/sh\n\n{}\n", s.script),
+        };
+        replace(&sd("test")?, 0o755, text.as_bytes())?;
     }
     if let Some(s) = &def.help {
         replace(&sd("runscript.help")?, 0o644, format!("{s}\n").as_bytes())?;

@@ -7,19 +7,29 @@
 //!   [`build_with`] also runs %post and %test through a [`SectionRunner`].
 //! - [`inspect`]: labels, scripts, environment and definition, shaped like `apptainer inspect`.
 
+mod apps;
+mod bootstrap;
 mod build_image;
+mod buildargs;
+mod cache;
 mod deffile;
 mod files;
 mod fsutil;
 mod inspect;
 mod labels;
 mod layout;
+mod oci;
 mod sandbox;
 mod scriptlets;
 mod source;
 
+pub use apps::{app_command, app_runscript, app_test, APPS_DIR};
 pub use build_image::{build, build_with, BuildOptions, BuildReport};
-pub use deffile::{Bootstrap, Definition, FileTransfer, PostSection};
+pub use buildargs::BuildArgs;
+pub use cache::cache_dir;
+pub use deffile::{
+    App, Bootstrap, Definition, DefinitionFile, FileTransfer, OciKind, PostSection, ScriptSection,
+};
 pub use inspect::{
     inspect, read_attributes, Attributes, InspectData, InspectItem, InspectMetadata,
 };

@@ -3,7 +3,7 @@
 //! is complete, read-only. rctr-image cannot start containers itself (the runtime depends on
 //! this crate), so the caller hands in a [`SectionRunner`].
 
-use crate::deffile::{parse_labels, Definition, PostSection};
+use crate::deffile::{parse_labels, Definition, ScriptSection};
 use crate::sandbox::resolve_in_root;
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -65,7 +65,7 @@ pub fn section_command(args: &[String], script: &str) -> Vec<String> {
 /// The runner %post needs; a definition with %post cannot be built without one.
 pub(crate) fn require_runner<'r>(
     def: &Definition,
-    post: &PostSection,
+    post: &ScriptSection,
     runner: Option<&'r dyn SectionRunner>,
 ) -> Result<&'r dyn SectionRunner> {
     runner.with_context(|| {
@@ -77,11 +77,30 @@ pub(crate) fn require_runner<'r>(
     })
 }
 
+/// The %post section to run: the definition's own, with the apps' %appinstall scripts
+/// appended (as Apptainer does); None when there is nothing to run.
+pub(crate) fn post_with_apps(def: &Definition) -> Option<ScriptSection> {
+    let install = crate::apps::install_script(def);
+    match (&def.post, install.is_empty()) {
+        (None, true) => None,
+        (Some(post), true) => Some(post.clone()),
+        (post, false) => {
+            let mut post = post.clone().unwrap_or(ScriptSection {
+                script: String::new(),
+                args: Vec::new(),
+                line: def.apps.first().map_or(1, |a| a.line),
+            });
+            post.script.push_str(&install);
+            Some(post)
+        }
+    }
+}
+
 /// Runs %post in `rootfs` (made writable): the script is written to /.post.script, run as
 /// root in `/` with a clean environment, then removed. A non-zero exit fails the build.
 pub(crate) fn run_post(
     def: &Definition,
-    post: &PostSection,
+    post: &ScriptSection,
     rootfs: &Path,
     runner: Option<&dyn SectionRunner>,
 ) -> Result<()> {
@@ -114,6 +133,36 @@ pub(crate) fn run_post(
     let status = status.with_context(|| format!("{at}: cannot run %post"))?;
     if status != 0 {
         bail!("{at}: %post failed with exit status {status} (see the output above)");
+    }
+    Ok(())
+}
+
+/// Runs %setup on the host, as root, before %files: `/bin/sh -ex [ARGS] SCRIPT` with
+/// $APPTAINER_ROOTFS (and $SINGULARITY_ROOTFS) naming the staged root filesystem. The script
+/// file lives in `scratch`, outside the image.
+pub(crate) fn run_setup(
+    def: &Definition,
+    setup: &ScriptSection,
+    rootfs: &Path,
+    scratch: &Path,
+) -> Result<()> {
+    let at = format!("{}:{}", def.origin.display(), setup.line);
+    let script = scratch.join("setup.script");
+    write_script(&script, &setup.script)?;
+    let argv = section_command(&setup.args, &script.to_string_lossy());
+    rctr_log::info!("rctr: running %setup");
+    let status = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("APPTAINER_ROOTFS", rootfs)
+        .env("SINGULARITY_ROOTFS", rootfs)
+        .current_dir(&def.base_dir)
+        .stdout(std::io::stderr())
+        .status()
+        .with_context(|| format!("{at}: cannot run %setup"));
+    let _ = fs::remove_file(&script);
+    let status = status?;
+    if !status.success() {
+        bail!("{at}: %setup failed ({status}; see the output above)");
     }
     Ok(())
 }
@@ -236,7 +285,7 @@ mod tests {
         }
     }
 
-    fn def_with_post(script: &str) -> (Definition, PostSection) {
+    fn def_with_post(script: &str) -> (Definition, ScriptSection) {
         let def = Definition::parse(
             &format!("Bootstrap: scratch\n%post\n{script}\n"),
             Path::new("/defs/x.def"),

@@ -557,9 +557,9 @@ fn definition_errors_name_the_file_and_line() {
         ),
         (
             "agent.def",
-            "Bootstrap: docker\nFrom: alpine\n",
+            "Bootstrap: zypper\nFrom: alpine\n",
             ":1:",
-            "\"docker\" is not supported",
+            "\"zypper\" is not supported",
         ),
     ];
     for (name, text, line, msg) in cases {

@@ -20,6 +20,9 @@ pub struct RunOptions {
     pub env: Vec<String>,
     pub env_file: Option<PathBuf>,
     pub writable_tmpfs: bool,
+    /// Changes go into the image itself (`--writable`; sandbox directories only).
+    #[serde(default)]
+    pub writable: bool,
     pub pid: bool,
     pub net: bool,
     /// Binds from the site configuration (`bind path`), applied before all others.
@@ -67,6 +70,7 @@ impl Default for RunOptions {
             env: vec![],
             env_file: None,
             writable_tmpfs: false,
+            writable: false,
             pid: false,
             net: false,
             site_bind: vec![],
@@ -175,6 +179,17 @@ pub fn build_plan(
     opts: &RunOptions,
     argv: Vec<String>,
 ) -> Result<ContainerPlan> {
+    if opts.writable {
+        if root.kind != crate::plan::RootKind::Dir {
+            anyhow::bail!(
+                "--writable needs a sandbox directory image, and {image_display} is not one; \
+                 make one with `rctr build --sandbox DIR {image_display}`"
+            );
+        }
+        if opts.writable_tmpfs {
+            anyhow::bail!("--writable and --writable-tmpfs cannot be used together");
+        }
+    }
     let (user, host_home) = host_user()?;
     let host_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
 
@@ -279,7 +294,7 @@ pub fn build_plan(
         pid_ns: opts.pid,
         net_ns: opts.net,
         host_pts: false,
-        writable_root: false,
+        writable_root: opts.writable,
         ipc_ns: false,
         requested: crate::plan::UserRequests {
             binds: opts.bind.clone(),
