@@ -169,6 +169,94 @@ fn the_containers_own_tmpfs_contents_come_back_even_after_a_clean_exit() {
     assert!(own.contains("tmpfs") && own.contains("size=1024k"), "{own}");
 }
 
+#[test]
+fn stacked_and_empty_tmpfs_mounts_of_the_application_come_back_with_their_options() {
+    let test = "stacked_and_empty_tmpfs_mounts_of_the_application_come_back_with_their_options";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let env = TestEnv::new(test);
+    let img = path_str(&busybox_exec_image());
+    // In the container's own /tmp (--contain): a tmpfs with a file, a second tmpfs over one of its directories that hides a file
+    // there, and an empty tmpfs; the application holds the hidden file's neighbour open.
+    let app = "set -e; mkdir -p /tmp/data && mount -t tmpfs -o size=2m,mode=750,nr_inodes=500 low /tmp/data && \
+               echo lower > /tmp/data/f && mkdir /tmp/data/sub && echo hidden > /tmp/data/sub/g && \
+               mount -t tmpfs -o size=1m,mode=700,uid=7,gid=8 high /tmp/data/sub && \
+               echo upper > /tmp/data/sub/h && \
+               mkdir -p /tmp/empty && mount -t tmpfs -o size=512k,mode=711,nosuid,noexec none /tmp/empty && \
+               exec 4</tmp/data/f; i=0; \
+               while :; do i=$((i+1)); echo $i; usleep 20000; done";
+    env.ok(["checkpoint", "create", "st"]);
+    env.ok([
+        "instance",
+        "start",
+        "--ckpt-launch",
+        "st",
+        &img,
+        "st1",
+        "sh",
+        "-c",
+        app,
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || ok_lines(
+        &env, "st1"
+    )
+    .len()
+        > 5));
+    env.ok(["checkpoint", "instance", "--stop", "st1"]);
+    env.ok(["instance", "start", "--ckpt-restart", "st", &img, "st2"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || ok_lines(&env, "st2").len() > 3),
+        "the restored application printed nothing: {}",
+        std::fs::read_to_string(env.instance_err_log("st2")).unwrap_or_default()
+    );
+    let sh = |script: &str| env.ok(["exec", "instance://st2", "sh", "-c", script]);
+    assert_eq!(sh("cat /tmp/data/f").trim(), "lower");
+    assert_eq!(sh("cat /tmp/data/sub/h").trim(), "upper");
+    assert_eq!(sh("ls -A /tmp/empty").trim(), "");
+    let mounts = sh("cat /proc/self/mountinfo");
+    let at = |point: &str| -> Vec<&str> {
+        mounts
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(point))
+            .collect()
+    };
+    let (data, sub, empty) = (at("/tmp/data"), at("/tmp/data/sub"), at("/tmp/empty"));
+    assert!(
+        data.len() == 1 && sub.len() == 1 && empty.len() == 1,
+        "the application's tmpfs mounts are not all mounted again, once each:\n{mounts}"
+    );
+    let has = |line: &str, opts: &[&str]| {
+        line.contains(" - tmpfs ") && opts.iter().all(|o| line.contains(o))
+    };
+    assert!(
+        has(data[0], &["size=2048k", "nr_inodes=500", "mode=750"]),
+        "{}",
+        data[0]
+    );
+    assert!(
+        has(sub[0], &["size=1024k", "mode=700", "uid=7", "gid=8"]),
+        "{}",
+        sub[0]
+    );
+    let empty_flags = empty[0].split(' ').nth(5).unwrap_or("");
+    assert!(
+        has(empty[0], &["size=512k", "mode=711"])
+            && empty_flags.contains("nosuid")
+            && empty_flags.contains("noexec"),
+        "{}",
+        empty[0]
+    );
+    // Stacked in the same order: /tmp/data/sub sits on /tmp/data.
+    let field = |l: &str, n: usize| l.split(' ').nth(n).unwrap_or("").to_string();
+    assert_eq!(field(sub[0], 1), field(data[0], 0), "{mounts}");
+    // The file hidden under the upper mount came back too (the exec shares the
+    // application's mounts: this is the last look).
+    let under = sh("umount /tmp/data/sub && cat /tmp/data/sub/g");
+    assert_eq!(under.trim(), "hidden");
+    env.ok(["instance", "stop", "st2"]);
+}
+
 /// Busy loops on every core while alive.
 struct CpuLoad(Vec<std::process::Child>);
 

@@ -19,6 +19,7 @@ mod restore;
 pub mod run;
 pub mod stats;
 pub mod tmpfs;
+pub mod tmpfs_view;
 
 use crate::conf::CriuConf;
 use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore, RestoreFlags};
@@ -75,12 +76,25 @@ impl CheckpointEngine for CriuEngine {
         // Measured for the restart's check.
         let open_files = open_files::before_dump(target.init_pid, &target.plan)?;
         // Private tmpfs contents are saved while the application stands still.
-        let tmpfs_mounts = tmpfs::with_content(
+        let tmpfs_mounts = tmpfs::private_mounts(
             target.init_pid,
             target.app_host_pid,
             target.plan.writable_tmpfs,
         );
-        let stop_for_copy = !tmpfs_mounts.is_empty();
+        let tmpfs_failed = |e: anyhow::Error| {
+            anyhow::anyhow!(
+                "checkpoint of instance '{}' failed: {e:#}; the previous checkpoint is unchanged",
+                target.name
+            )
+        };
+        // Each read on its own, not as the application sees it under other mounts.
+        let views = if tmpfs_mounts.is_empty() {
+            tmpfs_view::MountViews::none()
+        } else {
+            tmpfs_view::MountViews::open(target.app_host_pid, &tmpfs_mounts)
+                .map_err(tmpfs_failed)?
+        };
+        let stop_for_copy = tmpfs::any_content(&tmpfs_mounts, &views).map_err(tmpfs_failed)?;
         let mut data = CriuData {
             stdout_pipe: pipe_identity(target.app_host_pid, 1),
             stderr_pipe: pipe_identity(target.app_host_pid, 2),
@@ -185,17 +199,13 @@ impl CheckpointEngine for CriuEngine {
                     .collect(),
             );
         }
-        if stop_for_copy {
-            let saved = tmpfs::snapshot(target.app_host_pid, &tmpfs_mounts, &staged.dir);
-            if mode.leave_running {
+        if !tmpfs_mounts.is_empty() {
+            let saved = tmpfs::snapshot(&tmpfs_mounts, &views, &staged.dir, stop_for_copy);
+            drop(views);
+            if stop_for_copy && mode.leave_running {
                 resume(target.init_pid);
             }
-            data.tmpfs = saved.map_err(|e| {
-                anyhow::anyhow!(
-                    "checkpoint of instance '{}' failed: {e:#}; the previous checkpoint is unchanged",
-                    target.name
-                )
-            })?;
+            data.tmpfs = saved.map_err(tmpfs_failed)?;
         }
         if let Some(s) = suspended {
             if mode.leave_running {

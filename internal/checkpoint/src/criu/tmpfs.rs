@@ -1,13 +1,17 @@
-//! The contents of the container's private tmpfs mounts, saved with a CRIU generation.
+//! The container's private tmpfs mounts and their contents, saved with a CRIU generation.
 //!
 //! CRIU runs inside the container's mount namespace and saves processes, not file systems:
 //! files in a tmpfs that only the container has (`--contain`'s /tmp, /dev/shm, a tmpfs the
 //! application mounted itself, MPI's session directories and shared-memory segments) would be
-//! gone at restore. So when such a mount holds anything, the dump leaves the application
-//! stopped, each mount is archived (`tmpfs-N.tar` in the generation) while nothing can change
-//! it, and the application is resumed. A restore mounts the missing tmpfs mounts again (with
-//! their size and mode) and unpacks the archives before CRIU puts the processes back.
+//! gone at restore, and so would the mounts the application made. So every such mount is
+//! recorded, in mount order (parents first, a mount over another after it), with its options.
+//! When any holds anything, the dump leaves the application stopped, each mount's own
+//! contents are archived (`tmpfs-N.tar` in the generation), read apart from what is mounted
+//! on top of it ([`super::tmpfs_view`]), while nothing can change them, and the application
+//! is resumed. A restore mounts the missing tmpfs mounts again in the same order, each
+//! filled before anything is mounted over it, before CRIU puts the processes back.
 
+use super::tmpfs_view::MountViews;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::MetadataExt;
@@ -18,14 +22,50 @@ use std::path::{Path, PathBuf};
 pub struct TmpfsSnapshot {
     /// Mount point inside the container.
     pub dst: PathBuf,
-    /// The archive's file name in the generation.
-    pub archive: String,
+    /// The archive's file name in the generation; none for a mount that was empty.
+    pub archive: Option<String>,
     /// Mount options worth keeping (size, mode, nr_inodes, uid, gid).
     pub options: String,
+    /// The mount's own flags (nosuid, nodev, noexec); None in generations of older rctr
+    /// versions, which mounted with nosuid and nodev.
+    #[serde(default)]
+    pub flags: Option<Vec<MountFlag>>,
+    /// Read-only (remounted so after it was filled).
+    #[serde(default)]
+    pub read_only: bool,
     /// The `--writable-tmpfs` overlay's changes (its upper directory, whiteouts included),
     /// applied onto the new container's root instead of a mount.
     #[serde(default)]
     pub overlay: bool,
+}
+
+/// A per-mount flag kept across a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountFlag {
+    Nosuid,
+    Nodev,
+    Noexec,
+}
+
+impl MountFlag {
+    fn parse(s: &str) -> Option<MountFlag> {
+        match s {
+            "nosuid" => Some(MountFlag::Nosuid),
+            "nodev" => Some(MountFlag::Nodev),
+            "noexec" => Some(MountFlag::Noexec),
+            _ => None,
+        }
+    }
+
+    fn ms(self) -> nix::mount::MsFlags {
+        use nix::mount::MsFlags;
+        match self {
+            MountFlag::Nosuid => MsFlags::MS_NOSUID,
+            MountFlag::Nodev => MsFlags::MS_NODEV,
+            MountFlag::Noexec => MsFlags::MS_NOEXEC,
+        }
+    }
 }
 
 /// A private tmpfs mount of the container, as its mount table shows it.
@@ -33,10 +73,12 @@ pub struct TmpfsSnapshot {
 pub struct TmpfsMount {
     pub dst: PathBuf,
     pub options: String,
+    pub flags: Vec<MountFlag>,
+    pub read_only: bool,
     /// The file system's device (`0:NN`): tells it from a host tmpfs bound in.
     pub device: String,
-    /// Where to read it from the host, when not through the application's root (the
-    /// overlay's upper directory, held open by init).
+    /// Where to read it from the host instead of its own view (the overlay's upper
+    /// directory, held open by init).
     pub from: Option<PathBuf>,
 }
 
@@ -55,103 +97,180 @@ fn kept_options(super_opts: &str) -> String {
 
 /// The tmpfs mounts in `mountinfo` (one process's mount table) that hold the container's own
 /// files: whole tmpfs mounts (not single files bound from one), except /dev, which rctr
-/// builds itself with device nodes.
+/// builds itself with device nodes. In mount order: each after the mount it sits on.
 pub fn private_tmpfs(mountinfo: &str) -> Vec<TmpfsMount> {
-    let mut out = vec![];
+    // (mount id, parent id) of every mount, for the depth of each in the mount tree.
+    let mut parents = std::collections::HashMap::new();
+    let mut found = vec![];
     for line in mountinfo.lines() {
         let f: Vec<&str> = line.split(' ').collect();
+        let (Some(id), Some(parent)) = (f.first(), f.get(1)) else {
+            continue;
+        };
+        parents.insert(id.to_string(), parent.to_string());
         let Some(sep) = f.iter().position(|x| *x == "-") else {
             continue;
         };
-        let (Some(device), Some(root), Some(point), Some(fstype), Some(opts)) =
-            (f.get(2), f.get(3), f.get(4), f.get(sep + 1), f.get(sep + 3))
-        else {
+        let (Some(device), Some(root), Some(point), Some(mount_opts), Some(fstype), Some(opts)) = (
+            f.get(2),
+            f.get(3),
+            f.get(4),
+            f.get(5),
+            f.get(sep + 1),
+            f.get(sep + 3),
+        ) else {
             continue;
         };
         if *fstype != "tmpfs" || *root != "/" || *point == "/dev" {
             continue;
         }
-        out.push(TmpfsMount {
-            dst: PathBuf::from(super::open_files::unescape(point)),
-            options: kept_options(opts),
-            device: device.to_string(),
-            from: None,
-        });
+        let read_only = [mount_opts, opts]
+            .iter()
+            .any(|o| o.split(',').any(|x| x == "ro"));
+        found.push((
+            id.to_string(),
+            TmpfsMount {
+                dst: PathBuf::from(super::open_files::unescape(point)),
+                options: kept_options(opts),
+                flags: mount_opts.split(',').filter_map(MountFlag::parse).collect(),
+                read_only,
+                device: device.to_string(),
+                from: None,
+            },
+        ));
     }
-    out
+    // The table's order, except that a mount listed before the one it sits on (moved
+    // there) comes after it.
+    let mut done = std::collections::HashSet::new();
+    let mut ordered = vec![];
+    let mut mounts: std::collections::HashMap<String, TmpfsMount> = found
+        .iter()
+        .map(|(id, m)| (id.clone(), m.clone()))
+        .collect();
+    for (id, _) in &found {
+        let mut chain = vec![id.clone()];
+        while let Some(p) = parents.get(chain.last().map_or("", |s| s.as_str())) {
+            // Bounded: a table read while it changed could hold a loop.
+            if done.contains(p) || chain.contains(p) || !parents.contains_key(p) {
+                break;
+            }
+            chain.push(p.clone());
+        }
+        for id in chain.into_iter().rev() {
+            if done.insert(id.clone()) {
+                if let Some(m) = mounts.remove(&id) {
+                    ordered.push(m);
+                }
+            }
+        }
+    }
+    ordered
 }
 
-/// What the container of `init_pid` (application `pid`) holds in its own tmpfs: its private
-/// tmpfs mounts with anything in them, and the `--writable-tmpfs` overlay's changes. A tmpfs
-/// of the host bound into the container (a host /tmp that is a tmpfs, a home on one) is the
-/// host's: like every bind, it stays outside the checkpoint.
-pub fn with_content(init_pid: i32, pid: i32, writable_tmpfs: bool) -> Vec<TmpfsMount> {
-    let mut out = mounts_with_content(pid);
+/// The container of `init_pid` (application `pid`)'s own tmpfs: the `--writable-tmpfs`
+/// overlay's changes when there are any, then its private tmpfs mounts, empty ones included,
+/// in mount order. A tmpfs of the host bound into the container (a host /tmp that is a
+/// tmpfs, a home on one) is the host's: like every bind, it stays outside the checkpoint.
+pub fn private_mounts(init_pid: i32, pid: i32, writable_tmpfs: bool) -> Vec<TmpfsMount> {
+    let mut out = vec![];
     let upper = PathBuf::from(format!(
         "/proc/{init_pid}/fd/{}",
         rctr_runtime::plan::UPPER_DIR_FD
     ));
-    let changed = std::fs::read_dir(&upper).is_ok_and(|mut d| d.next().is_some());
-    if writable_tmpfs && changed {
+    if writable_tmpfs && has_entries(&upper) {
         out.push(TmpfsMount {
             dst: PathBuf::from("/"),
             options: String::new(),
+            flags: vec![],
+            read_only: false,
             device: String::new(),
             from: Some(upper),
         });
     }
-    out
-}
-
-fn mounts_with_content(pid: i32) -> Vec<TmpfsMount> {
     let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
     let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let host_devices: Vec<&str> = host.lines().filter_map(|l| l.split(' ').nth(2)).collect();
-    private_tmpfs(&table)
-        .into_iter()
-        .filter(|m| !host_devices.contains(&m.device.as_str()))
-        .filter(|m| {
-            std::fs::read_dir(through(pid, &m.dst))
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false)
-        })
-        .collect()
+    out.extend(
+        private_tmpfs(&table)
+            .into_iter()
+            .filter(|m| !host_devices.contains(&m.device.as_str())),
+    );
+    out
 }
 
-/// `path` of the container, from the host, through `pid`'s root.
-fn through(pid: i32, path: &Path) -> PathBuf {
-    Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+fn has_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
-/// Archives each mount into `dir` (the staged generation). Other mounts below a mount are
-/// left out of its archive (they have their own).
-pub fn snapshot(pid: i32, mounts: &[TmpfsMount], dir: &Path) -> Result<Vec<TmpfsSnapshot>> {
+/// Where mount `i` of `mounts` is read alone.
+fn source(mounts: &[TmpfsMount], views: &MountViews, i: usize) -> Result<PathBuf> {
+    let m = &mounts[i];
+    match (&m.from, views.path(i)) {
+        (Some(from), _) => Ok(from.clone()),
+        (None, Some(view)) => Ok(view),
+        (None, None) => bail!(
+            "cannot reach the tmpfs mounted on {} apart from the mounts above it",
+            m.dst.display()
+        ),
+    }
+}
+
+/// Whether any of `mounts` holds anything (so that the application must stand still while
+/// they are copied).
+pub fn any_content(mounts: &[TmpfsMount], views: &MountViews) -> Result<bool> {
+    for i in 0..mounts.len() {
+        if has_entries(&source(mounts, views, i)?) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Records each mount, and when `copy` (the application stands still) archives the contents
+/// of each one that has any into `dir` (the staged generation). Other mounts below a mount
+/// are left out of its archive (they have their own, or are not the container's).
+pub fn snapshot(
+    mounts: &[TmpfsMount],
+    views: &MountViews,
+    dir: &Path,
+    copy: bool,
+) -> Result<Vec<TmpfsSnapshot>> {
     let mut out = vec![];
     for (i, m) in mounts.iter().enumerate() {
-        let archive = format!("tmpfs-{i}.tar");
-        let src = m.from.clone().unwrap_or_else(|| through(pid, &m.dst));
-        let file = std::fs::File::create(dir.join(&archive))
-            .with_context(|| format!("cannot create {archive}"))?;
-        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-        tar.follow_symlinks(false);
-        // Followed: the upper directory is reached through a /proc/PID/fd magic link.
-        let dev = std::fs::metadata(&src)
-            .with_context(|| format!("cannot read {}", m.dst.display()))?
-            .dev();
-        add_tree(&mut tar, &src, Path::new(""), dev)
-            .with_context(|| format!("cannot save the contents of {}", m.dst.display()))?;
-        tar.into_inner()
-            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("cannot write {archive}"))?;
+        let src = source(mounts, views, i)?;
+        let archive = if copy && has_entries(&src) {
+            let name = format!("tmpfs-{i}.tar");
+            archive_tree(&src, &dir.join(&name))
+                .with_context(|| format!("cannot save the contents of {}", m.dst.display()))?;
+            Some(name)
+        } else {
+            None
+        };
         out.push(TmpfsSnapshot {
             dst: m.dst.clone(),
             archive,
             options: m.options.clone(),
+            flags: Some(m.flags.clone()),
+            read_only: m.read_only,
             overlay: m.from.is_some(),
         });
     }
     Ok(out)
+}
+
+/// Archives the file system tree at `src` (not what is mounted below it) into `file`.
+fn archive_tree(src: &Path, file: &Path) -> Result<()> {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let out = std::fs::File::create(file).with_context(|| format!("cannot create {name}"))?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(out));
+    tar.follow_symlinks(false);
+    // Followed: the source is reached through a /proc/PID/fd magic link.
+    let dev = std::fs::metadata(src)?.dev();
+    add_tree(&mut tar, src, Path::new(""), dev)?;
+    tar.into_inner()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write {name}"))
 }
 
 /// Adds the entries under `root/rel` to `tar`, staying on device `dev`.
@@ -206,38 +325,68 @@ fn add_tree<W: std::io::Write>(
 }
 
 /// Inside the new container, before the engine restores the processes: mounts what is not
-/// mounted yet and unpacks every archive of `gen_dir` (the generation as the container sees
-/// it).
+/// mounted yet, in the recorded order, each filled from its archive in `gen_dir` (the
+/// generation as the container sees it) before anything is mounted over it.
 pub fn restore(snapshots: &[TmpfsSnapshot], gen_dir: &Path) -> Result<()> {
-    let mut ordered: Vec<&TmpfsSnapshot> = snapshots.iter().collect();
-    ordered.sort_by_key(|s| s.dst.components().count());
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounted: Vec<PathBuf> = private_tmpfs(&table).into_iter().map(|m| m.dst).collect();
-    for s in ordered {
-        let mut archive = open_archive(gen_dir, &s.archive)?;
-        if s.overlay {
-            apply_overlay(&mut archive, &s.dst)
+    // The overlay's changes first: they hold the directories the mounts are made on.
+    let (overlay, mounts): (Vec<&TmpfsSnapshot>, Vec<&TmpfsSnapshot>) =
+        snapshots.iter().partition(|s| s.overlay);
+    for s in overlay {
+        if let Some(name) = &s.archive {
+            apply_overlay(&mut open_archive(gen_dir, name)?, &s.dst)
                 .context("cannot restore the --writable-tmpfs changes")?;
-            continue;
         }
-        if !mounted.contains(&s.dst) {
-            // The application mounted it itself: mount it again where it was.
-            std::fs::create_dir_all(&s.dst)
-                .with_context(|| format!("cannot create mount point {}", s.dst.display()))?;
-            let options = (!s.options.is_empty()).then_some(s.options.as_str());
+    }
+    // The container's own tmpfs mounts (--contain's /tmp, /dev/shm) are there already,
+    // made before the application's: each stands for the first record at its path.
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounted: Vec<PathBuf> = private_tmpfs(&table).into_iter().map(|m| m.dst).collect();
+    for s in mounts {
+        if let Some(at) = mounted.iter().position(|d| *d == s.dst) {
+            mounted.remove(at);
+        } else {
+            mount_again(s)?;
+        }
+        if let Some(name) = &s.archive {
+            unpack(&mut open_archive(gen_dir, name)?, &s.dst)
+                .with_context(|| format!("cannot restore the contents of {}", s.dst.display()))?;
+        }
+        if s.read_only {
+            use nix::mount::MsFlags;
             nix::mount::mount(
-                Some("tmpfs"),
+                None::<&str>,
                 &s.dst,
                 Some("tmpfs"),
-                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-                options,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags_of(s),
+                (!s.options.is_empty()).then_some(s.options.as_str()),
             )
-            .with_context(|| format!("cannot mount a tmpfs on {}", s.dst.display()))?;
+            .with_context(|| format!("cannot make the tmpfs on {} read-only", s.dst.display()))?;
         }
-        unpack(&mut archive, &s.dst)
-            .with_context(|| format!("cannot restore the contents of {}", s.dst.display()))?;
     }
     Ok(())
+}
+
+/// The per-mount flags a snapshot's mount gets.
+fn flags_of(s: &TmpfsSnapshot) -> nix::mount::MsFlags {
+    use nix::mount::MsFlags;
+    match &s.flags {
+        Some(flags) => flags.iter().fold(MsFlags::empty(), |all, f| all | f.ms()),
+        None => MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    }
+}
+
+/// A tmpfs the application mounted itself, mounted again where it was.
+fn mount_again(s: &TmpfsSnapshot) -> Result<()> {
+    std::fs::create_dir_all(&s.dst)
+        .with_context(|| format!("cannot create mount point {}", s.dst.display()))?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        &s.dst,
+        Some("tmpfs"),
+        flags_of(s),
+        (!s.options.is_empty()).then_some(s.options.as_str()),
+    )
+    .with_context(|| format!("cannot mount a tmpfs on {}", s.dst.display()))
 }
 
 /// Archive `name` of the generation in `gen_dir`, set to restore owners, modes and times.
@@ -372,6 +521,37 @@ mod tests {
         assert_eq!(dsts, ["/dev/shm", "/tmp", "/tmp/my dir"]);
         assert_eq!(got[1].options, "size=1024k,nr_inodes=100,mode=1777");
         assert_eq!(got[0].options, "");
+    }
+
+    #[test]
+    fn mounts_come_after_the_mount_they_sit_on_with_their_flags() {
+        // 90 was mounted on /data/sub of 95 after being moved there: the table lists it
+        // first, its parent's mount must come first all the same.
+        let table = "\
+68 42 0:41 / / ro,relatime - overlay overlay ro,lowerdir=/a:/b
+90 95 0:60 / /data/sub rw,nosuid,noexec,relatime - tmpfs none rw,size=64k
+95 68 0:61 / /data ro,relatime - tmpfs none ro,mode=700
+96 95 0:62 / /data rw,nodev,relatime - tmpfs none rw";
+        let got = private_tmpfs(table);
+        let devices: Vec<&str> = got.iter().map(|m| m.device.as_str()).collect();
+        assert_eq!(devices, ["0:61", "0:60", "0:62"]);
+        assert!(got[0].read_only && !got[1].read_only && !got[2].read_only);
+        assert_eq!(got[1].flags, [MountFlag::Nosuid, MountFlag::Noexec]);
+        assert_eq!(got[2].flags, [MountFlag::Nodev]);
+        assert_eq!(got[0].options, "mode=700");
+    }
+
+    #[test]
+    fn snapshots_of_older_versions_still_read() {
+        let old: TmpfsSnapshot =
+            serde_yaml::from_str("dst: /tmp/own\narchive: tmpfs-0.tar\noptions: size=1024k\n")
+                .unwrap();
+        assert_eq!(old.archive.as_deref(), Some("tmpfs-0.tar"));
+        assert_eq!(
+            flags_of(&old),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV
+        );
+        assert!(!old.read_only && !old.overlay);
     }
 
     #[test]
