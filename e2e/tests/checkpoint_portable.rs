@@ -292,8 +292,8 @@ fn a_criu_checkpoint_moves_to_another_home_and_the_count_continues() {
 }
 
 #[test]
-fn the_preflight_refuses_another_kernel_or_cpu_and_force_restores_anyway() {
-    let test = "the_preflight_refuses_another_kernel_or_cpu_and_force_restores_anyway";
+fn the_preflight_refuses_another_kernel_cpu_or_gpu_and_force_restores_anyway() {
+    let test = "the_preflight_refuses_another_kernel_cpu_or_gpu_and_force_restores_anyway";
     if !require_root_and_criu(test) {
         return;
     }
@@ -374,20 +374,7 @@ fn the_preflight_refuses_another_kernel_or_cpu_and_force_restores_anyway() {
     there.wait_for_instance_port("s3", port);
     assert_eq!(request(port), "request:3");
     there.ok(["instance", "stop", "s3"]);
-}
 
-#[test]
-fn the_preflight_refuses_a_generation_saved_from_another_gpu() {
-    let test = "the_preflight_refuses_a_generation_saved_from_another_gpu";
-    if !require_root_and_criu(test) {
-        return;
-    }
-    let here = TestEnv::new(test);
-    let there = TestEnv::new(test);
-    let img = path_str(&server_image());
-    let port = free_port();
-    let p = port.to_string();
-    let archive = exported_server(&here, &img, port);
     // As a generation of CUDA processes records it, for a GPU no host here has.
     let gpu = there.work().join("gpu.tar.zst");
     forge(&archive, &gpu, |m, _| {
@@ -399,7 +386,7 @@ fn the_preflight_refuses_a_generation_saved_from_another_gpu() {
         });
     });
     there.ok(["checkpoint", "import", &path_str(&gpu), "--name", "gpu"]);
-    let (_, err) = there.fails(["instance", "start", "--ckpt-restart", "gpu", &img, "s1", &p]);
+    let (_, err) = there.fails(["instance", "start", "--ckpt-restart", "gpu", &img, "s4", &p]);
     let line = assert_one_line_error(&err, "a restore from another GPU");
     assert!(
         line.contains("NVIDIA Imaginary 9000") && line.contains("--force"),
@@ -414,12 +401,12 @@ fn the_preflight_refuses_a_generation_saved_from_another_gpu() {
         "gpu",
         "--force",
         &img,
-        "s2",
+        "s5",
         &p,
     ]);
-    there.wait_for_instance_port("s2", port);
+    there.wait_for_instance_port("s5", port);
     assert_eq!(request(port), "request:3");
-    there.ok(["instance", "stop", "s2"]);
+    there.ok(["instance", "stop", "s5"]);
 }
 
 /// The application-level engine: export, a truncated and a corrupted archive refused with

@@ -176,17 +176,27 @@ impl FakeGpu {
     }
 }
 
-#[test]
-fn cuda_processes_are_suspended_around_the_dump_and_resumed_after_restore() {
-    let test = "cuda_processes_are_suspended_around_the_dump_and_resumed_after_restore";
+/// A test environment with a CUDA-like server started as instance "srv" on checkpoint "g",
+/// with the stand-in tool configured; None (the test skipped) without root or CRIU.
+fn gpu_instance(test: &str) -> Option<(TestEnv, FakeGpu, u16)> {
     if !require_root_and_criu(test) {
-        return;
+        return None;
     }
     let env = TestEnv::new(test);
     let gpu = FakeGpu::new(&env);
     let port = free_port();
     env.ok(["checkpoint", "create", "g"]);
     gpu.launch(&env, "g", "srv", port);
+    Some((env, gpu, port))
+}
+
+#[test]
+fn cuda_processes_are_suspended_around_the_dump_and_resumed_after_restore() {
+    let Some((env, gpu, port)) =
+        gpu_instance("cuda_processes_are_suspended_around_the_dump_and_resumed_after_restore")
+    else {
+        return;
+    };
     assert_eq!(request(port), "request:1");
     env.ok(["checkpoint", "instance", "--ckpt-conf", &gpu.conf, "srv"]);
     // The application's pid in its namespace is 2 (rctr's init is 1).
@@ -241,15 +251,11 @@ fn cuda_processes_are_suspended_around_the_dump_and_resumed_after_restore() {
 
 #[test]
 fn a_failed_gpu_suspend_leaves_the_application_running_and_the_checkpoint_unchanged() {
-    let test = "a_failed_gpu_suspend_leaves_the_application_running_and_the_checkpoint_unchanged";
-    if !require_root_and_criu(test) {
+    let Some((env, gpu, port)) = gpu_instance(
+        "a_failed_gpu_suspend_leaves_the_application_running_and_the_checkpoint_unchanged",
+    ) else {
         return;
-    }
-    let env = TestEnv::new(test);
-    let gpu = FakeGpu::new(&env);
-    let port = free_port();
-    env.ok(["checkpoint", "create", "g"]);
-    gpu.launch(&env, "g", "srv", port);
+    };
     env.ok(["checkpoint", "instance", "--ckpt-conf", &gpu.conf, "srv"]);
     gpu.clear_calls();
     gpu.fail("checkpoint");
@@ -273,16 +279,12 @@ fn a_failed_gpu_suspend_leaves_the_application_running_and_the_checkpoint_unchan
 
 #[test]
 fn a_cuda_process_without_cuda_checkpoint_is_refused_in_one_line() {
-    let test = "a_cuda_process_without_cuda_checkpoint_is_refused_in_one_line";
-    if !require_root_and_criu(test) {
+    let Some((env, gpu, port)) =
+        gpu_instance("a_cuda_process_without_cuda_checkpoint_is_refused_in_one_line")
+    else {
         return;
-    }
-    let env = TestEnv::new(test);
-    let gpu = FakeGpu::new(&env);
+    };
     std::fs::remove_file(gpu.tools.join("cuda-checkpoint")).unwrap();
-    let port = free_port();
-    env.ok(["checkpoint", "create", "g"]);
-    gpu.launch(&env, "g", "srv", port);
     let (_, stderr) = env.fails(["checkpoint", "instance", "--ckpt-conf", &gpu.conf, "srv"]);
     let line = assert_one_line_error(&stderr, "no cuda-checkpoint");
     assert!(
