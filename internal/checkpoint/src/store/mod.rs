@@ -153,6 +153,9 @@ impl CheckpointStore {
                 Some(images) => {
                     // Same rules as the state directory: ours, private, no symlink; and the
                     // very directory this checkpoint made, not one put in its place.
+                    if let Some(base) = images.parent() {
+                        check_images_base(base)?;
+                    }
                     ensure_private_dir(images).with_context(|| {
                         format!(
                             "checkpoint '{name}' keeps its images in {}",
@@ -222,6 +225,7 @@ fn images_location(base: &Path, name: &str) -> Result<PathBuf> {
             base.display()
         );
     }
+    check_images_base(base)?;
     let images = base.join(name);
     if std::fs::symlink_metadata(&images).is_ok() {
         bail!(
@@ -230,6 +234,32 @@ fn images_location(base: &Path, name: &str) -> Result<PathBuf> {
         );
     }
     Ok(images)
+}
+
+/// The directory a checkpoint's images directory is made in must be one nobody else can
+/// rename entries of: otherwise they could swap the (private) images directory for a symlink
+/// between its checks and the engine's writes, and have root write its images anywhere.
+/// Owned by the caller or root, and not writable by group or others unless sticky (/tmp).
+fn check_images_base(base: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(base).with_context(|| format!("cannot stat {}", base.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if md.uid() != euid && md.uid() != 0 {
+        bail!(
+            "checkpoint directory {} belongs to uid {}, not to you: its owner could swap your checkpoint for a link; use a directory of your own",
+            base.display(),
+            md.uid()
+        );
+    }
+    let mode = md.mode() & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        bail!(
+            "checkpoint directory {} is writable by group or others (mode {mode:04o}) and not sticky: they could swap your checkpoint for a link; use a private directory (or chmod +t {})",
+            base.display(),
+            base.display()
+        );
+    }
+    Ok(())
 }
 
 /// 128 random bits, as hex.
