@@ -112,7 +112,6 @@ impl CheckpointStore {
             Some(base) => Some(images_location(&base, name)?),
         };
         let dir = self.dir_of(engine, name)?;
-        ensure_private_dir(&dir)?;
         let meta = CheckpointMeta {
             name: name.to_string(),
             engine,
@@ -120,14 +119,30 @@ impl CheckpointStore {
             id: new_id()?,
             location: location.clone(),
         };
+        // The images directory first: a --dir that cannot hold it leaves no half-made
+        // checkpoint behind (whose name would then be taken but not listed).
         if let Some(images) = &location {
             ensure_private_dir(images)?;
-            write_json_atomic(&images.join("meta.json"), &meta)?;
         }
-        let data = location.unwrap_or_else(|| dir.clone());
-        ensure_private_dir(&data.join("logs"))?;
-        write_json_atomic(&dir.join("meta.json"), &meta)?;
-        Ok(Checkpoint::new(data, dir, meta, self.cache.clone()))
+        let made = (|| {
+            if let Some(images) = &location {
+                write_json_atomic(&images.join("meta.json"), &meta)?;
+            }
+            ensure_private_dir(&dir)?;
+            let data = location.clone().unwrap_or_else(|| dir.clone());
+            ensure_private_dir(&data.join("logs"))?;
+            write_json_atomic(&dir.join("meta.json"), &meta)?;
+            Ok::<_, anyhow::Error>(data)
+        })();
+        match made {
+            Ok(data) => Ok(Checkpoint::new(data, dir, meta, self.cache.clone())),
+            Err(e) => {
+                if let Some(images) = &location {
+                    let _ = std::fs::remove_dir_all(images);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// An existing checkpoint, whatever its engine; its directory checked to be ours and
