@@ -70,17 +70,34 @@ fn a_user_runs_a_sif_with_the_root_modes_rules() {
         "echo x > /dev/null && head -c 4 /dev/zero | wc -c && ls /proc/1/ >/dev/null && echo ok",
     ]);
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["4", "ok"]);
-    // --fakeroot: root inside, still nothing more on the host.
+    // --fakeroot: root inside, still nothing more on the host; root's home is /root, where
+    // the user's own home is bound (as Apptainer's).
     let out = a.ok([
         "exec",
         "--fakeroot",
         &img,
         "sh",
         "-c",
-        "id -u; cat /proc/self/uid_map",
+        "id -u; cat /proc/self/uid_map; echo $HOME; echo fake > /root/from-fakeroot",
     ]);
     let fields: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(fields, ["0", "0", &uid, "1"], "{out}");
+    assert_eq!(fields, ["0", "0", &uid, "1", "/root"], "{out}");
+    assert_eq!(
+        std::fs::read_to_string(a.home.join("from-fakeroot")).unwrap(),
+        "fake\n"
+    );
+    // An explicit --home still wins.
+    let out = a.ok([
+        "exec",
+        "--fakeroot",
+        "--home",
+        &format!("{}:/work", a.home.display()),
+        &img,
+        "sh",
+        "-c",
+        "echo $HOME",
+    ]);
+    assert_eq!(out.trim(), "/work");
 }
 
 #[test]

@@ -256,3 +256,50 @@ fn doctor_reports_an_unloadable_config() {
         "{text}"
     );
 }
+
+#[test]
+fn a_bundle_directory_made_by_another_user_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: giving a bundle to another user needs root");
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let c = conf_for(&["/bin/ls"]);
+    let b = ensure_bundle_in(&c, cache.path()).unwrap();
+    // As if another user had made (or could rewrite) the bundle of that content address:
+    // neither the quick index lookup nor the content lookup takes it.
+    std::os::unix::fs::chown(&b.dir, Some(54321), None).unwrap();
+    let err = format!("{:#}", ensure_bundle_in(&c, cache.path()).unwrap_err());
+    assert!(
+        err.contains("owned by uid 54321") && err.contains(&b.id),
+        "{err}"
+    );
+    std::os::unix::fs::chown(&b.dir, Some(0), None).unwrap();
+    // Writable by others: the same.
+    std::fs::set_permissions(&b.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = format!("{:#}", ensure_bundle_in(&c, cache.path()).unwrap_err());
+    assert!(err.contains("writable by group or others"), "{err}");
+    std::fs::set_permissions(&b.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(ensure_bundle_in(&c, cache.path()).unwrap().dir, b.dir);
+}
+
+#[test]
+fn roots_bundle_cache_under_a_directory_others_can_write_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: root's bundle cache rules apply to root");
+        return;
+    }
+    let top = tempfile::tempdir().unwrap();
+    let shared = top.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cache = shared.join("engine-bundles");
+    let err = format!(
+        "{:#}",
+        ensure_bundle_in(&conf_for(&["/bin/ls"]), &cache).unwrap_err()
+    );
+    assert!(
+        err.contains("writable by group or others") && err.contains("shared"),
+        "{err}"
+    );
+}

@@ -193,6 +193,13 @@ pub fn build_plan(
     let (user, host_home) = host_user()?;
     let host_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
 
+    // A --fakeroot user is root inside, whose home is /root: their own home is bound there
+    // (as Apptainer does). Root itself is unchanged by --fakeroot.
+    let default_dst = if opts.fakeroot && !user.uid.is_root() {
+        PathBuf::from("/root")
+    } else {
+        host_home.clone()
+    };
     let (home_src, home_dst) = match &opts.home {
         Some(spec) => {
             let mut parts = spec.splitn(2, ':');
@@ -206,8 +213,8 @@ pub fn build_plan(
             }
             (Some(src), dst)
         }
-        None if opts.contain || opts.no_home || opts.no_mount.home => (None, host_home.clone()),
-        None => (Some(host_home.clone()), host_home.clone()),
+        None if opts.contain || opts.no_home || opts.no_mount.home => (None, default_dst),
+        None => (Some(host_home.clone()), default_dst),
     };
     if !opts.no_home {
         check_home_source(home_src.as_deref(), opts.home.as_deref())?;

@@ -218,6 +218,8 @@ fn lookup_index(
         return None;
     }
     let dir = cache_dir.join(id);
+    // A bundle directory someone else made (or can write) is never taken for ours.
+    check_owned_dir(&dir).ok()?;
     let m = read_manifest(&dir).ok()?;
     let mut described: Vec<_> = m
         .bins
@@ -427,7 +429,13 @@ fn prepare_cache_dir(dir: &Path) -> Result<()> {
         .mode(0o755)
         .create(dir)
         .with_context(|| format!("cannot create the engine bundle cache {}", dir.display()))?;
-    check_owned_dir(dir)
+    check_owned_dir(dir)?;
+    // Root's bundles run as root in every container: nobody else may rename the cache
+    // (or a directory above it) either.
+    if nix::unistd::geteuid().is_root() {
+        crate::trust::ensure_root_controlled(dir)?;
+    }
+    Ok(())
 }
 
 /// A directory of ours: owned by the effective user and writable by nobody else.

@@ -117,7 +117,6 @@ impl CheckpointStore {
             Some(base) => Some(images_location(&base, name)?),
         };
         let dir = self.dir_of(engine, name)?;
-        ensure_private_dir(&dir)?;
         let meta = CheckpointMeta {
             name: name.to_string(),
             engine,
@@ -125,14 +124,30 @@ impl CheckpointStore {
             id: new_id()?,
             location: location.clone(),
         };
+        // The images directory first: a --dir that cannot hold it leaves no half-made
+        // checkpoint behind (whose name would then be taken but not listed).
         if let Some(images) = &location {
             ensure_private_dir(images)?;
-            write_json_atomic(&images.join("meta.json"), &meta)?;
         }
-        let data = location.unwrap_or_else(|| dir.clone());
-        ensure_private_dir(&data.join("logs"))?;
-        write_json_atomic(&dir.join("meta.json"), &meta)?;
-        Ok(Checkpoint::new(data, dir, meta, self.cache.clone()))
+        let made = (|| {
+            if let Some(images) = &location {
+                write_json_atomic(&images.join("meta.json"), &meta)?;
+            }
+            ensure_private_dir(&dir)?;
+            let data = location.clone().unwrap_or_else(|| dir.clone());
+            ensure_private_dir(&data.join("logs"))?;
+            write_json_atomic(&dir.join("meta.json"), &meta)?;
+            Ok::<_, anyhow::Error>(data)
+        })();
+        match made {
+            Ok(data) => Ok(Checkpoint::new(data, dir, meta, self.cache.clone())),
+            Err(e) => {
+                if let Some(images) = &location {
+                    let _ = std::fs::remove_dir_all(images);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// An existing checkpoint, whatever its engine; its directory checked to be ours and
@@ -158,6 +173,9 @@ impl CheckpointStore {
                 Some(images) => {
                     // Same rules as the state directory: ours, private, no symlink; and the
                     // very directory this checkpoint made, not one put in its place.
+                    if let Some(base) = images.parent() {
+                        check_images_base(base)?;
+                    }
                     ensure_private_dir(images).with_context(|| {
                         format!(
                             "checkpoint '{name}' keeps its images in {}",
@@ -227,6 +245,7 @@ fn images_location(base: &Path, name: &str) -> Result<PathBuf> {
             base.display()
         );
     }
+    check_images_base(base)?;
     let images = base.join(name);
     if std::fs::symlink_metadata(&images).is_ok() {
         bail!(
@@ -235,6 +254,32 @@ fn images_location(base: &Path, name: &str) -> Result<PathBuf> {
         );
     }
     Ok(images)
+}
+
+/// The directory a checkpoint's images directory is made in must be one nobody else can
+/// rename entries of: otherwise they could swap the (private) images directory for a symlink
+/// between its checks and the engine's writes, and have root write its images anywhere.
+/// Owned by the caller or root, and not writable by group or others unless sticky (/tmp).
+fn check_images_base(base: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(base).with_context(|| format!("cannot stat {}", base.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if md.uid() != euid && md.uid() != 0 {
+        bail!(
+            "checkpoint directory {} belongs to uid {}, not to you: its owner could swap your checkpoint for a link; use a directory of your own",
+            base.display(),
+            md.uid()
+        );
+    }
+    let mode = md.mode() & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        bail!(
+            "checkpoint directory {} is writable by group or others (mode {mode:04o}) and not sticky: they could swap your checkpoint for a link; use a private directory (or chmod +t {})",
+            base.display(),
+            base.display()
+        );
+    }
+    Ok(())
 }
 
 /// 128 random bits, as hex.

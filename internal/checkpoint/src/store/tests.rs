@@ -449,3 +449,47 @@ fn the_preflight_refuses_a_recorded_address_this_host_lacks_unless_forced() {
     g.manifest.host = None;
     crate::preflight::check(&ckpt, &g, &e, false).unwrap();
 }
+
+#[test]
+fn images_are_not_kept_where_others_could_swap_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let set = |mode: u32| {
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // Group-writable (a shared project directory): refused, and nothing is created.
+    set(0o770);
+    let err = format!(
+        "{:#}",
+        f.store
+            .create("shared", EngineKind::App, Some(scratch.path()))
+            .unwrap_err()
+    );
+    assert!(err.contains("writable by group or others"), "{err}");
+    assert!(!f.store.exists("shared").unwrap());
+    assert!(!scratch.path().join("shared").exists());
+    // Sticky (like /tmp): others cannot rename what is ours there.
+    set(0o1777);
+    f.store
+        .create("sticky", EngineKind::App, Some(scratch.path()))
+        .unwrap();
+    // A private base that later becomes writable by others is refused on open.
+    set(0o777);
+    let err = format!("{:#}", f.store.open("sticky").unwrap_err());
+    assert!(err.contains("writable by group or others"), "{err}");
+    set(0o700);
+    f.store.open("sticky").unwrap();
+    // Owned by someone else (only root can set that up here).
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(scratch.path(), Some(54321), None).unwrap();
+        let err = format!(
+            "{:#}",
+            f.store
+                .create("theirs", EngineKind::App, Some(scratch.path()))
+                .unwrap_err()
+        );
+        assert!(err.contains("belongs to uid 54321"), "{err}");
+        std::os::unix::fs::chown(scratch.path(), Some(0), None).unwrap();
+    }
+}
