@@ -28,7 +28,7 @@ GEN_DIR := $(TARGET_DIR)/gen
 # two threads match the 2-core machines they are written for.
 E2E_THREADS ?= 2
 
-.PHONY: help deps build docs install demo test unit unit-tmpfs e2e zdtm bench gpu-kit lint clean
+.PHONY: help deps build docs install demo test unit unit-tmpfs e2e zdtm bench bench-deps gpu-kit lint clean
 
 help:
 	@echo "make deps    install build/test dependencies and CRIU (Debian 12, as root)"
@@ -41,7 +41,8 @@ help:
 	@echo "make e2e     end-to-end tests against $(RCTR_BIN) (most need root; includes zdtm)"
 	@echo "make zdtm    CRIU's zdtm static tests, raw CRIU vs in rctr; table in target/zdtm/results.md"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
-	@echo "make bench   benchmarks against the raw tools; writes docs/benchmarks.md (as root)"
+	@echo "make bench   benchmarks against the raw tools and Podman; writes docs/benchmarks.md (as root)"
+	@echo "make bench-deps  Podman + runc from Debian and a 'criu' on PATH running rctr's CRIU (for make bench)"
 
 deps:
 	bash etc/setup/install-deps.sh
@@ -100,6 +101,11 @@ zdtm: build
 
 bench:
 	bash e2e/bench/run.sh
+
+# The peer runtime make bench measures next to rctr (its case is skipped, with the reason in the
+# report, without it). Not part of `make deps`: nothing else needs Podman.
+bench-deps:
+	bash etc/setup/install-bench-deps.sh
 
 # What e2e/gpu/run.sh needs on a GPU machine with no network: the release binary and the
 # CRIU engine bundle, in target/gpu-kit.

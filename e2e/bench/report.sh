@@ -89,7 +89,16 @@ targets_table() {
         r=$(med_ratio job-resume job-instance)
         echo "| Job resume until its first new output line ≤ 1.15× an instance's restore | ${r}× | $(verdict "$r" "<=" 1.15) |"
     fi
-    for c in startup checkpoint restore build job; do
+    if has pod-restore-podman; then
+        r=$(med_ratio pod-restore-podman pod-restore-rctr)
+        echo "| Restore until the server answers ≥ 3× faster than Podman + runc | ${r}× ($(fmt "$(stat_of pod-restore-rctr median)") vs $(fmt "$(stat_of pod-restore-podman median)") ms) | $(verdict "$r" ">=" 3) |"
+        echo "| Restore until the server answers ≤ 60 ms median (an absolute time: only meaningful on a quiet machine) | $(fmt "$(stat_of pod-restore-rctr median)") ms | $(verdict "$(stat_of pod-restore-rctr median)" "<=" 60) |"
+        r=$(med_ratio pod-ckpt-podman ckpt-pod-rctr)
+        echo "| \`checkpoint instance\` (leave running) ≥ 4× faster than Podman + runc \`checkpoint -R\` | ${r}× ($(fmt "$(stat_of ckpt-pod-rctr median)") vs $(fmt "$(stat_of pod-ckpt-podman median)") ms) | $(verdict "$r" ">=" 4) |"
+        r=$(med_ratio ckpt-pod-rctr-frozen ckpt-pod-raw-frozen)
+        echo "| \`checkpoint instance\` freeze time ≤ a raw \`criu dump --leave-running\`'s | ${r}× ($(fmt "$(stat_of ckpt-pod-rctr-frozen median)") vs $(fmt "$(stat_of ckpt-pod-raw-frozen median)") ms) | $(verdict "$r" "<=" 1) |"
+    fi
+    for c in startup checkpoint restore build job podman; do
         if skipped "$c"; then echo "| $c | skipped: $(skip_reason "$c") | not measured |"; fi
     done
 }
@@ -234,6 +243,24 @@ job_section() {
     echo "| \`rctr instance start --ckpt-restart ck-inst ...\` | $(summary job-instance) | 1.00× |"
 }
 
+podman_section() {
+    echo "### 6. Podman + runc as a peer"
+    echo
+    if skipped podman || ! has pod-restore-podman; then
+        echo "Not run: $(skip_reason podman 2>/dev/null || echo "not selected")."
+        return 0
+    fi
+    echo "The Python TCP server of case 2 in ${POD_VERSIONS:-Podman + runc} (\`podman run ${POD_RUN_ARGS[*]}\`, an image \`podman import\`ed from the same root filesystem) and in an rctr instance, both dumped by the same CRIU (Podman's runc runs the \`criu\` wrapper of \`make bench-deps\`). $RUNS rounds after one warm-up, alternating which side goes first: \`podman container checkpoint -R\`, \`rctr checkpoint instance\` and a raw \`criu dump -v2 ${ENGINE_ARGS[*]}\` of the rctr server (as in case 2); then both servers are stopped (\`podman kill\`, \`rctr instance stop\`, untimed) and restored, timed until each answers a TCP request with its restored count. Freeze time is CRIU's \`frozen_time\` (Podman: \`--print-stats\`)."
+    echo
+    echo "| Command | wall ms, median (min–max) | frozen ms | Podman / rctr |"
+    echo "|---|---|---|---|"
+    echo "| \`rctr checkpoint instance\` | $(summary ckpt-pod-rctr) | $(fmt "$(stat_of ckpt-pod-rctr-frozen median)") | $(med_ratio pod-ckpt-podman ckpt-pod-rctr)× |"
+    echo "| \`podman container checkpoint -R\` | $(summary pod-ckpt-podman) | $(fmt "$(stat_of pod-ckpt-podman-frozen median)") | 1.00× |"
+    echo "| raw \`criu dump --leave-running\` (rctr's server) | $(summary ckpt-pod-raw) | $(fmt "$(stat_of ckpt-pod-raw-frozen median)") | |"
+    echo "| \`rctr instance start --ckpt-restart\`, until it answers | $(summary pod-restore-rctr) | | $(med_ratio pod-restore-podman pod-restore-rctr)× |"
+    echo "| \`podman container restore\`, until it answers | $(summary pod-restore-podman) | | 1.00× |"
+}
+
 generated() {
     echo "$BEGIN_MARK"
     echo
@@ -260,6 +287,8 @@ generated() {
     build_section
     echo
     job_section
+    echo
+    podman_section
     echo
     echo "$END_MARK"
 }

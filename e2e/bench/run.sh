@@ -15,6 +15,10 @@
 #   5. Job         a foreground job (`rctr exec --ckpt`) resumed until its first new output line
 #                  vs an instance restarted from the same kind of checkpoint until its log's
 #                  first new line
+#   6. Podman      the same Python server in Podman + runc with the same CRIU (`make bench-deps`):
+#                  `podman container checkpoint -R` vs `rctr checkpoint instance` (and a raw
+#                  `criu dump --leave-running` for the freeze time), `podman container restore`
+#                  vs `rctr instance start --ckpt-restart`, each until the server answers
 #
 # Environment:
 #   RCTR_BIN             rctr binary (default: target/release/rctr, built with cargo first)
@@ -24,7 +28,7 @@
 #   RCTR_BENCH_RUNS      runs per checkpoint/restore/build case (default 7)
 #   RCTR_BENCH_STARTUP_RUNS  runs per startup case (default 20)
 #   RCTR_BENCH_KEEP=1    keep the scratch directory (images, checkpoints, logs, samples)
-#   RCTR_BENCH_CASES     cases to run, space-separated subset of "startup checkpoint restore build job"
+#   RCTR_BENCH_CASES     cases to run, space-separated subset of "startup checkpoint restore build job podman"
 set -euo pipefail
 umask 022
 
@@ -35,7 +39,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RUNS=${RCTR_BENCH_RUNS:-7}
 STARTUP_RUNS=${RCTR_BENCH_STARTUP_RUNS:-20}
-CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job}
+CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job podman}
 OUT=${RCTR_BENCH_OUT:-$REPO/docs/benchmarks.md}
 PY=/usr/bin/python3
 TOOLS=("$PY" "$HERE/tools.py")
@@ -47,7 +51,7 @@ MEM_SIZES=(256 1024)
 case "$RUNS$STARTUP_RUNS" in *[!0-9]*) die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be numbers" ;; esac
 { [ "$RUNS" -ge 1 ] && [ "$STARTUP_RUNS" -ge 1 ]; } || die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be at least 1"
 for c in $CASES; do
-    case "$c" in startup | checkpoint | restore | build | job) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
+    case "$c" in startup | checkpoint | restore | build | job | podman) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
 done
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 for tool in unshare nsenter mount chroot pivot_root mksquashfs gcc dd sync awk ldd tar; do
@@ -90,6 +94,10 @@ cleanup() {
         timeout 30 "$RCTR" instance stop "$name" >/dev/null 2>&1
     done
     rm -f "$RAND"
+    if [ -n "${POD_NAME:-}" ]; then
+        podman rm -f "$POD_NAME" >/dev/null 2>&1
+        podman rmi -f "$POD_IMAGE" >/dev/null 2>&1
+    fi
     if [ -n "${BENCH_USER:-}" ]; then
         userdel -r "$BENCH_USER" >/dev/null 2>&1
         rm -rf "$USER_DIR"
@@ -216,11 +224,17 @@ engine_argv() {
 
 # start_workload WL CMD...: an instance "bench-WL" launched with checkpoint "ck-WL".
 start_workload() {
-    local wl=$1 rec
+    local wl=$1
     shift
     quietly "$RCTR" checkpoint create "ck-$wl"
     quietly "$RCTR" instance start --ckpt-launch "ck-$wl" "$IMG_PY" "bench-$wl" "$@"
     STARTED_INSTANCES+=("bench-$wl")
+    workload_facts "$wl"
+}
+
+# workload_facts WL: pids and engine mount of instance bench-WL, from its record.
+workload_facts() {
+    local wl=$1 rec
     rec=$(instance_record "bench-$wl")
     INIT_PID[$wl]=$("${TOOLS[@]}" json "$rec" init_pid)
     APP_PID[$wl]=$("${TOOLS[@]}" json "$rec" app_pid)
@@ -563,6 +577,118 @@ case_job() {
     done
 }
 
+# === 6. podman ================================================================================
+# The counter server of case 2 as a peer runtime runs it: Podman 4.3 (Debian) with runc and the
+# same CRIU (the `criu` wrapper `make bench-deps` puts on PATH), its image imported from the
+# same root filesystem (no registry). Per round, alternating which goes first: checkpoints
+# leaving the server running (Podman's `checkpoint -R`, rctr's `checkpoint instance`, and a
+# raw `criu dump --leave-running` of rctr's server for the freeze time), then restores of
+# both stopped servers until each answers (with its count, checked).
+POD_NAME=""
+POD_IMAGE=""
+# Podman 4.3 only starts containers here with rlimits at or below the hard limits (root lacks
+# CAP_SYS_RESOURCE on these machines); runc because Debian's crun links a libcriu that fails.
+POD_RUN_ARGS=(--runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 --network host)
+
+podman_ready() {
+    command -v podman >/dev/null || { echo "podman is not installed (make bench-deps)"; return 1; }
+    command -v runc >/dev/null || { echo "runc is not installed (make bench-deps)"; return 1; }
+    criu --version 2>/dev/null | grep -q "Version: 4\." ||
+        { echo "no CRIU 4.x as 'criu' on PATH for runc (make bench-deps)"; return 1; }
+    return 0
+}
+
+# pod_checkpoint: `podman container checkpoint -R` of the running server; CRIU's own freeze
+# time from --print-stats.
+pod_checkpoint() {
+    local t0 json=$WORK/pod-ckpt.json
+    sync
+    t0=$(now_us)
+    podman container checkpoint -R --print-stats "$POD_NAME" >"$json" 2>"$WORK/last.log" ||
+        { cat "$WORK/last.log" >&2; die "podman container checkpoint -R $POD_NAME failed"; }
+    record pod-ckpt-podman "$(ms_since "$t0")"
+    record pod-ckpt-podman-frozen "$("${TOOLS[@]}" pod-frozen-ms "$json")"
+}
+
+pod_restore() {
+    local t0 answer
+    podman kill "$POD_NAME" >/dev/null 2>&1 || true
+    podman wait "$POD_NAME" >/dev/null 2>&1 || true
+    "$BW" free "$POD_PORT" 10000 || die "port $POD_PORT still busy after podman kill"
+    t0=$(now_us)
+    podman container restore "$POD_NAME" >"$WORK/last.log" 2>&1 ||
+        { cat "$WORK/last.log" >&2; die "podman container restore $POD_NAME failed"; }
+    answer=$("$BW" port "$POD_PORT" 10000) || die "the server Podman restored never answered"
+    record pod-restore-podman "$(ms_since "$t0")"
+    [ "$answer" != "request:1" ] || die "the server Podman restored answered $answer: not restored"
+}
+
+# pod_rctr_restore: the rctr side's instance (bench-pod) stopped and restarted from its newest
+# generation until it answers; then the workload's facts (pids) are read again.
+pod_rctr_restore() {
+    local t0 answer
+    quietly "$RCTR" instance stop bench-pod
+    "$BW" free "$POD_RPORT" 10000 || die "port $POD_RPORT still busy after stopping bench-pod"
+    t0=$(now_us)
+    quietly "$RCTR" instance start --ckpt-restart ck-pod "$IMG_PY" bench-pod
+    answer=$("$BW" port "$POD_RPORT" 10000) || die "the server rctr restarted (bench-pod) never answered"
+    record pod-restore-rctr "$(ms_since "$t0")"
+    [ "$answer" != "request:1" ] || die "the server rctr restarted answered $answer: it started afresh"
+    workload_facts pod
+}
+
+pod_round() { # FIRST: rctr or podman
+    local i
+    if [ "$1" = rctr ]; then
+        rctr_checkpoint pod
+        pod_checkpoint
+        raw_checkpoint pod
+        pod_rctr_restore
+        pod_restore
+    else
+        pod_checkpoint
+        raw_checkpoint pod
+        rctr_checkpoint pod
+        pod_restore
+        pod_rctr_restore
+    fi
+}
+
+case_podman() {
+    local i k reason
+    if ! reason=$(podman_ready); then
+        skip podman "$reason"
+        return 0
+    fi
+    say "6/6 podman: checkpoint -R and restore until it answers, $RUNS rounds"
+    POD_IMAGE=localhost/rctr-bench-python:$$
+    tar -C "$WORK/rootfs-python" -cf "$WORK/rootfs-python.tar" .
+    quietly podman import -q "$WORK/rootfs-python.tar" "$POD_IMAGE"
+    rm -f "$WORK/rootfs-python.tar"
+    POD_PORT=$("${TOOLS[@]}" free-port)
+    POD_NAME=rctr-bench-$$
+    quietly podman run -d --name "$POD_NAME" "${POD_RUN_ARGS[@]}" "$POD_IMAGE" \
+        python3 /opt/counter_server.py "$POD_PORT"
+    "$BW" port "$POD_PORT" 10000 >/dev/null || die "the counter server in Podman never answered on port $POD_PORT"
+    POD_RPORT=$("${TOOLS[@]}" free-port)
+    start_workload pod python3 /opt/counter_server.py "$POD_RPORT"
+    "$BW" port "$POD_RPORT" 10000 >/dev/null || die "the counter server in bench-pod never answered on port $POD_RPORT"
+    pod_round rctr # warm-up
+    for k in pod-ckpt-podman pod-ckpt-podman-frozen pod-restore-podman pod-restore-rctr \
+        ckpt-pod-rctr ckpt-pod-rctr-frozen ckpt-pod-size ckpt-pod-rctr-mibs ckpt-pod-raw \
+        ckpt-pod-rawsync ckpt-pod-raw-frozen ckpt-pod-raw-size; do
+        rm -f "$RES/$k"
+    done
+    for ((i = 0; i < RUNS; i++)); do
+        if ((i % 2)); then pod_round podman; else pod_round rctr; fi
+    done
+    POD_VERSIONS="podman $(podman --version | awk '{ print $3 }'), runc $(runc --version | awk 'NR == 1 { print $3 }')"
+    quietly "$RCTR" instance stop bench-pod
+    podman rm -f "$POD_NAME" >/dev/null 2>&1 || true
+    podman rmi -f "$POD_IMAGE" >/dev/null 2>&1 || true
+    POD_NAME=""
+}
+
 # === run ======================================================================================
 T_START=$(now_us)
 BUSY0=$(machine_busy_s)
@@ -591,6 +717,13 @@ if wants job; then
         case_job
     else
         skip job "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
+    fi
+fi
+if wants podman; then
+    if [ "$CRIU_OK" = 1 ] && "$RCTR" checkpoint check >/dev/null 2>&1; then
+        case_podman
+    else
+        skip podman "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
     fi
 fi
 if wants build; then

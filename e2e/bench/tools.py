@@ -7,6 +7,8 @@
   tools.py frozen-ms DIR               the application freeze time CRIU recorded in
                                        DIR/stats-dump, in milliseconds
   tools.py dir-bytes DIR               total size of the regular files directly in DIR
+  tools.py pod-frozen-ms FILE          CRIU's freeze time in the JSON `podman container
+                                       checkpoint --print-stats` printed into FILE, in ms
   tools.py free-port                   a TCP port on 127.0.0.1 that is free right now
 """
 
@@ -97,6 +99,16 @@ def dir_bytes(directory: str) -> None:
     print(total)
 
 
+def pod_frozen_ms(path: str) -> None:
+    with open(path) as f:
+        stats = json.load(f)
+    try:
+        us = stats["container_statistics"][0]["criu_statistics"]["frozen_time"]
+    except (KeyError, IndexError, TypeError):
+        die(f"{path} holds no criu_statistics.frozen_time")
+    print(f"{us / 1000:.3f}")
+
+
 def free_port() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,6 +125,8 @@ def main() -> None:
         frozen_ms(args[1])
     elif len(args) == 2 and args[0] == "dir-bytes":
         dir_bytes(args[1])
+    elif len(args) == 2 and args[0] == "pod-frozen-ms":
+        pod_frozen_ms(args[1])
     elif args == ["free-port"]:
         free_port()
     else:

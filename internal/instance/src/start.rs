@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use rctr_runtime::launch::{spawn_attached, spawn_detached, AppStart, EarlyExit, LogFiles};
 use rctr_runtime::plan::ContainerPlan;
 use rctr_runtime::spawn::Child;
-use rctr_state::{read_json, validate_name, write_json_atomic};
+use rctr_state::{read_json, validate_name, write_json_volatile};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -144,7 +144,7 @@ impl Instances {
         rec.init_start_ticks = process_start_ticks(detached.init_pid).unwrap_or(0);
         rec.app_pid = detached.app_pid;
         rec.app_host_pid = app_child(detached.init_pid, detached.app_pid).unwrap_or(0);
-        write_json_atomic(&self.record_path(&name), &rec)?;
+        write_json_volatile(&self.record_path(&name), &rec)?;
         Ok((rec, child))
     }
 
@@ -160,7 +160,7 @@ impl Instances {
                 _ => {}
             }
         }
-        write_json_atomic(&path, rec)
+        write_json_volatile(&path, rec)
     }
 }
 

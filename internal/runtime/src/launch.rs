@@ -32,14 +32,27 @@ fn attach_image(plan: &ContainerPlan) -> Result<Option<LoopDevice>> {
         // squashfuse reads the image itself, inside the container (see rootfs).
         return Ok(None);
     }
+    let (image, offset, size) = (&plan.root.path, plan.root.offset, plan.root.size);
     match plan.root.kind {
-        RootKind::Squashfs => Ok(Some(loopdev::attach(
-            &plan.root.path,
-            plan.root.offset,
-            plan.root.size,
-        )?)),
+        // Containers that may be restored keep their image's page cache between them.
+        RootKind::Squashfs if carries_checkpoint_engine(plan) => {
+            match crate::image_cache::attach_kept(image, offset, size) {
+                Ok(d) => Ok(Some(d)),
+                Err(e) => {
+                    rctr_log::debug!("image {} not kept mounted: {e:#}", image.display());
+                    Ok(Some(loopdev::attach(image, offset, size)?))
+                }
+            }
+        }
+        RootKind::Squashfs => Ok(Some(loopdev::attach(image, offset, size)?)),
         RootKind::Dir => Ok(None),
     }
+}
+
+fn carries_checkpoint_engine(plan: &ContainerPlan) -> bool {
+    plan.mounts
+        .iter()
+        .any(|m| m.dst == Path::new(crate::plan::ENGINE_MOUNT))
 }
 
 fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {

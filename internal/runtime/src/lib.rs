@@ -6,6 +6,7 @@ pub mod build_runner;
 pub mod container;
 pub mod env;
 pub mod identity;
+pub mod image_cache;
 pub mod image_root;
 mod init_status;
 pub mod join;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_NAME_SIZE: usize = 64;
@@ -118,6 +119,34 @@ pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
         "no free loop device for {} after 64 attempts",
         image.display()
     )
+}
+
+/// Opens the existing loop device `path` if it is attached read-only to exactly `image`
+/// (same file by device and inode) at `offset` with `size`; None otherwise.
+pub fn open_attached(path: &Path, image: &Path, offset: u64, size: u64) -> Option<LoopDevice> {
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(image).ok()?;
+    let dev = OpenOptions::new().read(true).open(path).ok()?;
+    // SAFETY: LoopInfo64 is plain C data, valid when zeroed.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 fills a loop_info64, which `info` is laid out as.
+    let rc = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_GET_STATUS64,
+            &mut info as *mut LoopInfo64,
+        )
+    };
+    (rc == 0
+        && info.lo_device == want.dev()
+        && info.lo_inode == want.ino()
+        && info.lo_offset == offset
+        && info.lo_sizelimit == size
+        && info.lo_flags & LO_FLAGS_READ_ONLY != 0)
+        .then(|| LoopDevice {
+            path: path.to_path_buf(),
+            file: dev,
+        })
 }
 
 fn create_node(path: &Path, number: u64) -> Result<()> {

@@ -14,6 +14,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// `mode` next to it, fsyncs it, renames it over `path` and fsyncs the
 /// directory so the rename itself is durable.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    replace(path, bytes, mode, Durability::Durable)
+}
+
+/// Whether [`replace`] waits for the disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Durable,
+    /// Atomic against rctr dying midway, not against the node losing power.
+    Volatile,
+}
+
+/// [`write_json_atomic`] without waiting for the disk: readers still see the old or the new
+/// content, never a torn write, if rctr dies midway, but after a power loss the file may hold
+/// either or be empty. For records of running processes (instances), which mean nothing once
+/// the node has lost power, and which every reader already treats as stale when unreadable;
+/// the two fsyncs cost tens of milliseconds on a busy disk on every instance start.
+pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .with_context(|| format!("cannot serialize data for {}", path.display()))?;
+    bytes.push(b'\n');
+    replace(path, &bytes, 0o600, Durability::Volatile)
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32, durability: Durability) -> Result<()> {
     let (dir, tmp) = temp_path_for(path)?;
     let mut file = OpenOptions::new()
         .write(true)
@@ -28,8 +52,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .with_context(|| format!("cannot set mode {mode:04o} on {}", tmp.display()))?;
         file.write_all(bytes)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.sync_all()
-            .with_context(|| format!("cannot flush {} to disk", tmp.display()))?;
+        if durability == Durability::Durable {
+            file.sync_all()
+                .with_context(|| format!("cannot flush {} to disk", tmp.display()))?;
+        }
         std::fs::rename(&tmp, path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
     })();
@@ -37,7 +63,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    fsync_dir(&dir)
+    match durability {
+        Durability::Durable => fsync_dir(&dir),
+        Durability::Volatile => Ok(()),
+    }
 }
 
 /// [`write_atomic`] of `value` as pretty JSON (plus a final newline), mode 0600.

@@ -11,7 +11,7 @@ mod name;
 mod private_dir;
 mod root;
 
-pub use files::{fsync_dir, read_json, write_atomic, write_json_atomic};
+pub use files::{fsync_dir, read_json, write_atomic, write_json_atomic, write_json_volatile};
 pub use host::{hostname, username};
 pub use lock::{lock_exclusive, try_lock_exclusive, StateLock};
 pub use name::{validate_name, MAX_NAME_LEN};
