@@ -15,6 +15,9 @@
 #   5. Job         a foreground job (`rctr exec --ckpt`) resumed until its first new output line
 #                  vs an instance restarted from the same kind of checkpoint until its log's
 #                  first new line
+#   6. Migrate     downtime of the Python server as a Slurm job moved between the two nodes of
+#                  the e2e test cluster (checkpoint + requeue + restore) vs the same server
+#                  checkpointed and restarted on one machine without Slurm (migrate-bench.rs)
 #
 # Environment:
 #   RCTR_BIN             rctr binary (default: target/release/rctr, built with cargo first)
@@ -24,7 +27,8 @@
 #   RCTR_BENCH_RUNS      runs per checkpoint/restore/build case (default 7)
 #   RCTR_BENCH_STARTUP_RUNS  runs per startup case (default 20)
 #   RCTR_BENCH_KEEP=1    keep the scratch directory (images, checkpoints, logs, samples)
-#   RCTR_BENCH_CASES     cases to run, space-separated subset of "startup checkpoint restore build job"
+#   RCTR_BENCH_CASES     cases to run, space-separated subset of
+#                        "startup checkpoint restore build job migrate"
 set -euo pipefail
 umask 022
 
@@ -35,7 +39,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RUNS=${RCTR_BENCH_RUNS:-7}
 STARTUP_RUNS=${RCTR_BENCH_STARTUP_RUNS:-20}
-CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job}
+CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job migrate}
 OUT=${RCTR_BENCH_OUT:-$REPO/docs/benchmarks.md}
 PY=/usr/bin/python3
 TOOLS=("$PY" "$HERE/tools.py")
@@ -47,7 +51,7 @@ MEM_SIZES=(256 1024)
 case "$RUNS$STARTUP_RUNS" in *[!0-9]*) die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be numbers" ;; esac
 { [ "$RUNS" -ge 1 ] && [ "$STARTUP_RUNS" -ge 1 ]; } || die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be at least 1"
 for c in $CASES; do
-    case "$c" in startup | checkpoint | restore | build | job) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
+    case "$c" in startup | checkpoint | restore | build | job | migrate) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
 done
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 for tool in unshare nsenter mount chroot pivot_root mksquashfs gcc dd sync awk ldd tar; do
@@ -520,6 +524,26 @@ case_job() {
     done
 }
 
+# === 6. migrate ===============================================================================
+# e2e/src/bin/migrate-bench.rs starts the two-node Slurm cluster of the e2e tests and measures
+# all three moves itself (see its header); it writes its samples into $RES.
+case_migrate() {
+    local prog missing=""
+    for prog in munged slurmctld slurmd sbatch scontrol squeue ip; do
+        command -v "$prog" >/dev/null || [ -x "/usr/sbin/$prog" ] || missing="$missing $prog"
+    done
+    if [ -n "$missing" ]; then
+        skip migrate "Slurm, munge or iproute2 is not installed (missing:$missing): make deps"
+        return 0
+    fi
+    say "6/6 migrate: the Python server between two Slurm nodes, $RUNS runs each"
+    (cd "$REPO" && cargo build -q -p rctr-e2e --bin migrate-bench) || die "cargo build -p rctr-e2e --bin migrate-bench failed"
+    # The rctr measured is the one on $PATH (the job script says `rctr`); scratch in $WORK.
+    PATH="$(dirname "$RCTR"):$PATH" TMPDIR=$WORK \
+        "${CARGO_TARGET_DIR:-$REPO/target}/debug/migrate-bench" "$IMG_PY" "$RUNS" "$RES" 2>"$WORK/migrate.log" ||
+        { tail -n 30 "$WORK/migrate.log" >&2; die "the migration case failed (log above)"; }
+}
+
 # === run ======================================================================================
 T_START=$(now_us)
 BUSY0=$(machine_busy_s)
@@ -548,6 +572,13 @@ if wants job; then
         case_job
     else
         skip job "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
+    fi
+fi
+if wants migrate; then
+    if [ "$CRIU_OK" = 1 ] && "$RCTR" checkpoint check >/dev/null 2>&1; then
+        case_migrate
+    else
+        skip migrate "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
     fi
 fi
 if wants build; then

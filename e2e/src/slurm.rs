@@ -751,8 +751,12 @@ impl SlurmCluster {
             .map(drop)
     }
 
-    /// `scontrol update nodename=NODE state=resume`: a drained node takes jobs again.
+    /// `scontrol update nodename=NODE state=resume`: a drained node takes jobs again. A node
+    /// that is not drained is left as it is (scontrol would refuse).
     pub fn resume(&self, node: &str) -> Result<()> {
+        if !self.node_state(node)?.starts_with("drain") {
+            return Ok(());
+        }
         let node = format!("nodename={node}");
         self.run("scontrol", &["update", &node, "state=resume"])
             .map(drop)
