@@ -71,6 +71,13 @@ else
 fi
 [ -x "$RCTR" ] || die "rctr binary $RCTR not found or not executable (set RCTR_BIN)"
 RCTR=$(realpath "$RCTR")
+# The migration case's driver, built now: cargo needs the real $HOME, which is replaced below.
+MIGRATE_BENCH=${CARGO_TARGET_DIR:-$REPO/target}/debug/migrate-bench
+if wants migrate; then
+    [ -d "$HOME/.cargo/bin" ] && PATH=$HOME/.cargo/bin:$PATH
+    say "building the migration case's driver (cargo build -p rctr-e2e --bin migrate-bench)"
+    (cd "$REPO" && cargo build -q -p rctr-e2e --bin migrate-bench) || die "cargo build -p rctr-e2e --bin migrate-bench failed"
+fi
 
 # --- scratch space and cleanup ----------------------------------------------------------------
 BASE=${RCTR_BENCH_DIR:-/var/tmp}
@@ -537,10 +544,8 @@ case_migrate() {
         return 0
     fi
     say "6/6 migrate: the Python server between two Slurm nodes, $RUNS runs each"
-    (cd "$REPO" && cargo build -q -p rctr-e2e --bin migrate-bench) || die "cargo build -p rctr-e2e --bin migrate-bench failed"
-    # The rctr measured is the one on $PATH (the job script says `rctr`); scratch in $WORK.
-    PATH="$(dirname "$RCTR"):$PATH" TMPDIR=$WORK \
-        "${CARGO_TARGET_DIR:-$REPO/target}/debug/migrate-bench" "$IMG_PY" "$RUNS" "$RES" 2>"$WORK/migrate.log" ||
+    # The rctr measured is the one on $PATH (the job script says `rctr`).
+    PATH="$(dirname "$RCTR"):$PATH" "$MIGRATE_BENCH" "$IMG_PY" "$RUNS" "$RES" "$WORK" 2>"$WORK/migrate.log" ||
         { tail -n 30 "$WORK/migrate.log" >&2; die "the migration case failed (log above)"; }
 }
 

@@ -769,6 +769,21 @@ impl SlurmCluster {
         Ok(out.trim().to_string())
     }
 
+    /// Lifts the hold Slurm puts on a requeued job (it starts it no earlier than
+    /// `cred_expire + 1` s after the requeue): `scontrol update jobid=ID StartTime=now` when
+    /// the job is pending. True when it did so. The hold is set again when the previous run
+    /// has ended, so callers repeat this while the job stays pending.
+    pub fn lift_begin_time_hold(&self, id: u32) -> Result<bool> {
+        if self.job_state(id)? != "PENDING" {
+            return Ok(false);
+        }
+        self.run(
+            "scontrol",
+            &["update", &format!("jobid={id}"), "StartTime=now"],
+        )?;
+        Ok(true)
+    }
+
     /// `scancel ID`: cancels the job.
     pub fn scancel(&self, id: u32) -> Result<()> {
         self.run("scancel", &[&id.to_string()]).map(drop)

@@ -5,7 +5,8 @@
 //! on n1 and answers on n1's address. n1 is drained, the job is signalled as an administrator
 //! does (`scancel --signal=USR1 --batch`), checkpoints, requeues itself, and Slurm starts it on
 //! n2, where it answers on n2's address with the count continuing. Then it moves back to n1,
-//! this time by excluding n2 from the pending job (`scontrol update jobid=.. ExcNodeList=n2`).
+//! this time by excluding n2 from the pending job (`scontrol update jobid=.. ExcNodeList=n2`)
+//! and lifting Slurm's hold on it (`StartTime=now`).
 
 use rctr_e2e::*;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -228,6 +229,13 @@ fn a_service_job_moves_to_another_node_and_back_keeping_its_count() {
             &["update", &format!("jobid={id}"), "ExcNodeList=n2"],
         )
         .unwrap();
+    // And without waiting out Slurm's hold on requeued jobs (docs/multi-node.md): it is set
+    // again when the previous run has ended, so lift it as long as the job is pending.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while cluster.job_state(id).unwrap() == "PENDING" && Instant::now() < deadline {
+        cluster.lift_begin_time_hold(id).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (answer, _) = first_answer(n1, Duration::from_secs(90))
         .unwrap_or_else(|| panic!("the job never answered on n1 again ({n1})\n{}", show()));
     assert_eq!(answer, format!("request:{}", last + 1), "{}", show());

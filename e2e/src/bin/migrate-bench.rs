@@ -1,4 +1,4 @@
-//! `migrate-bench IMAGE RUNS OUTDIR`: the migration case of `make bench` (e2e/bench/run.sh).
+//! `migrate-bench IMAGE RUNS OUTDIR SCRATCH`: the migration case of `make bench` (e2e/bench/run.sh).
 //!
 //! Starts the two-node test cluster (e2e/src/cluster.rs) and runs the request-counter server
 //! of IMAGE (/opt/counter_server.py) with the job script of docs/multi-node.md. Then, RUNS
@@ -7,13 +7,17 @@
 //!
 //! - `migrate-cross`: the job moved to the other node (drain its node, `scancel --signal=USR1
 //!   --batch`: checkpoint, requeue, Slurm's start on the other node, restore);
+//! - `migrate-cross-now`: the same, with Slurm's hold on the requeued job lifted as soon as it
+//!   is set (`scontrol update jobid=ID StartTime=now`, docs/multi-node.md);
 //! - `migrate-same`: the job requeued onto the node it ran on (the other node drained), the
 //!   same steps without a change of node;
 //! - `migrate-local`: the same server as a plain foreground job on this machine, without
 //!   Slurm: `rctr exec --ckpt ... --ckpt-then exit`, USR1, then the same command again.
 //!
 //! Each figure goes to OUTDIR/<key>, one millisecond value per line (run.sh's format). The
-//! rctr on $PATH first is the one measured: run.sh puts its binary's directory there.
+//! jobs' `$HOME` (their checkpoints) is in SCRATCH, the disk measured; the cluster's own
+//! directory is in the temporary directory, whose path munged needs open to all. The rctr on
+//! $PATH first is the one measured: run.sh puts its binary's directory there.
 
 use anyhow::{anyhow, bail, Context, Result};
 use rctr_e2e::{free_port, try_request, TwoNodeCluster};
@@ -36,15 +40,14 @@ fn main() {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [image, runs, outdir] = args.as_slice() else {
-        bail!("usage: migrate-bench IMAGE RUNS OUTDIR");
+    let [image, runs, outdir, scratch] = args.as_slice() else {
+        bail!("usage: migrate-bench IMAGE RUNS OUTDIR SCRATCH");
     };
     let runs: usize = runs.parse().context("RUNS must be a number")?;
     let outdir = PathBuf::from(outdir);
-    // In $TMPDIR: run.sh points it at its scratch directory.
     let work = tempfile::Builder::new()
         .prefix("rctr-migrate-bench-")
-        .tempdir()?;
+        .tempdir_in(scratch)?;
     let work = work.path();
     std::os::unix::fs::symlink(image, work.join("server.sif"))?;
     std::fs::create_dir(work.join("home"))?;
@@ -58,19 +61,21 @@ fn run() -> Result<()> {
     let mut job = ServiceJob::submit(&cluster, work)?;
     let mut local = LocalJob::new(work)?;
     // Warm-up: one of each, not recorded.
-    job.move_to_other(&cluster)?;
+    job.move_to_other(&cluster, false)?;
+    job.move_to_other(&cluster, true)?;
     job.requeue_in_place(&cluster)?;
     local.restart()?;
     for i in 0..runs {
         let mut round: Vec<(&str, f64)> = Vec::new();
-        let cases: [&str; 3] = if i % 2 == 0 {
-            ["cross", "same", "local"]
+        let cases: [&str; 4] = if i % 2 == 0 {
+            ["cross", "cross-now", "same", "local"]
         } else {
-            ["local", "same", "cross"]
+            ["local", "same", "cross-now", "cross"]
         };
         for case in cases {
             let ms = match case {
-                "cross" => job.move_to_other(&cluster)?,
+                "cross" => job.move_to_other(&cluster, false)?,
+                "cross-now" => job.move_to_other(&cluster, true)?,
                 "same" => job.requeue_in_place(&cluster)?,
                 _ => local.restart()?,
             };
@@ -122,7 +127,9 @@ fn downtime(
     let deadline = Instant::now() + MOVE_TIMEOUT;
     let mut polling = false;
     loop {
-        polling = polling || may_poll()?;
+        // Called every time: it may have more to do than answer (lift a hold).
+        let may = may_poll()?;
+        polling = polling || may;
         if polling {
             if let Ok(answer) = try_request(to, Duration::from_millis(100)) {
                 let ms = last.elapsed().as_secs_f64() * 1000.0;
@@ -177,11 +184,13 @@ impl ServiceJob {
     }
 
     /// Drains the job's node, resumes the other and signals the job; the downtime in ms.
-    fn move_to_other(&mut self, cluster: &TwoNodeCluster) -> Result<f64> {
+    /// With `lift_hold`, the requeued job's begin-time hold is lifted as soon as Slurm has
+    /// set it (`scontrol update jobid=ID StartTime=now`).
+    fn move_to_other(&mut self, cluster: &TwoNodeCluster, lift_hold: bool) -> Result<f64> {
         let (from, to) = (self.node, self.other());
         cluster.resume(to)?;
         cluster.drain(from, "bench:move")?;
-        let ms = self.signal(cluster, from, to)?;
+        let ms = self.signal(cluster, from, to, lift_hold)?;
         self.node = to;
         Ok(ms)
     }
@@ -191,10 +200,16 @@ impl ServiceJob {
         let node = self.node;
         cluster.resume(node)?;
         cluster.drain(self.other(), "bench:stay")?;
-        self.signal(cluster, node, node)
+        self.signal(cluster, node, node, false)
     }
 
-    fn signal(&mut self, cluster: &TwoNodeCluster, from: &str, to: &str) -> Result<f64> {
+    fn signal(
+        &mut self,
+        cluster: &TwoNodeCluster,
+        from: &str,
+        to: &str,
+        lift_hold: bool,
+    ) -> Result<f64> {
         let id = self.id;
         let (from_addr, to_addr) = (
             SocketAddr::from((cluster.addr(from), PORT)),
@@ -203,12 +218,19 @@ impl ServiceJob {
         // Another node's address answers only once the job runs there; the same node's
         // only after the job has left it (requeued, pending).
         let mut left = from != to;
+        let mut next_look = Instant::now();
         let ms = downtime(
             from_addr,
             to_addr,
             || cluster.scancel_signal(id, "USR1", true),
             || {
-                left = left || cluster.job_state(id)? != "RUNNING";
+                if (!left || lift_hold) && Instant::now() >= next_look {
+                    next_look = Instant::now() + Duration::from_millis(50);
+                    left = left || cluster.job_state(id)? != "RUNNING";
+                    if lift_hold {
+                        cluster.lift_begin_time_hold(id)?;
+                    }
+                }
                 Ok(left)
             },
         )?;
@@ -216,7 +238,8 @@ impl ServiceJob {
         if node != to {
             bail!("job {id} runs on {node}, not {to}");
         }
-        eprintln!("migrate-bench: {from} -> {to}: {ms:.0} ms without answers");
+        let how = if lift_hold { ", hold lifted" } else { "" };
+        eprintln!("migrate-bench: {from} -> {to}{how}: {ms:.0} ms without answers");
         Ok(ms)
     }
 }
