@@ -217,7 +217,7 @@ build_section() {
     echo
     echo "| Command | wall ms, median (min–max) | output bytes | vs mksquashfs |"
     echo "|---|---|---|---|"
-    echo "| \`rctr build -f out.sif rootfs/\` | $(summary build-rctr 0) | ${sizes[0]} (SIF) | $(med_ratio build-rctr build-mksquashfs)× |"
+    echo "| \`rctr build -F out.sif rootfs/\` | $(summary build-rctr 0) | ${sizes[0]} (SIF) | $(med_ratio build-rctr build-mksquashfs)× |"
     echo "| \`mksquashfs rootfs/ out.sqfs -comp gzip -noappend\` | $(summary build-mksquashfs 0) | ${sizes[1]} | 1.00× |"
 }
 

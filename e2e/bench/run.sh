@@ -457,9 +457,9 @@ case_build() {
     for ((i = 0; i < RUNS; i++)); do
         if ((i % 2)); then
             timed build-mksquashfs mksquashfs "$WORK/rootfs-python" "$WORK/b.sqfs" -comp gzip -noappend -no-progress
-            timed build-rctr "$RCTR" build -f "$WORK/b.sif" "$WORK/rootfs-python"
+            timed build-rctr "$RCTR" build -F "$WORK/b.sif" "$WORK/rootfs-python"
         else
-            timed build-rctr "$RCTR" build -f "$WORK/b.sif" "$WORK/rootfs-python"
+            timed build-rctr "$RCTR" build -F "$WORK/b.sif" "$WORK/rootfs-python"
             timed build-mksquashfs mksquashfs "$WORK/rootfs-python" "$WORK/b.sqfs" -comp gzip -noappend -no-progress
         fi
     done
