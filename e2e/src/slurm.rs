@@ -777,11 +777,15 @@ impl SlurmCluster {
         if self.job_state(id)? != "PENDING" {
             return Ok(false);
         }
-        self.run(
+        match self.run(
             "scontrol",
             &["update", &format!("jobid={id}"), "StartTime=now"],
-        )?;
-        Ok(true)
+        ) {
+            Ok(_) => Ok(true),
+            // It started meanwhile: nothing left to lift.
+            Err(_) if self.job_state(id)? != "PENDING" => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// `scancel ID`: cancels the job.
