@@ -98,7 +98,13 @@ targets_table() {
         r=$(med_ratio ckpt-pod-rctr-frozen ckpt-pod-raw-frozen)
         echo "| \`checkpoint instance\` freeze time ≤ a raw \`criu dump --leave-running\`'s | ${r}× ($(fmt "$(stat_of ckpt-pod-rctr-frozen median)") vs $(fmt "$(stat_of ckpt-pod-raw-frozen median)") ms) | $(verdict "$r" "<=" 1) |"
     fi
-    for c in startup checkpoint restore build job podman; do
+    if has migrate-local; then
+        r=$(med_ratio migrate-cross migrate-local)
+        echo "| Migration downtime between two Slurm nodes ≤ 2× the single-node checkpoint + restart, Python server | ${r}× ($(fmt "$(stat_of migrate-cross median)" 0) vs $(fmt "$(stat_of migrate-local median)" 0) ms; a requeue onto the same node: $(med_ratio migrate-same migrate-local)×) | $(verdict "$r" "<=" 2) |"
+        r=$(med_ratio migrate-cross-now migrate-local)
+        echo "| The same, with Slurm's hold on requeued jobs lifted (\`StartTime=now\`) | ${r}× ($(fmt "$(stat_of migrate-cross-now median)" 0) ms) | $(verdict "$r" "<=" 2) |"
+    fi
+    for c in startup checkpoint restore build job podman migrate; do
         if skipped "$c"; then echo "| $c | skipped: $(skip_reason "$c") | not measured |"; fi
     done
 }
@@ -224,7 +230,7 @@ build_section() {
     echo
     echo "| Command | wall ms, median (min–max) | output bytes | vs mksquashfs |"
     echo "|---|---|---|---|"
-    echo "| \`rctr build -f out.sif rootfs/\` | $(summary build-rctr 0) | ${sizes[0]} (SIF) | $(med_ratio build-rctr build-mksquashfs)× |"
+    echo "| \`rctr build -F out.sif rootfs/\` | $(summary build-rctr 0) | ${sizes[0]} (SIF) | $(med_ratio build-rctr build-mksquashfs)× |"
     echo "| \`mksquashfs rootfs/ out.sqfs -comp gzip -noappend\` | $(summary build-mksquashfs 0) | ${sizes[1]} | 1.00× |"
 }
 
@@ -261,6 +267,44 @@ podman_section() {
     echo "| \`podman container restore\`, until it answers | $(summary pod-restore-podman) | | 1.00× |"
 }
 
+# sum_of_medians A B: median(A) + median(B) ("" when either is missing).
+sum_of_medians() {
+    local a b
+    a=$(stat_of "$1" median)
+    b=$(stat_of "$2" median)
+    if [ -z "$a" ] || [ -z "$b" ]; then
+        echo ""
+        return 0
+    fi
+    awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f\n", a + b }'
+}
+
+migrate_section() {
+    local raw inst
+    echo "### 6. Migration between nodes"
+    echo
+    if skipped migrate || ! has migrate-local; then
+        echo "Not run: $(skip_reason migrate 2>/dev/null || echo "not selected")."
+        return 0
+    fi
+    echo "The Python request-counter server as a Slurm batch job on the two-node test cluster of e2e/src/cluster.rs (network namespaces n1 and n2 with their own addresses and slurmd, slurmctld on this machine, \`cred_expire=5\`, \`sched_interval=1\`), with the job script of docs/multi-node.md (\`rctr exec --ckpt counter --ckpt-signal USR1 --ckpt-then requeue ...\`). Downtime: from the last answer before \`scancel --signal=USR1 --batch\` to the first answer after, with the count continuing (checked), polled every 2 ms. $RUNS runs each, alternating after one warm-up of each."
+    echo
+    echo "| Move | downtime ms, median (min–max) | vs single-node |"
+    echo "|---|---|---|"
+    echo "| to the other node (source drained): checkpoint, requeue, Slurm starts it there, restore | $(summary migrate-cross 0) | $(med_ratio migrate-cross migrate-local)× |"
+    echo "| to the other node, Slurm's hold lifted once set: \`scontrol update jobid=ID StartTime=now\` | $(summary migrate-cross-now 0) | $(med_ratio migrate-cross-now migrate-local)× |"
+    echo "| requeued onto the same node (the other drained) | $(summary migrate-same 0) | $(med_ratio migrate-same migrate-local)× |"
+    echo "| single node, no Slurm: \`rctr exec --ckpt ... --ckpt-then exit\`, USR1, the same command again | $(summary migrate-local 0) | 1.00× |"
+    inst=$(sum_of_medians ckpt-srv-rctr restore-rctr)
+    if [ -n "$inst" ]; then
+        echo "| (cases 2 + 3: \`rctr checkpoint instance\` + \`instance start --ckpt-restart\` until it answers, sum of medians) | $(fmt "$inst" 0) | $(ratio "$inst" "$(stat_of migrate-local median)")× |"
+    fi
+    raw=$(sum_of_medians ckpt-srv-raw restore-raw)
+    if [ -n "$raw" ]; then
+        echo "| (cases 2 + 3: raw \`criu dump\` + raw \`criu restore\` until it answers, sum of medians) | $(fmt "$raw" 0) | $(ratio "$raw" "$(stat_of migrate-local median)")× |"
+    fi
+}
+
 generated() {
     echo "$BEGIN_MARK"
     echo
@@ -289,6 +333,8 @@ generated() {
     job_section
     echo
     podman_section
+    echo
+    migrate_section
     echo
     echo "$END_MARK"
 }

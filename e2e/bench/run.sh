@@ -19,6 +19,9 @@
 #                  `podman container checkpoint -R` vs `rctr checkpoint instance` (and a raw
 #                  `criu dump --leave-running` for the freeze time), `podman container restore`
 #                  vs `rctr instance start --ckpt-restart`, each until the server answers
+#   7. Migrate     downtime of the Python server as a Slurm job moved between the two nodes of
+#                  the e2e test cluster (checkpoint + requeue + restore) vs the same server
+#                  checkpointed and restarted on one machine without Slurm (migrate-bench.rs)
 #
 # Environment:
 #   RCTR_BIN             rctr binary (default: target/release/rctr, built with cargo first)
@@ -28,7 +31,8 @@
 #   RCTR_BENCH_RUNS      runs per checkpoint/restore/build case (default 7)
 #   RCTR_BENCH_STARTUP_RUNS  runs per startup case (default 20)
 #   RCTR_BENCH_KEEP=1    keep the scratch directory (images, checkpoints, logs, samples)
-#   RCTR_BENCH_CASES     cases to run, space-separated subset of "startup checkpoint restore build job podman"
+#   RCTR_BENCH_CASES     cases to run, space-separated subset of
+#                        "startup checkpoint restore build job podman migrate"
 set -euo pipefail
 umask 022
 
@@ -39,7 +43,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RUNS=${RCTR_BENCH_RUNS:-7}
 STARTUP_RUNS=${RCTR_BENCH_STARTUP_RUNS:-20}
-CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job podman}
+CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job podman migrate}
 OUT=${RCTR_BENCH_OUT:-$REPO/docs/benchmarks.md}
 PY=/usr/bin/python3
 TOOLS=("$PY" "$HERE/tools.py")
@@ -51,7 +55,7 @@ MEM_SIZES=(256 1024)
 case "$RUNS$STARTUP_RUNS" in *[!0-9]*) die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be numbers" ;; esac
 { [ "$RUNS" -ge 1 ] && [ "$STARTUP_RUNS" -ge 1 ]; } || die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be at least 1"
 for c in $CASES; do
-    case "$c" in startup | checkpoint | restore | build | job | podman) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
+    case "$c" in startup | checkpoint | restore | build | job | podman | migrate) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
 done
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 for tool in unshare nsenter mount chroot pivot_root mksquashfs gcc dd sync awk ldd tar; do
@@ -71,6 +75,13 @@ else
 fi
 [ -x "$RCTR" ] || die "rctr binary $RCTR not found or not executable (set RCTR_BIN)"
 RCTR=$(realpath "$RCTR")
+# The migration case's driver, built now: cargo needs the real $HOME, which is replaced below.
+MIGRATE_BENCH=${CARGO_TARGET_DIR:-$REPO/target}/debug/migrate-bench
+if wants migrate; then
+    [ -d "$HOME/.cargo/bin" ] && PATH=$HOME/.cargo/bin:$PATH
+    say "building the migration case's driver (cargo build -p rctr-e2e --bin migrate-bench)"
+    (cd "$REPO" && cargo build -q -p rctr-e2e --bin migrate-bench) || die "cargo build -p rctr-e2e --bin migrate-bench failed"
+fi
 
 # --- scratch space and cleanup ----------------------------------------------------------------
 BASE=${RCTR_BENCH_DIR:-/var/tmp}
@@ -503,9 +514,9 @@ case_build() {
     for ((i = 0; i < RUNS; i++)); do
         if ((i % 2)); then
             timed build-mksquashfs mksquashfs "$WORK/rootfs-python" "$WORK/b.sqfs" -comp gzip -noappend -no-progress
-            timed build-rctr "$RCTR" build -f "$WORK/b.sif" "$WORK/rootfs-python"
+            timed build-rctr "$RCTR" build -F "$WORK/b.sif" "$WORK/rootfs-python"
         else
-            timed build-rctr "$RCTR" build -f "$WORK/b.sif" "$WORK/rootfs-python"
+            timed build-rctr "$RCTR" build -F "$WORK/b.sif" "$WORK/rootfs-python"
             timed build-mksquashfs mksquashfs "$WORK/rootfs-python" "$WORK/b.sqfs" -comp gzip -noappend -no-progress
         fi
     done
@@ -689,6 +700,24 @@ case_podman() {
     POD_NAME=""
 }
 
+# === 7. migrate ===============================================================================
+# e2e/src/bin/migrate-bench.rs starts the two-node Slurm cluster of the e2e tests and measures
+# all three moves itself (see its header); it writes its samples into $RES.
+case_migrate() {
+    local prog missing=""
+    for prog in munged slurmctld slurmd sbatch scontrol squeue ip; do
+        command -v "$prog" >/dev/null || [ -x "/usr/sbin/$prog" ] || missing="$missing $prog"
+    done
+    if [ -n "$missing" ]; then
+        skip migrate "Slurm, munge or iproute2 is not installed (missing:$missing): make deps"
+        return 0
+    fi
+    say "7/7 migrate: the Python server between two Slurm nodes, $RUNS runs each"
+    # The rctr measured is the one on $PATH (the job script says `rctr`).
+    PATH="$(dirname "$RCTR"):$PATH" "$MIGRATE_BENCH" "$IMG_PY" "$RUNS" "$RES" "$WORK" 2>"$WORK/migrate.log" ||
+        { tail -n 30 "$WORK/migrate.log" >&2; die "the migration case failed (log above)"; }
+}
+
 # === run ======================================================================================
 T_START=$(now_us)
 BUSY0=$(machine_busy_s)
@@ -724,6 +753,13 @@ if wants podman; then
         case_podman
     else
         skip podman "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
+    fi
+fi
+if wants migrate; then
+    if [ "$CRIU_OK" = 1 ] && "$RCTR" checkpoint check >/dev/null 2>&1; then
+        case_migrate
+    else
+        skip migrate "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
     fi
 fi
 if wants build; then

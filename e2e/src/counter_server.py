@@ -1,7 +1,8 @@
 """Counting TCP server for rctr's checkpoint/restart tests and demo.
 
-Listens on the port given as the only argument and answers every connection with
-"request:<n>", n counting from 1. The count lives only in memory: after a restart from a
+Listens on the port given as the first argument, on 127.0.0.1 or on the address given as the
+second (0.0.0.0: every address of the network namespace, as a service on a cluster node
+does), and answers every connection with "request:<n>", n counting from 1. The count lives only in memory: after a restart from a
 checkpoint it continues, after a plain restart it starts again at 1.
 Single-threaded on purpose: one process, one thread, nothing but the count to restore.
 
@@ -29,13 +30,14 @@ def save_checkpoint(_signum, _frame) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        sys.exit("usage: counter_server.py PORT")
+    if len(sys.argv) not in (2, 3) or not sys.argv[1].isdigit():
+        sys.exit("usage: counter_server.py PORT [ADDRESS]")
     port = int(sys.argv[1])
+    address = sys.argv[2] if len(sys.argv) == 3 else "127.0.0.1"
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # A new server may reuse the port while the previous one's connections sit in TIME_WAIT.
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", port))
+    server.bind((address, port))
     server.listen(16)
     global count
     restore = os.environ.get("RCTR_RESTORE_DIR")
@@ -45,7 +47,7 @@ def main() -> None:
         print(f"resumed at request:{count} from {restore}", flush=True)
     if os.environ.get("RCTR_CKPT_DIR"):
         signal.signal(signal.SIGUSR1, save_checkpoint)
-    print(f"counter server listening on 127.0.0.1:{port}", flush=True)
+    print(f"counter server listening on {address}:{port}", flush=True)
     while True:
         conn, _ = server.accept()
         count += 1

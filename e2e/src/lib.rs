@@ -5,9 +5,11 @@
 //! `~/.rctr` state) and work directory, and on drop every instance it started is stopped, so a
 //! failing test never leaks containers. The other modules build test images, wait for servers
 //! and look for leaked loop devices, mounts and processes; [`SlurmCluster`] runs a real
-//! one-node Slurm cluster for the batch-system tests.
+//! one-node Slurm cluster for the batch-system tests, [`TwoNodeCluster`] a two-node one
+//! (network namespaces on a bridge) for the tests that move jobs between nodes.
 
 mod checks;
+mod cluster;
 mod debian;
 mod env;
 mod images;
@@ -26,6 +28,7 @@ pub use checks::{
     assert_usage_error, loop_devices_backed_by, mountinfo_lines_mentioning, process_alive,
     wait_until,
 };
+pub use cluster::{missing_netns_facilities, NodeNetwork, TwoNodeCluster, NODES};
 pub use debian::{debian_image, mirror as debian_mirror, DEBIAN_PACKAGES};
 pub use env::TestEnv;
 pub use images::{
@@ -34,7 +37,9 @@ pub use images::{
 };
 pub use listing::table_first_column;
 pub use logs::{complete_lines, last_number, numbers_from, numeric_lines};
-pub use net::{free_port, is_listening, request, try_wait_for_port, wait_for_port};
+pub use net::{
+    free_port, is_listening, request, request_to, try_request, try_wait_for_port, wait_for_port,
+};
 pub use paths::{
     apptainer_busybox_sif, path_str, rctr_bin, shared_testdata, target_dir, try_rctr_bin,
     workspace_root,
@@ -46,7 +51,7 @@ pub use rootfs::{
 pub use run::{output_with_timeout, try_output_with_timeout, DEFAULT_TIMEOUT};
 pub use skip::{
     has_cap_sys_resource, is_root, require_criu, require_root, require_root_and_criu,
-    require_slurm, CRIU_BIN,
+    require_slurm, require_two_nodes, CRIU_BIN,
 };
 pub use slurm::{find_program, missing_slurm_programs, SlurmCluster, SLURM_PROGRAMS};
 pub use users::{unprivileged_missing, RealUser};

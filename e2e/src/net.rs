@@ -1,4 +1,5 @@
-//! TCP helpers for servers running in containers (which share the host's network namespace).
+//! TCP helpers for servers running in containers (which share the network namespace of
+//! whoever started them: the host's, or a test cluster node's).
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -58,14 +59,25 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
 /// Connects to 127.0.0.1:`port`, reads until the server closes, returns the text without its
 /// trailing newline. Panics (with the cause) when the server does not answer within 10 s.
 pub fn request(port: u16) -> String {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    request_to(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+}
+
+/// [`request`] to any address (a server on another node's address).
+pub fn request_to(addr: SocketAddr) -> String {
+    try_request(addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("no answer from {addr}: {e}"))
+}
+
+/// Connects to `addr` (waiting at most `connect_timeout`), reads until the server closes and
+/// returns the text without its trailing newline; the error says what failed. Reading may
+/// take 10 s more.
+pub fn try_request(addr: SocketAddr, connect_timeout: Duration) -> Result<String, String> {
+    let mut conn = TcpStream::connect_timeout(&addr, connect_timeout)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("a non-zero read timeout is valid");
     let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap_or_else(|e| {
-        panic!("reading the answer from {addr} failed (got {text:?} so far): {e}")
-    });
-    text.trim_end_matches(['\n', '\r']).to_string()
+    conn.read_to_string(&mut text)
+        .map_err(|e| format!("reading the answer from {addr} failed (got {text:?} so far): {e}"))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }

@@ -1,5 +1,6 @@
 //! Skipping tests whose requirements this machine does not meet, visibly.
 
+use crate::cluster::{missing_netns_facilities, TwoNodeCluster};
 use crate::slurm::{missing_slurm_programs, SlurmCluster};
 use std::io::Write;
 use std::path::Path;
@@ -83,5 +84,34 @@ pub fn require_slurm(test: &str) -> Option<&'static SlurmCluster> {
     match SlurmCluster::shared() {
         Ok(cluster) => Some(cluster),
         Err(e) => panic!("the test Slurm cluster did not start: {e:#}"),
+    }
+}
+
+/// The test process's shared two-node cluster ([`TwoNodeCluster::shared`]), started on first
+/// use. None, after printing a SKIPPED line, when not running as root, when Slurm or munge is
+/// not installed, or when `ip` or network/UTS namespaces are missing. Panics when all are
+/// there but the cluster does not start: that is a failure, not a skip.
+pub fn require_two_nodes(test: &str) -> Option<&'static TwoNodeCluster> {
+    if !require_root(test) {
+        return None;
+    }
+    let missing = missing_slurm_programs();
+    if !missing.is_empty() {
+        skipped(
+            test,
+            &format!(
+                "needs Slurm and munge ({} missing: run `make deps`)",
+                missing.join(", ")
+            ),
+        );
+        return None;
+    }
+    if let Some(missing) = missing_netns_facilities() {
+        skipped(test, &format!("needs network namespaces: {missing}"));
+        return None;
+    }
+    match TwoNodeCluster::shared() {
+        Ok(cluster) => Some(cluster),
+        Err(e) => panic!("the two-node test Slurm cluster did not start: {e:#}"),
     }
 }

@@ -29,8 +29,11 @@
 use crate::net::free_port;
 use crate::run::try_output_with_timeout;
 use anyhow::{anyhow, bail, Context, Result};
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -94,20 +97,21 @@ pub fn missing_slurm_programs() -> Vec<&'static str> {
         .collect()
 }
 
-/// What the cluster's node offers, read from this machine.
-struct Node {
-    name: String,
+/// What this machine offers each node of a test cluster.
+struct Machine {
+    /// The short hostname: slurmctld only runs on a host named in `SlurmctldHost`.
+    hostname: String,
     cpus: u32,
     memory_mb: u64,
 }
 
-impl Node {
-    fn of_this_machine() -> Result<Node> {
+impl Machine {
+    fn this_one() -> Result<Machine> {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .context("cannot read /proc/sys/kernel/hostname")?;
         // slurmd looks itself up by its short hostname.
-        let name = hostname.trim().split('.').next().unwrap_or("").to_string();
-        if name.is_empty() {
+        let hostname = hostname.trim().split('.').next().unwrap_or("").to_string();
+        if hostname.is_empty() {
             bail!("this machine has no hostname");
         }
         // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
@@ -119,27 +123,85 @@ impl Node {
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .ok_or_else(|| anyhow!("no MemTotal line in /proc/meminfo"))?;
-        Ok(Node {
-            name,
+        Ok(Machine {
+            hostname,
             cpus: u32::try_from(cpus).unwrap_or(1).max(1),
             memory_mb: (mem_kb / 1024).max(1),
         })
     }
 }
 
+/// One node of a test cluster: the slurmd that serves it and where that slurmd runs.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeSpec {
+    /// The node's name in slurm.conf (and its hostname when it has a namespace).
+    pub name: String,
+    /// The address slurmctld reaches the node's slurmd at.
+    pub addr: Ipv4Addr,
+    /// The network namespace slurmd runs in, given a UTS namespace of its own whose hostname
+    /// is `name`; None: this machine's own network and hostname.
+    pub netns: Option<PathBuf>,
+}
+
+/// Where a test cluster's daemons live.
+pub(crate) struct Layout {
+    /// The address slurmctld is reached at, by the clients and by every slurmd.
+    pub controller_addr: Ipv4Addr,
+    pub nodes: Vec<NodeSpec>,
+}
+
+impl Layout {
+    /// One node on this machine, named after it, everything on 127.0.0.1.
+    fn this_machine(machine: &Machine) -> Layout {
+        Layout {
+            controller_addr: Ipv4Addr::LOCALHOST,
+            nodes: vec![NodeSpec {
+                name: machine.hostname.clone(),
+                addr: Ipv4Addr::LOCALHOST,
+                netns: None,
+            }],
+        }
+    }
+}
+
 /// The cluster's slurm.conf: everything lives in `dir`, the daemons listen on the given ports.
-fn slurm_conf(dir: &Path, node: &Node, ctld_port: u16, slurmd_port: u16) -> String {
+/// Every node offers the whole machine (`config_overrides`: slurmd does not check it).
+fn slurm_conf(
+    dir: &Path,
+    machine: &Machine,
+    layout: &Layout,
+    ctld_port: u16,
+    slurmd_port: u16,
+) -> String {
     let d = dir.display();
-    let Node {
-        name,
+    let Machine {
+        hostname,
         cpus,
         memory_mb,
-    } = node;
+    } = machine;
+    let ctld_addr = layout.controller_addr;
+    let nodes: String = layout
+        .nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "NodeName={} NodeAddr={} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN\n",
+                n.name, n.addr
+            )
+        })
+        .collect();
+    let names = layout
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     format!(
-        "# Written by rctr's e2e tests (e2e/src/slurm.rs) for a throwaway one-node cluster.
+        "# Written by rctr's e2e tests (e2e/src/slurm.rs) for a throwaway test cluster.
 ClusterName=rctre2e
-SlurmctldHost={name}(127.0.0.1)
+SlurmctldHost={hostname}({ctld_addr})
 SlurmctldPort={ctld_port}
+# Every slurmd listens on this port: each node in a network namespace has its own.
 SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
@@ -148,11 +210,12 @@ CredType=cred/munge
 # Our own munged; a requeued job waits cred_expire+1 s before it may start again.
 AuthInfo=socket={d}/munge.socket,cred_expire=5
 StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
+# %n: the node's name, so that several slurmd on one machine keep apart.
+SlurmdSpoolDir={d}/spool-%n
 SlurmctldPidFile={d}/slurmctld.pid
-SlurmdPidFile={d}/slurmd.pid
+SlurmdPidFile={d}/slurmd-%n.pid
 SlurmctldLogFile={d}/slurmctld.log
-SlurmdLogFile={d}/slurmd.log
+SlurmdLogFile={d}/slurmd-%n.log
 SlurmctldDebug=debug
 SlurmdDebug=debug
 # No SPANK plugins from the machine's /etc/slurm.
@@ -175,15 +238,14 @@ JobRequeue=1
 # Finished jobs stay visible to `scontrol show job` for 5 minutes.
 MinJobAge=300
 SlurmdParameters=config_overrides
-NodeName={name} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
-PartitionName=debug Nodes={name} Default=YES MaxTime=UNLIMITED State=UP
+{nodes}PartitionName=debug Nodes={names} Default=YES MaxTime=UNLIMITED State=UP
 "
     )
 }
 
 /// A spawned daemon and where its stdout and stderr go.
 struct Daemon {
-    name: &'static str,
+    name: String,
     child: Child,
     log: PathBuf,
 }
@@ -208,13 +270,25 @@ impl Spawner {
         Spawner { requests }
     }
 
-    fn spawn(&self, mut cmd: Command) -> std::io::Result<Child> {
+    /// Spawns `cmd`; with `node`, inside that network namespace (an open /run/netns file,
+    /// which must stay open until this returns) and a new UTS namespace with that hostname.
+    fn spawn(&self, mut cmd: Command, node: Option<(RawFd, CString)>) -> std::io::Result<Child> {
         // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-        // which is async-signal-safe; it allocates nothing and takes no locks.
+        // setns, unshare and sethostname, which are plain system calls (async-signal-safe);
+        // it allocates nothing and takes no locks (the hostname was allocated before fork).
+        // The netns descriptor is open in the parent for as long as spawn runs.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some((netns, hostname)) = &node {
+                    if libc::setns(*netns, libc::CLONE_NEWNET) != 0
+                        || libc::unshare(libc::CLONE_NEWUTS) != 0
+                        || libc::sethostname(hostname.as_ptr(), hostname.as_bytes().len()) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -235,14 +309,16 @@ struct Running {
     spawner: Spawner,
 }
 
-/// A running one-node Slurm cluster (munged, slurmctld, slurmd) in a temporary directory.
+/// A running Slurm cluster (munged, slurmctld, one slurmd per node) in a temporary directory:
+/// one node on this machine ([`SlurmCluster::start`]), or nodes in network namespaces of
+/// their own (`crate::cluster::TwoNodeCluster`).
 ///
 /// Dropping it, or calling [`SlurmCluster::stop`], kills its jobs and daemons and removes the
 /// directory. It is `Sync`: tests running in parallel may share one ([`SlurmCluster::shared`]).
 pub struct SlurmCluster {
     dir: PathBuf,
     conf: PathBuf,
-    node: String,
+    nodes: Vec<NodeSpec>,
     running: Mutex<Option<Running>>,
 }
 
@@ -258,7 +334,24 @@ impl SlurmCluster {
                 missing.join(", ")
             );
         }
-        let node = Node::of_this_machine()?;
+        let machine = Machine::this_one()?;
+        let layout = Layout::this_machine(&machine);
+        SlurmCluster::start_with(&machine, layout)
+    }
+
+    /// Starts a cluster of the given layout and waits until all its nodes are idle.
+    pub(crate) fn start_nodes(layout: Layout) -> Result<SlurmCluster> {
+        let missing = missing_slurm_programs();
+        if !missing.is_empty() {
+            bail!(
+                "Slurm is not installed (missing: {}): run `make deps`",
+                missing.join(", ")
+            );
+        }
+        SlurmCluster::start_with(&Machine::this_one()?, layout)
+    }
+
+    fn start_with(machine: &Machine, layout: Layout) -> Result<SlurmCluster> {
         sweep_abandoned_clusters();
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
@@ -270,14 +363,14 @@ impl SlurmCluster {
         let cluster = SlurmCluster {
             conf: dir.join("slurm.conf"),
             dir,
-            node: node.name.clone(),
+            nodes: layout.nodes.clone(),
             running: Mutex::new(Some(Running {
                 daemons: Vec::new(),
                 spawner: Spawner::new(),
             })),
         };
         // On failure `cluster` is dropped here, which stops whatever did start.
-        cluster.boot(&node)?;
+        cluster.boot(machine, &layout)?;
         Ok(cluster)
     }
 
@@ -315,22 +408,29 @@ impl SlurmCluster {
         &self.conf
     }
 
-    /// The name of the cluster's only node (this machine's short hostname).
+    /// The name of the cluster's first node (of a one-node cluster: this machine's short
+    /// hostname).
     pub fn node(&self) -> &str {
-        &self.node
+        &self.nodes[0].name
     }
 
-    fn boot(&self, node: &Node) -> Result<()> {
+    /// The names of the cluster's nodes.
+    pub fn node_names(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+
+    fn boot(&self, machine: &Machine, layout: &Layout) -> Result<()> {
         let dir = &self.dir;
-        for sub in ["state", "spool"] {
-            std::fs::create_dir_all(dir.join(sub))?;
+        std::fs::create_dir_all(dir.join("state"))?;
+        for node in &layout.nodes {
+            std::fs::create_dir_all(dir.join(format!("spool-{}", node.name)))?;
         }
         std::fs::write(dir.join("plugstack.conf"), "")?;
         let ctld_port = free_port();
         let slurmd_port = std::iter::repeat_with(free_port)
             .find(|&p| p != ctld_port)
             .expect("repeat_with never ends");
-        let conf = slurm_conf(dir, node, ctld_port, slurmd_port);
+        let conf = slurm_conf(dir, machine, layout, ctld_port, slurmd_port);
         std::fs::write(&self.conf, conf)
             .with_context(|| format!("cannot write {}", self.conf.display()))?;
 
@@ -355,27 +455,48 @@ impl SlurmCluster {
             .arg(format!("--key-file={}", key.display()))
             .arg(format!("--pid-file={}", dir.join("munged.pid").display()))
             .arg(format!("--seed-file={}", dir.join("munged.seed").display()));
-        self.spawn_daemon("munged", munged)?;
+        self.spawn_daemon("munged", munged, None)?;
         self.wait_until("munged to create its socket", || Ok(socket.exists()))?;
 
         let mut slurmctld = self.daemon_command("slurmctld");
         // -D: stay in the foreground (we are its parent); -i: ignore any saved state.
         slurmctld.arg("-D").arg("-i").arg("-f").arg(&self.conf);
-        self.spawn_daemon("slurmctld", slurmctld)?;
-        let mut slurmd = self.daemon_command("slurmd");
-        slurmd
-            .arg("-D")
-            .arg("-N")
-            .arg(&self.node)
-            .arg("-f")
-            .arg(&self.conf);
-        self.spawn_daemon("slurmd", slurmd)?;
+        self.spawn_daemon("slurmctld", slurmctld, None)?;
+        for node in &layout.nodes {
+            let mut slurmd = self.daemon_command("slurmd");
+            slurmd
+                .arg("-D")
+                .arg("-N")
+                .arg(&node.name)
+                .arg("-f")
+                .arg(&self.conf);
+            let netns = match &node.netns {
+                Some(path) => Some(
+                    File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let namespaces = match &netns {
+                Some(file) => Some((
+                    file.as_raw_fd(),
+                    CString::new(node.name.as_str())
+                        .with_context(|| format!("node name {:?}", node.name))?,
+                )),
+                None => None,
+            };
+            self.spawn_daemon(&format!("slurmd-{}", node.name), slurmd, namespaces)?;
+        }
 
-        self.wait_until(&format!("node {} to be idle", self.node), || {
+        let names = self.node_names().join(",");
+        self.wait_until(&format!("nodes {names} to be idle"), || {
             let mut sinfo = self.command("sinfo");
-            sinfo.args(["-h", "-n", &self.node, "-o", "%T"]);
+            sinfo.args(["-h", "-N", "-n", &names, "-o", "%T"]);
             let out = try_output_with_timeout(sinfo, CLIENT_TIMEOUT).map_err(|e| anyhow!(e))?;
-            Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "idle")
+            let text = String::from_utf8_lossy(&out.stdout);
+            let states: Vec<&str> = text.split_whitespace().collect();
+            Ok(out.status.success()
+                && states.len() == self.nodes.len()
+                && states.iter().all(|s| *s == "idle"))
         })
     }
 
@@ -385,7 +506,12 @@ impl SlurmCluster {
         cmd
     }
 
-    fn spawn_daemon(&self, name: &'static str, mut cmd: Command) -> Result<()> {
+    fn spawn_daemon(
+        &self,
+        name: &str,
+        mut cmd: Command,
+        namespaces: Option<(RawFd, CString)>,
+    ) -> Result<()> {
         let log = self.dir.join(format!("{name}.stderr"));
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         cmd.stdout(out.try_clone()?).stderr(out);
@@ -395,9 +521,13 @@ impl SlurmCluster {
             .ok_or_else(|| anyhow!("the cluster was stopped"))?;
         let child = running
             .spawner
-            .spawn(cmd)
+            .spawn(cmd, namespaces)
             .with_context(|| format!("cannot start {name}"))?;
-        running.daemons.push(Daemon { name, child, log });
+        running.daemons.push(Daemon {
+            name: name.to_string(),
+            child,
+            log,
+        });
         Ok(())
     }
 
@@ -441,10 +571,12 @@ impl SlurmCluster {
 
     /// The last lines of every daemon's log, for error messages.
     pub fn logs(&self) -> String {
-        let mut files: Vec<PathBuf> = ["slurmctld.log", "slurmd.log"]
-            .iter()
-            .map(|f| self.dir.join(f))
-            .collect();
+        let mut files = vec![self.dir.join("slurmctld.log")];
+        files.extend(
+            self.nodes
+                .iter()
+                .map(|n| self.dir.join(format!("slurmd-{}.log", n.name))),
+        );
         if let Some(running) = self.lock_running().as_ref() {
             files.extend(running.daemons.iter().map(|d| d.log.clone()));
         }
@@ -510,9 +642,21 @@ impl SlurmCluster {
     /// `sbatch --parsable [extra_args...] SCRIPT`, run in the script's directory (where
     /// `slurm-JOBID.out` then lands unless the script says otherwise); the job id.
     pub fn sbatch(&self, script: &Path, extra_args: &[&str]) -> Result<u32> {
+        self.sbatch_with(script, extra_args, |_| {})
+    }
+
+    /// [`SlurmCluster::sbatch`], with `configure` applied to the sbatch command first (to set
+    /// the environment the job inherits: `$HOME`, `$PATH`).
+    pub fn sbatch_with(
+        &self,
+        script: &Path,
+        extra_args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<u32> {
         let script = std::path::absolute(script)
             .with_context(|| format!("cannot make {} absolute", script.display()))?;
         let mut cmd = self.command("sbatch");
+        configure(&mut cmd);
         cmd.arg("--parsable").args(extra_args).arg(&script);
         if let Some(parent) = script.parent() {
             cmd.current_dir(parent);
@@ -592,6 +736,58 @@ impl SlurmCluster {
         self.run("scancel", &args).map(drop)
     }
 
+    /// The node the job runs (or last ran) its batch script on: `BatchHost`, "" before
+    /// it first started.
+    pub fn job_node(&self, id: u32) -> Result<String> {
+        let record = self.job_record(id)?;
+        Ok(field(&record, "BatchHost").unwrap_or("").to_string())
+    }
+
+    /// `scontrol update nodename=NODE state=drain reason=REASON`: the node takes no new
+    /// jobs; those running on it go on.
+    pub fn drain(&self, node: &str, reason: &str) -> Result<()> {
+        let (node, reason) = (format!("nodename={node}"), format!("reason={reason}"));
+        self.run("scontrol", &["update", &node, "state=drain", &reason])
+            .map(drop)
+    }
+
+    /// `scontrol update nodename=NODE state=resume`: a drained node takes jobs again. A node
+    /// that is not drained is left as it is (scontrol would refuse).
+    pub fn resume(&self, node: &str) -> Result<()> {
+        if !self.node_state(node)?.starts_with("drain") {
+            return Ok(());
+        }
+        let node = format!("nodename={node}");
+        self.run("scontrol", &["update", &node, "state=resume"])
+            .map(drop)
+    }
+
+    /// The node's state as `sinfo -N -o %T` names it: idle, mixed, allocated, drained,
+    /// draining, down, ...
+    pub fn node_state(&self, node: &str) -> Result<String> {
+        let out = self.run("sinfo", &["-h", "-N", "-n", node, "-o", "%T"])?;
+        Ok(out.trim().to_string())
+    }
+
+    /// Lifts the hold Slurm puts on a requeued job (it starts it no earlier than
+    /// `cred_expire + 1` s after the requeue): `scontrol update jobid=ID StartTime=now` when
+    /// the job is pending. True when it did so. The hold is set again when the previous run
+    /// has ended, so callers repeat this while the job stays pending.
+    pub fn lift_begin_time_hold(&self, id: u32) -> Result<bool> {
+        if self.job_state(id)? != "PENDING" {
+            return Ok(false);
+        }
+        match self.run(
+            "scontrol",
+            &["update", &format!("jobid={id}"), "StartTime=now"],
+        ) {
+            Ok(_) => Ok(true),
+            // It started meanwhile: nothing left to lift.
+            Err(_) if self.job_state(id)? != "PENDING" => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `scancel ID`: cancels the job.
     pub fn scancel(&self, id: u32) -> Result<()> {
         self.run("scancel", &[&id.to_string()]).map(drop)
@@ -654,7 +850,7 @@ impl Drop for SlurmCluster {
 
 /// "PID STARTTIME" of a live process, "" when it is gone: a pid plus its start time (in clock
 /// ticks since boot, /proc/PID/stat field 22) names one process even after the pid is reused.
-fn process_identity(pid: u32) -> String {
+pub(crate) fn process_identity(pid: u32) -> String {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the parenthesised command name (which may hold spaces and ')').
     let Some((_, rest)) = stat.rsplit_once(')') else {

@@ -220,7 +220,8 @@ fn own_cluster_stops_its_daemons_and_removes_its_directory() {
     let cluster = SlurmCluster::start().unwrap();
     eprintln!("own cluster started in {:?}", started.elapsed());
     let dir = cluster.dir().to_path_buf();
-    let pids: Vec<i32> = ["munged.pid", "slurmctld.pid", "slurmd.pid"]
+    let slurmd_pid = format!("slurmd-{}.pid", cluster.node());
+    let pids: Vec<i32> = ["munged.pid", "slurmctld.pid", &slurmd_pid]
         .iter()
         .map(|f| {
             let text = read(&dir.join(f));
