@@ -1480,11 +1480,7 @@ fn checkpoint_files_are_private_even_under_umask_000() {
             .cloned()
             .collect();
         listed.insert("manifest.json".into());
-        let present: BTreeSet<String> = fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let present = files_below(&dir);
         assert_eq!(
             present, listed,
             "generation {g} holds files its manifest does not list"
@@ -1705,4 +1701,23 @@ fn malformed_ckpt_conf_is_refused_naming_the_file_and_line() {
         (vec![2, 3], Some(3)),
         "keep: 2 from --ckpt-conf was not applied"
     );
+}
+
+/// Every file below `dir`, as paths relative to it (a generation's manifest lists files in
+/// subdirectories that way).
+fn files_below(dir: &std::path::Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap();
+                out.insert(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
 }
