@@ -55,7 +55,7 @@ pub(crate) fn fetch(text: &str, opts: &RegistryOptions) -> Result<Image> {
         store.store_bytes(digest, &bytes)?;
         Ok(bytes)
     };
-    rctr_log::info!("rctr: fetching docker://{reference}");
+    rctr_log::verbose!("rctr: fetching docker://{reference}");
     let top = match &reference.digest {
         Some(d) => by_digest(d)?,
         None => with_client(&mut |c| {
