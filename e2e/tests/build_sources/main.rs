@@ -397,7 +397,8 @@ fn docker_and_oci_archives_build_and_run_with_their_config() {
     assert_one_line_error(&err, "rctr");
 }
 
-/// A small OCI layout made with umoci from a busybox root: tag `v1` (CMD echoes "hi from
+/// A small OCI layout made with umoci from a busybox root (every applet linked, as in
+/// the busybox images of registries): tag `v1` (CMD echoes "hi from
 /// v1"), tag `other` (another config, the same layer) and tag `multi`, an image index
 /// whose first entry is `other` marked linux/arm64 and whose second is `v1` marked
 /// linux/amd64 (this host's platform must be picked, not the first entry).
@@ -418,6 +419,7 @@ fn busybox_layout() -> Result<PathBuf, String> {
             let script = format!(
                 "set -e\ncd {d}\numoci init --layout {l}\numoci new --image {l}:v1\n\
                  umoci unpack --image {l}:v1 bundle >/dev/null\ncp -a rootfs/. bundle/rootfs/\n\
+                 busybox --install -s bundle/rootfs/bin\n\
                  umoci repack --image {l}:v1 bundle\nrm -rf bundle\n\
                  umoci config --image {l}:v1 --tag other --config.cmd /bin/echo --config.cmd 'wrong platform'\n\
                  umoci config --image {l}:v1 --config.env GREETING=hello --config.cmd /bin/echo --config.cmd 'hi from v1'\n",
