@@ -45,7 +45,8 @@ PKGS=(
     nftables                        # nft: rctr removes network locks a killed CRIU left
     debootstrap                     # the e2e tests' Debian image; `Bootstrap: debootstrap` builds
     umoci skopeo                    # the e2e tests make real OCI layouts and docker/OCI archives
-    docker-registry                 # the e2e tests' registry on loopback for docker:// pulls
+    docker-registry openssl         # the e2e tests' registry on loopback for docker:// pulls;
+                                    # openssl makes its test CA and signs its auth tokens
     debian-archive-keyring          # install-criu.sh verifies the Debian archive with it
     slurm-wlm munge                 # Slurm 22.05 and munge: the e2e tests' one-node cluster
     squashfuse                      # users who are not root mount their images with it (FUSE)

@@ -213,3 +213,63 @@ fn pull_twice_the_second_from_the_cache_and_build_from_a_registry() {
         "a failed pull keeps the old file"
     );
 }
+
+#[test]
+fn pull_over_https_with_token_authentication() {
+    let layout = match busybox_layout() {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    let env = TestEnv::new("pull_over_https_with_token_authentication");
+    let registry = Registry::start_secure(&env.work().join("registry")).unwrap();
+    registry
+        .push(
+            &format!("oci:{}:v1", path_str(&layout)),
+            "private/busybox:v1",
+        )
+        .unwrap();
+    let image = format!("docker://{}/private/busybox:v1", registry.host());
+    let cache = env.work().join("cache");
+    let pull = |out: &str, ca: bool, login: bool| {
+        let mut cmd = with_cache(&env, &cache, &["pull", out, &image]);
+        if ca {
+            cmd.env("SSL_CERT_FILE", registry.ca_file());
+        }
+        if login {
+            cmd.env("APPTAINER_DOCKER_USERNAME", REGISTRY_USER.0)
+                .env("RCTR_DOCKER_PASSWORD", REGISTRY_USER.1);
+        }
+        cmd
+    };
+
+    // A certificate from an unknown CA is refused, with a hint at the CA store.
+    let (_, err) = env.fails_cmd(pull("a.sif", false, true));
+    assert_one_line_error(&err, "rctr");
+    assert!(
+        err.contains("cannot reach registry")
+            && err.contains("UnknownIssuer")
+            && err.contains("SSL_CERT_FILE"),
+        "{err}"
+    );
+
+    // Anonymous callers get a token that allows nothing: one line naming the variables.
+    let (_, err) = env.fails_cmd(pull("a.sif", true, false));
+    assert_one_line_error(&err, "rctr");
+    assert!(
+        err.contains("refused access") && err.contains("RCTR_DOCKER_USERNAME"),
+        "{err}"
+    );
+
+    // The user gets a pull token for this repository, and the image.
+    env.ok_cmd(pull("a.sif", true, true));
+    assert_eq!(env.ok(["run", "a.sif"]), "hi from v1\n");
+    let asked = registry.token_requests();
+    let wanted = format!(
+        "token user={} scope=repository:private/busybox:pull",
+        REGISTRY_USER.0
+    );
+    assert!(asked.contains(&wanted), "{asked:?}");
+}

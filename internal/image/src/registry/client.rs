@@ -96,21 +96,17 @@ impl Client {
     }
 
     fn unreachable(&self, e: ureq::Error) -> anyhow::Error {
-        let hint = match &e {
-            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
-                "; for a registry without TLS use --no-https"
-            }
+        let https = self.base.starts_with("https");
+        let text = e.to_string();
+        let hint = if https && text.contains("certificate") {
+            "; if a site CA signed it, add the CA to the host's store (or name its file in $SSL_CERT_FILE)"
+        } else if https
+            && matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData)
+        {
             // A plain-HTTP server answering a TLS hello.
-            ureq::Error::Io(io)
-                if self.base.starts_with("https")
-                    && io.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                "; for a registry without TLS use --no-https"
-            }
-            ureq::Error::Protocol(_) if self.base.starts_with("https") => {
-                "; for a registry without TLS use --no-https"
-            }
-            _ => "",
+            "; for a registry without TLS use --no-https"
+        } else {
+            ""
         };
         anyhow!(
             "cannot reach registry {} ({}): {e}{hint}",
