@@ -156,6 +156,26 @@ fn pull_twice_the_second_from_the_cache_and_build_from_a_registry() {
         "not a valid repository name",
     );
 
+    // On a terminal (script(1) gives it one) downloads draw progress bars; the pulls
+    // above, whose stderr was a pipe, drew none.
+    let mut tty = Command::new("script");
+    tty.args([
+        "-qfec",
+        &format!("{} pull --no-https tty.sif {image}", path_str(&rctr_bin())),
+        "/dev/null",
+    ])
+    .env("HOME", env.home())
+    .env("RCTR_CACHEDIR", env.work().join("tty-cache"))
+    .current_dir(env.work());
+    let out = output_with_timeout(tty, BUILD_TIMEOUT);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("blob ") && shown.contains("[###"),
+        "no progress bar: {shown:?}"
+    );
+    assert!(!err.contains("[#"), "a bar was drawn into a pipe: {err}");
+
     // Content that does not match its digest is refused and not cached: corrupt the
     // config blob in the registry's storage and pull into an empty cache.
     let manifest: serde_json::Value = serde_json::from_slice(
