@@ -43,6 +43,25 @@ const DEBIAN_DEF: Recipe = Recipe {
            %post\n    echo \"Hello from inside the container\"\n    apt-get update\n    apt-get -y --force-yes install vim\n\n",
 };
 
+/// jhshz520/BurnerRecipe: recipe/container10861.txt, an HPC site's recipe: folders for
+/// its cluster's mounts and cowsay as a SCIF app. Changed: `ubuntu:16.04` from Docker
+/// Hub becomes the Debian image in the loopback registry (cowsay and its paths are the
+/// same there).
+const COWSAY_APP: Recipe = Recipe {
+    origin: "jhshz520/BurnerRecipe: recipe/container10861.txt",
+    text: "Bootstrap: docker\nFrom: {REGISTRY}/library/debian:bookworm\n\nIncludeCmd: yes\n\n\
+           %runscript\n    exec /bin/bash \"$@\"\n\n\
+           %environment\n    export LC_ALL=C\n    export PATH=/usr/games:$PATH\n\n\
+           %post\n    /usr/bin/apt-get update\n\n    # Make folders for CBD HPC cluster\n\
+           \x20   if [ ! -d /images ]; then mkdir /images; fi\n    if [ ! -d /projects ]; then mkdir /projects; fi\n\
+           \x20   if [ ! -d /containers ]; then mkdir /containers; fi\n    if [ ! -d /share ]; then mkdir /share; fi\n\
+           \x20   if [ ! -d /scratch ]; then mkdir /scratch; fi\n\n\
+           %appinstall cowsay\n    /usr/bin/apt-get -y install cowsay\n\n\
+           %appenv cowsay\n    APP=cowsay\n    export APP\n\n\
+           %apphelp cowsay\n    For more information visit https://en.wikipedia.org/wiki/Cowsay\n\n\
+           %apprun cowsay\n    cowsay \"$@\"\n",
+};
+
 fn write_recipe(env: &TestEnv, recipe: &Recipe, name: &str, registry: &str) -> String {
     let text = recipe
         .text
@@ -133,4 +152,69 @@ fn apptainer_debootstrap_recipe_builds_and_runs() {
         "{}: {vim}",
         DEBIAN_DEF.origin
     );
+}
+
+#[test]
+fn hpc_site_recipe_with_an_app_builds_from_a_debian_image_in_a_registry() {
+    let (_, _, debian_layout) = match oci_archives() {
+        Ok(a) => a,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    if let Some(why) = Registry::missing() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let env = TestEnv::new("hpc_site_recipe_with_an_app_builds_from_a_debian_image_in_a_registry");
+    let registry = Registry::start(&env.work().join("registry")).unwrap();
+    registry
+        .push(
+            &format!("oci:{}:v1", path_str(&debian_layout)),
+            "library/debian:bookworm",
+        )
+        .unwrap();
+    let def = write_recipe(&env, &COWSAY_APP, "cowsay", &registry.host());
+    let mut build = env.command(["build", "--no-https", "cowsay.sif", &def]);
+    build.env("RCTR_CACHEDIR", env.work().join("cache"));
+    let out = output_with_timeout(build, BUILD_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        COWSAY_APP.origin,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let said = env.ok([
+        "run",
+        "--app",
+        "cowsay",
+        "cowsay.sif",
+        "checkpointed",
+        "moo",
+    ]);
+    assert!(said.contains("< checkpointed moo >"), "{said}");
+    assert_eq!(
+        env.ok([
+            "exec",
+            "--app",
+            "cowsay",
+            "cowsay.sif",
+            "sh",
+            "-c",
+            "echo $APP"
+        ]),
+        "cowsay\n"
+    );
+    // The runscript is bash; the cluster's mount points exist.
+    let out = env.ok([
+        "run",
+        "cowsay.sif",
+        "-c",
+        "echo $LC_ALL $BASH_VERSION; ls -d /images /projects /containers /share /scratch",
+    ]);
+    let (first, dirs) = out.split_once('\n').unwrap_or((&out, ""));
+    assert!(first.starts_with("C 5."), "{out}");
+    assert_eq!(dirs, "/containers\n/images\n/projects\n/scratch\n/share\n");
 }

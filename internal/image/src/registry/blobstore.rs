@@ -48,7 +48,8 @@ impl BlobStore {
             .join(&digest["sha256:".len()..]))
     }
 
-    /// Whether the blob is cached.
+    /// Whether the blob is cached (its content is checked when it is read: layers and
+    /// configs by the unpacker, manifests by the caller).
     pub(crate) fn has(&self, digest: &str) -> Result<bool> {
         Ok(self.path(digest)?.is_file())
     }

@@ -45,7 +45,10 @@ pub(crate) fn fetch(text: &str, opts: &RegistryOptions) -> Result<Image> {
     // A manifest by digest: from the cache, else fetched and checked.
     let by_digest = |digest: &str| -> Result<Vec<u8>> {
         if let Some(bytes) = store.read(digest)? {
-            return Ok(bytes);
+            // A cached copy damaged on disk is fetched again rather than trusted.
+            if sha256_digest(&bytes) == digest {
+                return Ok(bytes);
+            }
         }
         let bytes = with_client(&mut |c| Ok(c.manifest(digest)?.0))?;
         let got = sha256_digest(&bytes);
