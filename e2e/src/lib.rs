@@ -17,6 +17,7 @@ mod listing;
 mod logs;
 mod net;
 mod paths;
+mod registry;
 mod rootfs;
 mod run;
 mod skip;
@@ -44,6 +45,7 @@ pub use paths::{
     apptainer_busybox_sif, path_str, rctr_bin, shared_testdata, target_dir, try_rctr_bin,
     workspace_root,
 };
+pub use registry::{Registry, REGISTRY_USER};
 pub use rootfs::{
     busybox_rootfs, install_host_path, install_host_program, python_rootfs, BUSYBOX_APPLETS,
     COUNTER_SERVER_PY, HOST_PYTHON,

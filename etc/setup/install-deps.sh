@@ -45,6 +45,8 @@ PKGS=(
     nftables                        # nft: rctr removes network locks a killed CRIU left
     debootstrap                     # the e2e tests' Debian image; `Bootstrap: debootstrap` builds
     umoci skopeo                    # the e2e tests make real OCI layouts and docker/OCI archives
+    docker-registry openssl         # the e2e tests' registry on loopback for docker:// pulls;
+                                    # openssl makes its test CA and signs its auth tokens
     debian-archive-keyring          # install-criu.sh verifies the Debian archive with it
     slurm-wlm munge                 # Slurm 22.05 and munge: the e2e tests' one-node cluster
     squashfuse                      # users who are not root mount their images with it (FUSE)
@@ -64,7 +66,7 @@ mkdir -p "$LOG_DIR"
 
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-# munge, slurmctld and slurmd come as services that their packages start on install. The e2e
+# munge, slurmctld, slurmd and docker-registry come as services that their packages start on install. The e2e
 # tests run daemons of their own (own key, socket, ports, slurm.conf), and a stock slurmctld
 # without /etc/slurm/slurm.conf only fails; a root shell without systemd (CI) cannot run them
 # anyway. So while apt runs, a policy-rc.d denies every service start (invoke-rc.d and

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use rctr_image::{BuildArgs as DefArgs, BuildOptions};
+use rctr_image::{BuildArgs as DefArgs, BuildOptions, RegistryOptions};
 use rctr_runtime::build_runner::ContainerSectionRunner;
 use std::path::PathBuf;
 
@@ -30,6 +30,29 @@ pub struct BuildArgs {
     /// A file of NAME=VALUE lines for {{ NAME }} in the definition file (--build-arg wins)
     #[arg(long = "build-arg-file", value_name = "FILE")]
     pub build_arg_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// How docker:// sources are fetched (build and pull).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct RegistryFlags {
+    /// Talk plain HTTP to the registry of a docker:// source, e.g. a test registry on
+    /// loopback (also $RCTR_NOHTTPS or $APPTAINER_NOHTTPS set to 1/true)
+    #[arg(long = "no-https", visible_alias = "nohttps")]
+    pub no_https: bool,
+}
+
+impl RegistryFlags {
+    pub fn options(self) -> RegistryOptions {
+        let from_env = ["RCTR_NOHTTPS", "APPTAINER_NOHTTPS", "APPTAINER_NO_HTTPS"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .any(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        RegistryOptions {
+            no_https: self.no_https || from_env,
+        }
+    }
 }
 
 pub fn run(args: BuildArgs) -> Result<i32> {
@@ -48,6 +71,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         base_dir: None,
         sandbox: args.sandbox,
         build_args: Some(&def_args),
+        registry: args.registry.options(),
     };
     let report = rctr_image::build_with(&args.output, &args.source, &opts)?;
     for warning in &report.warnings {

@@ -15,7 +15,16 @@ Examples:
   rctr build app.sif app.def             # From: and %files paths are relative to the current directory
   rctr build rootfs.sif ./rootfs/        # from a root filesystem directory
   rctr build copy.sif other.sif          # repack an image (its definition file is kept)
-  rctr build -F --notest app.sif app.def # overwrite app.sif, skip %test";
+  rctr build -F --notest app.sif app.def # overwrite app.sif, skip %test
+  rctr build debian.sif docker://debian:bookworm-slim
+  rctr build --sandbox root/ oci-archive:image.tar";
+
+pub const EX_PULL: &str = "\
+Examples:
+  rctr pull docker://debian:bookworm      # writes debian_bookworm.sif
+  rctr pull py.sif docker://python:3.12-slim
+  rctr pull --no-https docker://127.0.0.1:5000/test/busybox:v1   # a registry without TLS
+  rctr pull -F docker://ubuntu:24.04    # again: only changed blobs are downloaded";
 
 pub const EX_INSPECT: &str = "\
 Examples:

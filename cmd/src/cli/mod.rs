@@ -9,6 +9,7 @@ mod inspect;
 mod instance;
 mod job;
 mod progress;
+mod pull;
 mod run_opts;
 mod sif;
 mod version;
@@ -75,6 +76,9 @@ pub enum Command {
     /// Build a SIF image from a directory or a definition file
     #[command(after_help = EX_BUILD)]
     Build(build::BuildArgs),
+    /// Fetch an image from a registry into a SIF file
+    #[command(after_help = EX_PULL)]
+    Pull(pull::PullArgs),
     /// Show metadata of an image
     #[command(after_help = EX_INSPECT)]
     Inspect(inspect::InspectArgs),
@@ -109,6 +113,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Sif(c) => sif::run(c),
         Command::Build(a) => build::run(a),
+        Command::Pull(a) => pull::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Exec(a) => exec::exec(a),
         Command::Run(a) => exec::run(a),

@@ -18,6 +18,7 @@ pub(crate) fn populate(
     def: &Definition,
     rootfs: &Path,
     copier: &mut TreeCopier,
+    registry: &crate::registry::RegistryOptions,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
     match &def.bootstrap {
@@ -48,7 +49,7 @@ pub(crate) fn populate(
             include,
         } => debootstrap(def, os_version, mirror_url, include, rootfs)?,
         Bootstrap::Oci { kind, from } => {
-            crate::oci::populate(def, *kind, from, rootfs, warnings)?;
+            crate::oci::populate(def, *kind, from, rootfs, registry, warnings)?;
         }
     }
     Ok(())

@@ -13,6 +13,7 @@ use crate::fsutil::{remove_tree, TreeCopier};
 use crate::inspect::{read_attributes, InspectData, InspectMetadata};
 use crate::labels::{build_labels, build_time, labels_json};
 use crate::layout::{add_base_layout, apply_definition};
+use crate::registry::RegistryOptions;
 use crate::scriptlets::{
     post_with_apps, require_runner, run_post, run_setup, run_test, take_build_labels, SectionRunner,
 };
@@ -53,6 +54,8 @@ pub struct BuildOptions<'a> {
     pub sandbox: bool,
     /// `--build-arg` / `--build-arg-file` values for `{{ NAME }}` in the definition.
     pub build_args: Option<&'a BuildArgs>,
+    /// How `docker://` sources are fetched.
+    pub registry: RegistryOptions,
 }
 
 /// Prefix of the staging directories builds make next to their output.
@@ -326,7 +329,9 @@ pub fn build_with(out: &Path, source: &Path, opts: &BuildOptions) -> Result<Buil
         mkfs_time: Some(when.clamp(0, u32::MAX as i64) as u32),
         ..Default::default()
     };
+    let bar = crate::progress::spinner("creating the squashfs image".into());
     let stats = rctr_squashfs::build_from_dir(&rootfs, &squashfs, &sqfs_opts)?;
+    bar.finish_and_clear();
     remove_tree(&rootfs); // free the space before the SIF copy of the squashfs is written
 
     let sif = staging.dir.join("image.sif");
@@ -359,7 +364,7 @@ fn build_stage(
     when: i64,
 ) -> Result<()> {
     let mut warnings = Vec::new();
-    populate(def, rootfs, copier, &mut warnings)?;
+    populate(def, rootfs, copier, &opts.registry, &mut warnings)?;
     copier.warnings.append(&mut warnings);
     if let Some(setup) = &def.setup {
         run_setup(def, setup, rootfs, scratch)?;

@@ -342,6 +342,9 @@ struct Header {
     os_version: Option<(String, usize)>,
     mirror_url: Option<(String, usize)>,
     include: Option<(String, usize)>,
+    /// Legacy `IncludeCmd: yes|no` of the docker agents: checked, without effect (the
+    /// runscript made from an image runs its ENTRYPOINT and CMD, as Apptainer 3+ does).
+    include_cmd: Option<(String, usize)>,
 }
 
 fn parse_header(lines: &[&str], start: usize, end: usize, shown: &str) -> Result<Header> {
@@ -365,9 +368,10 @@ fn parse_header(lines: &[&str], start: usize, end: usize, shown: &str) -> Result
             "osversion" => &mut h.os_version,
             "mirrorurl" => &mut h.mirror_url,
             "include" => &mut h.include,
+            "includecmd" => &mut h.include_cmd,
             _ => bail!(
                 "{shown}:{n}: unknown header keyword {:?}; rctr supports Bootstrap, From, Stage, \
-                 OSVersion, MirrorURL and Include",
+                 OSVersion, MirrorURL, Include and IncludeCmd",
                 key_as_written(trimmed)
             ),
         };
@@ -416,6 +420,20 @@ fn bootstrap_of(h: &Header, shown: &str) -> Result<Bootstrap> {
         no(&h.os_version, "OSVersion")?;
         no(&h.mirror_url, "MirrorURL")?;
         no(&h.include, "Include")?;
+    }
+    if let Some((value, n)) = &h.include_cmd {
+        if !matches!(
+            agent.as_str(),
+            "docker" | "docker-archive" | "oci" | "oci-archive"
+        ) {
+            no(&h.include_cmd, "IncludeCmd")?;
+        }
+        if !matches!(
+            value.to_ascii_lowercase().as_str(),
+            "yes" | "no" | "true" | "false"
+        ) {
+            bail!("{shown}:{n}: \"IncludeCmd:\" takes yes or no, not {value:?}");
+        }
     }
     let oci = |kind: OciKind, hint: &str| -> Result<Bootstrap> {
         Ok(Bootstrap::Oci {
@@ -1097,6 +1115,16 @@ mod stage_tests {
         assert!(m.contains(":3:") && m.contains("no meaning"), "{m}");
         let m = e("Bootstrap: docker\n");
         assert!(m.contains(":1:") && m.contains("needs a \"From:\""), "{m}");
+        let m = e("Bootstrap: docker\nFrom: x\nIncludeCmd: maybe\n");
+        assert!(m.contains(":3:") && m.contains("yes or no"), "{m}");
+        let m = e("Bootstrap: scratch\nIncludeCmd: yes\n");
+        assert!(m.contains(":2:") && m.contains("no meaning"), "{m}");
+        Definition::parse(
+            "Bootstrap: docker\nFrom: x\n\nIncludeCmd: yes\n",
+            Path::new("x"),
+            Path::new("/"),
+        )
+        .unwrap();
         let m = format!(
             "{:#}",
             Definition::parse(

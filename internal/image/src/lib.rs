@@ -5,6 +5,8 @@
 //! - [`Definition`]: the subset of Apptainer definition files rctr builds from.
 //! - [`build`]: directory / image / definition file to SIF, with Apptainer's layout;
 //!   [`build_with`] also runs %post and %test through a [`SectionRunner`].
+//! - [`Reference`] / [`RegistryOptions`]: `docker://` images, fetched from registries into
+//!   the user's blob cache.
 //! - [`inspect`]: labels, scripts, environment and definition, shaped like `apptainer inspect`.
 
 mod apps;
@@ -19,6 +21,8 @@ mod inspect;
 mod labels;
 mod layout;
 mod oci;
+mod progress;
+mod registry;
 mod sandbox;
 mod scriptlets;
 mod source;
@@ -35,6 +39,7 @@ pub use inspect::{
 };
 pub use labels::format_build_date;
 pub use layout::DEFAULT_RUNSCRIPT;
+pub use registry::{Reference, RegistryOptions};
 pub use sandbox::resolve_in_root;
 pub use scriptlets::{
     section_command, SectionRun, SectionRunner, BUILD_LABELS, POST_ENVIRONMENT, POST_SCRIPT,

@@ -5,10 +5,10 @@
 
 mod config;
 mod layers;
-mod layout;
+pub(crate) mod layout;
 
 use crate::deffile::{Definition, OciKind};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Fills `rootfs` from the OCI/Docker image `from` of `kind`.
@@ -17,9 +17,13 @@ pub(crate) fn populate(
     kind: OciKind,
     from: &str,
     rootfs: &Path,
+    registry: &crate::registry::RegistryOptions,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
-    let shown = format!("{}:{from}", kind.agent());
+    let shown = match kind {
+        OciKind::Registry => format!("docker://{from}"),
+        _ => format!("{}:{from}", kind.agent()),
+    };
     let scratch = rootfs.with_extension("oci-src");
     let result = (|| -> Result<()> {
         let image = match kind {
@@ -37,19 +41,19 @@ pub(crate) fn populate(
                 let (dir, tag) = split_tag(from);
                 layout::oci_layout(&def.base_dir.join(dir), tag)?
             }
-            OciKind::Registry => bail!(
-                "docker://{from}: pulling from a registry is not supported by this rctr build; \
-                 save the image with `skopeo copy` or `podman save` and build from docker-archive:FILE"
-            ),
+            OciKind::Registry => crate::registry::fetch(from, registry)?,
         };
         std::fs::create_dir(rootfs)
             .with_context(|| format!("cannot create {}", rootfs.display()))?;
+        let bar = crate::progress::spinner(String::new());
         for (i, layer) in image.layers.iter().enumerate() {
             rctr_log::debug!("build: layer {}/{}: {layer}", i + 1, image.layers.len());
+            bar.set_message(format!("unpacking layer {}/{}", i + 1, image.layers.len()));
             let file = image.blobs.open_verified(layer)?;
             layers::apply_layer(file, rootfs, warnings)
                 .with_context(|| format!("layer {} ({layer})", i + 1))?;
         }
+        bar.finish_and_clear();
         config::write_image_config(rootfs, &image.config)
     })();
     crate::fsutil::remove_tree(&scratch);

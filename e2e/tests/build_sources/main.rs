@@ -1,7 +1,12 @@
 //! `rctr build` from the sources and definition-file features real recipes use: multi-stage
 //! builds, build arguments, %setup, SCIF apps, interpreters, sandboxes, `Bootstrap:
 //! debootstrap` (a real debootstrap from the Debian mirror, with python3 installed by
-//! %post's apt-get), and Docker/OCI archives made by Debian's umoci and skopeo.
+//! %post's apt-get), Docker/OCI archives made by Debian's umoci and skopeo, `docker://`
+//! pulls from a real registry on loopback ([`registry`]), and definition files from public
+//! projects ([`recipes`]). One test binary, so they all share the fixtures built here.
+
+mod recipes;
+mod registry;
 
 use rctr_e2e::*;
 use std::fs;
@@ -390,4 +395,89 @@ fn docker_and_oci_archives_build_and_run_with_their_config() {
         &format!("oci:{}", path_str(&layout.join("missing"))),
     ]);
     assert_one_line_error(&err, "rctr");
+}
+
+/// A small OCI layout made with umoci from a busybox root (every applet linked, as in
+/// the busybox images of registries): tag `v1` (CMD echoes "hi from
+/// v1"), tag `other` (another config, the same layer) and tag `multi`, an image index
+/// whose first entry is `other` marked linux/arm64 and whose second is `v1` marked
+/// linux/amd64 (this host's platform must be picked, not the first entry).
+fn busybox_layout() -> Result<PathBuf, String> {
+    static LAYOUT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    LAYOUT
+        .get_or_init(|| {
+            if let Some(why) = Registry::missing() {
+                return Err(why);
+            }
+            if !is_root() {
+                return Err("needs root".into());
+            }
+            let dir = target_dir().join("e2e-cache/busybox-oci");
+            let _ = fs::remove_dir_all(&dir);
+            busybox_rootfs(&dir.join("rootfs")).map_err(|e| e.to_string())?;
+            let l = path_str(&dir.join("layout"));
+            let script = format!(
+                "set -e\ncd {d}\numoci init --layout {l}\numoci new --image {l}:v1\n\
+                 umoci unpack --image {l}:v1 bundle >/dev/null\ncp -a rootfs/. bundle/rootfs/\n\
+                 busybox --install -s bundle/rootfs/bin\n\
+                 umoci repack --image {l}:v1 bundle\nrm -rf bundle\n\
+                 umoci config --image {l}:v1 --tag other --config.cmd /bin/echo --config.cmd 'wrong platform'\n\
+                 umoci config --image {l}:v1 --config.env GREETING=hello --config.cmd /bin/echo --config.cmd 'hi from v1'\n",
+                d = path_str(&dir),
+            );
+            let out = Command::new("sh").args(["-c", &script]).output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                panic!("making the busybox OCI layout failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            }
+            add_multi_platform_index(&dir.join("layout"));
+            Ok(dir.join("layout"))
+        })
+        .clone()
+}
+
+/// Adds the `multi` index described at [`busybox_layout`] to the layout's index.json.
+fn add_multi_platform_index(layout: &std::path::Path) {
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let by_tag = |tag: &str| -> serde_json::Value {
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap_or_else(|| panic!("no tag {tag} in {index}"))
+            .clone()
+    };
+    let entry = |tag: &str, arch: &str| {
+        let mut d = by_tag(tag);
+        d.as_object_mut().unwrap().remove("annotations");
+        d["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+        d
+    };
+    let multi = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry("other", "arm64"), entry("v1", "amd64")],
+    });
+    let bytes = serde_json::to_vec(&multi).unwrap();
+    let tmp = layout.join("multi.json");
+    fs::write(&tmp, &bytes).unwrap();
+    let out = Command::new("sha256sum").arg(&tmp).output().unwrap();
+    let hex = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    fs::rename(&tmp, layout.join("blobs/sha256").join(&hex)).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }));
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
