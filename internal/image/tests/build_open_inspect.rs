@@ -539,9 +539,9 @@ fn definition_errors_name_the_file_and_line() {
     let cases = [
         (
             "header.def",
-            "Bootstrap: scratch\nIncludeCmd: yes\n",
+            "Bootstrap: scratch\nFrobnicate: yes\n",
             ":2:",
-            "unknown header keyword \"IncludeCmd\"",
+            "unknown header keyword \"Frobnicate\"",
         ),
         (
             "section.def",

@@ -253,7 +253,10 @@ pub fn import(
     progress: &mut dyn Progress,
 ) -> Result<ImportReport> {
     let damaged = |e: anyhow::Error| {
-        anyhow!("archive {source} is damaged or not a checkpoint archive, nothing imported: {e:#}")
+        anyhow!(
+            "archive {source} is damaged or not a checkpoint archive, nothing imported: {}",
+            one_line(&format!("{e:#}"))
+        )
     };
     let z = zstd::stream::read::Decoder::new(input)
         .map_err(|e| damaged(anyhow!("cannot start zstd: {e}")))?;
@@ -374,6 +377,14 @@ fn next_entry<'a, R: Read>(entries: &mut tar::Entries<'a, R>) -> Result<Option<t
         .next()
         .transpose()
         .context("cannot read the archive")
+}
+
+/// `text` with control characters shown as '?': a damaged header's bytes end up in the tar
+/// reader's messages, and an error must stay one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// A private tar header for a regular file of `size` bytes.
