@@ -100,7 +100,13 @@ impl Instances {
 /// Stops the container of `rec` and waits for its init (and so every process,
 /// mount and loop device of the container) to be gone.
 pub fn stop_record(rec: &InstanceRecord, opts: &StopOptions) -> Result<()> {
-    let fd = pidfd_open(rec.init_pid)?;
+    let fd = match pidfd_open(rec.init_pid) {
+        Ok(fd) => fd,
+        // It ended between the caller's look and now (an engine that ended the application,
+        // init following): nothing is left to stop.
+        Err(_) if !is_alive(rec.init_pid, rec.init_start_ticks) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     // The pid could have been reused between reading the record and opening the pidfd.
     if !is_alive(rec.init_pid, rec.init_start_ticks) {
         return Ok(());

@@ -137,7 +137,8 @@ impl CheckpointEngine for CriuEngine {
             &format!("{CKPT_MOUNT}/{}", staged.dir_name),
             "-o",
             &format!("{CKPT_MOUNT}/logs/{log_name}"),
-            "-v2",
+            // -v3: CRIU logs its run id first, which names its network lock table.
+            "-v3",
             "--tcp-established",
             "--file-locks",
             "--network-lock",
@@ -169,6 +170,7 @@ impl CheckpointEngine for CriuEngine {
         if code != 0 {
             let left = netlock::own_tables(
                 &staged.dir,
+                &log,
                 netlock::tables(net_of)
                     .into_iter()
                     .filter(|t| !locks_before.contains(t))
@@ -190,20 +192,27 @@ impl CheckpointEngine for CriuEngine {
                 log.display()
             );
         }
-        if !mode.leave_running && !stop_for_copy && !target.plan.net_ns {
-            data.held_network_locks = netlock::own_tables(
-                &staged.dir,
-                netlock::tables(net_of)
-                    .into_iter()
-                    .filter(|t| !locks_before.contains(t))
-                    .collect(),
-            );
+        // The lock tables this dump left: CRIU unlocks the network only for tasks it leaves
+        // running, so a dump that kills or stops them keeps its table.
+        let kept_locks = netlock::own_tables(
+            &staged.dir,
+            &log,
+            netlock::tables(net_of)
+                .into_iter()
+                .filter(|t| !locks_before.contains(t))
+                .collect(),
+        );
+        if !mode.leave_running && !target.plan.net_ns {
+            // Held for a live restore; any other restore lets them go.
+            data.held_network_locks = kept_locks.clone();
         }
         if !tmpfs_mounts.is_empty() {
             let saved = tmpfs::snapshot(&tmpfs_mounts, &views, &staged.dir, stop_for_copy);
             drop(views);
             if stop_for_copy && mode.leave_running {
                 resume(target.init_pid);
+                // Running again: its connections must flow again too.
+                netlock::remove(net_of, &kept_locks);
             }
             data.tmpfs = saved.map_err(tmpfs_failed)?;
         }

@@ -59,19 +59,39 @@ pub fn remove(net_of: Option<i32>, names: &[String]) -> usize {
 }
 
 /// Of `candidates` (tables that appeared while a dump ran), the ones that dump made itself.
-/// CRIU names its table after its run id and records that id in the images' inventory
-/// (`inventory.img`), so a table belongs to this dump when its id is there. Other dumps
-/// running at the same time in the same network namespace have tables of their own that
-/// must not be taken or removed. Without an inventory (a dump that failed early) the
-/// candidates are all that is known.
-pub fn own_tables(images_dir: &std::path::Path, candidates: Vec<String>) -> Vec<String> {
-    match std::fs::read(images_dir.join("inventory.img")) {
-        Ok(inventory) => candidates
-            .into_iter()
-            .filter(|t| run_id_recorded(&inventory, t))
-            .collect(),
-        Err(_) => candidates,
-    }
+/// CRIU names its table after its run id, which it records in the images' inventory
+/// (`inventory.img`) and logs first thing at -v3 (`CRIU run id = ...`), so a table belongs
+/// to this dump when its id is there. Other dumps running at the same time in the same
+/// network namespace have tables of their own that must not be taken or removed: a table
+/// that cannot be attributed is left alone.
+pub fn own_tables(
+    images_dir: &std::path::Path,
+    log: &std::path::Path,
+    candidates: Vec<String>,
+) -> Vec<String> {
+    let evidence = std::fs::read(images_dir.join("inventory.img"))
+        .ok()
+        .or_else(|| logged_run_id(log).map(String::into_bytes))
+        .unwrap_or_default();
+    candidates
+        .into_iter()
+        .filter(|t| run_id_recorded(&evidence, t))
+        .collect()
+}
+
+/// The run id CRIU logged at the start of `log`.
+fn logged_run_id(log: &std::path::Path) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let file = std::fs::File::open(log).ok()?;
+    BufReader::new(file)
+        .lines()
+        .take(20)
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split_once("CRIU run id = ")
+                .map(|(_, id)| id.trim().to_string())
+        })
+        .filter(|id| !id.is_empty())
 }
 
 /// Whether the run id in table name `table` (`CRIU-<id>`) occurs in the inventory's bytes.
@@ -101,15 +121,28 @@ mod tests {
             "CRIU-".to_string(),
         ];
         assert_eq!(
-            own_tables(dir.path(), candidates.clone()),
+            own_tables(dir.path(), &dir.path().join("no.log"), candidates.clone()),
             vec![candidates[0].clone()]
         );
     }
 
     #[test]
-    fn without_an_inventory_every_new_table_is_taken() {
+    fn without_an_inventory_the_logged_run_id_decides_and_else_nothing_is_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let candidates = vec!["CRIU-a".to_string(), "CRIU-b".to_string()];
-        assert_eq!(own_tables(dir.path(), candidates.clone()), candidates);
+        let log = dir.path().join("dump.log");
+        let candidates = vec![
+            "CRIU-a0051e96-3e88-464f-b8".to_string(),
+            "CRIU-b1111111-3e88-464f-b8".to_string(),
+        ];
+        assert!(own_tables(dir.path(), &log, candidates.clone()).is_empty());
+        std::fs::write(
+            &log,
+            "(00.000000) CRIU run id = a0051e96-3e88-464f-b8c9-d9e2ef286cbe\n(00.0001) Error: x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            own_tables(dir.path(), &log, candidates.clone()),
+            vec![candidates[0].clone()]
+        );
     }
 }
