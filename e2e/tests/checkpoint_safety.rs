@@ -1487,6 +1487,7 @@ fn checkpoint_files_are_private_even_under_umask_000() {
         );
     }
 
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let me = unsafe { libc::geteuid() };
     let mut wrong = vec![];
     let mut images = 0;

@@ -29,6 +29,7 @@ fn build_in(base: &Path, out: &Path, source: &Path, force: bool) -> anyhow::Resu
 }
 
 fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
