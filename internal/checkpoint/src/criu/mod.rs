@@ -167,16 +167,18 @@ impl CheckpointEngine for CriuEngine {
         let locks_before = netlock::tables(net_of);
         let code = run_in_container(target.init_pid, target.plan.net_ns, &argv)?;
         let log = ckpt.logs_dir().join(&log_name);
+        // The lock tables this dump left: CRIU unlocks the network only for tasks it leaves
+        // running, so a dump that fails, kills or stops them keeps its table.
+        let kept_locks = netlock::own_tables(
+            &staged.dir,
+            &log,
+            netlock::tables(net_of)
+                .into_iter()
+                .filter(|t| !locks_before.contains(t))
+                .collect(),
+        );
         if code != 0 {
-            let left = netlock::own_tables(
-                &staged.dir,
-                &log,
-                netlock::tables(net_of)
-                    .into_iter()
-                    .filter(|t| !locks_before.contains(t))
-                    .collect(),
-            );
-            netlock::remove(net_of, &left);
+            netlock::remove(net_of, &kept_locks);
             let gpu_back = match suspended {
                 Some(s) => s
                     .resume()
@@ -192,16 +194,6 @@ impl CheckpointEngine for CriuEngine {
                 log.display()
             );
         }
-        // The lock tables this dump left: CRIU unlocks the network only for tasks it leaves
-        // running, so a dump that kills or stops them keeps its table.
-        let kept_locks = netlock::own_tables(
-            &staged.dir,
-            &log,
-            netlock::tables(net_of)
-                .into_iter()
-                .filter(|t| !locks_before.contains(t))
-                .collect(),
-        );
         if !mode.leave_running && !target.plan.net_ns {
             // Held for a live restore; any other restore lets them go.
             data.held_network_locks = kept_locks.clone();
