@@ -106,14 +106,38 @@ pub fn log_errors(log: &std::path::Path) -> String {
         _ => errors[errors.len().saturating_sub(2)..].to_vec(),
     };
     pick.iter()
-        .map(|l| l.trim())
+        .map(|l| without_timestamp(l.trim()))
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// A log line without the `(00.016231) ` time CRIU puts first at -v3 and above.
+fn without_timestamp(line: &str) -> &str {
+    line.strip_prefix('(')
+        .and_then(|rest| rest.split_once(')'))
+        .filter(|(time, _)| {
+            !time.is_empty() && time.chars().all(|c| c.is_ascii_digit() || c == '.')
+        })
+        .map(|(_, after)| after.trim_start())
+        .unwrap_or(line)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_lines_lose_the_engines_timestamp_only() {
+        assert_eq!(
+            without_timestamp("(00.016231) Error (criu/cr-dump.c:389): Can't get rlimit 0"),
+            "Error (criu/cr-dump.c:389): Can't get rlimit 0"
+        );
+        assert_eq!(
+            without_timestamp("Error (criu/cr-dump.c:389): x"),
+            "Error (criu/cr-dump.c:389): x"
+        );
+        assert_eq!(without_timestamp("(pid 3) Error"), "(pid 3) Error");
+    }
 
     const NOISE: &str = "Error (criu/tun.c:85): tun: Unable to create tun: No such file or directory\n\
         Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n";
