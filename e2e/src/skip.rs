@@ -62,14 +62,8 @@ pub fn require_root_and_criu(test: &str) -> bool {
     require_root(test) && require_criu(test)
 }
 
-/// The test process's shared Slurm cluster ([`SlurmCluster::shared`]), started on first use.
-/// None, after printing a SKIPPED line, when not running as root (the cluster's daemons and
-/// jobs run as root) or when Slurm or munge is not installed. Panics when they are installed
-/// but the cluster does not start: that is a failure, not a skip.
-pub fn require_slurm(test: &str) -> Option<&'static SlurmCluster> {
-    if !require_root(test) {
-        return None;
-    }
+/// Whether Slurm's and munge's programs are installed; prints a SKIPPED line when not.
+fn require_slurm_programs(test: &str) -> bool {
     let missing = missing_slurm_programs();
     if !missing.is_empty() {
         skipped(
@@ -79,6 +73,16 @@ pub fn require_slurm(test: &str) -> Option<&'static SlurmCluster> {
                 missing.join(", ")
             ),
         );
+    }
+    missing.is_empty()
+}
+
+/// The test process's shared Slurm cluster ([`SlurmCluster::shared`]), started on first use.
+/// None, after printing a SKIPPED line, when not running as root (the cluster's daemons and
+/// jobs run as root) or when Slurm or munge is not installed. Panics when they are installed
+/// but the cluster does not start: that is a failure, not a skip.
+pub fn require_slurm(test: &str) -> Option<&'static SlurmCluster> {
+    if !require_root(test) || !require_slurm_programs(test) {
         return None;
     }
     match SlurmCluster::shared() {
@@ -92,18 +96,7 @@ pub fn require_slurm(test: &str) -> Option<&'static SlurmCluster> {
 /// not installed, or when `ip` or network/UTS namespaces are missing. Panics when all are
 /// there but the cluster does not start: that is a failure, not a skip.
 pub fn require_two_nodes(test: &str) -> Option<&'static TwoNodeCluster> {
-    if !require_root(test) {
-        return None;
-    }
-    let missing = missing_slurm_programs();
-    if !missing.is_empty() {
-        skipped(
-            test,
-            &format!(
-                "needs Slurm and munge ({} missing: run `make deps`)",
-                missing.join(", ")
-            ),
-        );
+    if !require_root(test) || !require_slurm_programs(test) {
         return None;
     }
     if let Some(missing) = missing_netns_facilities() {

@@ -484,25 +484,21 @@ for line in f:
     f.flush()
 ";
 
-#[test]
-fn a_client_keeps_its_connection_across_stop_and_live_restart() {
-    let test = "a_client_keeps_its_connection_across_stop_and_live_restart";
-    if !require_root_and_criu(test) {
-        return;
-    }
-    use std::io::{BufRead, BufReader, Write};
-    let _tables = watch_host_lock_tables();
-    let env = TestEnv::new(test);
-    let img = path_str(&app_image());
-    let port = free_port();
-    let tables_before = criu_lock_tables();
-    env.ok(["checkpoint", "create", "live"]);
+/// Instance "srv" running [`LINE_COUNTER`] on `port`, launched on a new checkpoint `ckpt`, and
+/// one client connection to it (with a reader on the same socket).
+fn line_counter_instance(
+    env: &TestEnv,
+    ckpt: &str,
+    img: &str,
+    port: u16,
+) -> (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>) {
+    env.ok(["checkpoint", "create", ckpt]);
     env.ok([
         "instance",
         "start",
         "--ckpt-launch",
-        "live",
-        &img,
+        ckpt,
+        img,
         "srv",
         "python3",
         "-c",
@@ -513,7 +509,23 @@ fn a_client_keeps_its_connection_across_stop_and_live_restart() {
     let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    (conn, reader)
+}
+
+#[test]
+fn a_client_keeps_its_connection_across_stop_and_live_restart() {
+    let test = "a_client_keeps_its_connection_across_stop_and_live_restart";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let _tables = watch_host_lock_tables();
+    let env = TestEnv::new(test);
+    let img = path_str(&app_image());
+    let port = free_port();
+    let tables_before = criu_lock_tables();
+    let (conn, mut reader) = line_counter_instance(&env, "live", &img, port);
     let mut ask = |what: &str| -> String {
         (&conn)
             .write_all(b"x\n")
@@ -553,29 +565,12 @@ fn a_plain_restart_lets_held_connections_go() {
     if !require_root_and_criu(test) {
         return;
     }
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, Write};
     let _tables = watch_host_lock_tables();
     let env = TestEnv::new(test);
     let img = path_str(&app_image());
     let port = free_port();
-    env.ok(["checkpoint", "create", "held"]);
-    env.ok([
-        "instance",
-        "start",
-        "--ckpt-launch",
-        "held",
-        &img,
-        "srv",
-        "python3",
-        "-c",
-        LINE_COUNTER,
-        &port.to_string(),
-    ]);
-    env.wait_for_instance_port("srv", port);
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let (mut conn, mut reader) = line_counter_instance(&env, "held", &img, port);
     conn.write_all(b"x\n").unwrap();
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
