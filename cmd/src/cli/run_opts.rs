@@ -66,6 +66,10 @@ pub struct RunOptions {
     /// you to uid 0; you gain no privilege on the host)
     #[arg(long)]
     pub fakeroot: bool,
+    /// Root only: run the container's processes as another user, `uid:N` and
+    /// `gid:N[:M...]` (as Apptainer's --security uid/gid)
+    #[arg(long, value_name = "uid:N,gid:N")]
+    pub security: Vec<String>,
 }
 
 /// Variables that turn on `--nv`, as Apptainer reads them, plus rctr's own.
@@ -124,6 +128,7 @@ impl RunOptions {
             session_size_mib: site.session_size_mib,
             nv: self.nv || NV_VARS.iter().any(|v| env_true(v)),
             fakeroot: self.fakeroot,
+            run_as: rctr_runtime::credentials::parse_security(&self.security)?,
         })
     }
 }

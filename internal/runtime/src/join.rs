@@ -80,7 +80,9 @@ fn exec_child(plan: &ContainerPlan, err_w: OwnedFd) -> i32 {
         rctr_log::show_argv(&plan.argv)
     );
     let (argv, env) = final_command(plan);
-    if let Err(e) = crate::process::restrict_privileges(plan) {
+    let privileges = crate::process::restrict_privileges(plan)
+        .and_then(|_| crate::process::take_application_credentials(plan));
+    if let Err(e) = privileges {
         let _ = nix::unistd::write(&err_w, format!("{e:#}").as_bytes());
         return 255;
     }

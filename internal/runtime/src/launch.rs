@@ -5,7 +5,10 @@ use crate::container::{session_mount_point, setup_rootfs, unshare_namespaces};
 use crate::init_status::InitStatus;
 use crate::loopdev::{self, LoopDevice};
 use crate::plan::{ContainerPlan, RootKind};
-use crate::process::{block_supervised_signals, exec, final_command, restrict_privileges};
+use crate::process::{
+    block_supervised_signals, exec, final_command, restrict_privileges,
+    take_application_credentials,
+};
 use crate::spawn::{
     close_fds_except, detach_stdio, fork_child, fork_child_in_userns, fork_detached_in,
     prepare_exec, ExecIo, Stdio,
@@ -147,6 +150,10 @@ fn foreground_child(
     );
     let (argv, env) = final_command(plan);
     let exec_or_report = || {
+        if let Err(e) = take_application_credentials(plan) {
+            report(err_fd, &format!("{e:#}"));
+            return 255;
+        }
         prepare_exec(&ExecIo {
             keep: &[err_fd],
             ..ExecIo::INHERIT
@@ -466,6 +473,10 @@ fn start_app(plan: &ContainerPlan, io: AppIo) -> Result<Pid> {
     let (exec_r, exec_w) = pipe_cloexec()?;
     let app = fork_child(|| {
         let _ = nix::unistd::setsid();
+        if let Err(e) = take_application_credentials(plan) {
+            report(exec_w.as_raw_fd(), &format!("{e:#}"));
+            return 255;
+        }
         prepare_exec(&ExecIo {
             stdin: Stdio::Null,
             stdout: Stdio::Fd(io.stdout.as_fd()),

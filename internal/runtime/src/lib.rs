@@ -4,6 +4,7 @@
 pub mod binds;
 pub mod build_runner;
 pub mod container;
+pub mod credentials;
 pub mod env;
 pub mod identity;
 pub mod image_cache;

@@ -49,6 +49,9 @@ pub struct RunOptions {
     /// As a user who is not root: be root (uid 0) inside the container's user namespace.
     #[serde(default)]
     pub fakeroot: bool,
+    /// Root only: run the container's processes as this user (`--security uid:N,gid:N`).
+    #[serde(default)]
+    pub run_as: Option<crate::plan::RunAs>,
 }
 
 /// Apptainer's `sessiondir max size` default.
@@ -82,6 +85,7 @@ impl Default for RunOptions {
             session_size_mib: DEFAULT_SESSION_SIZE_MIB,
             nv: false,
             fakeroot: false,
+            run_as: None,
         }
     }
 }
@@ -137,6 +141,27 @@ fn is_system_dir(p: &Path) -> bool {
         || p.starts_with("/usr")
 }
 
+/// The user root runs a container as: their passwd entry and home directory.
+fn run_as_user(run_as: &crate::plan::RunAs) -> Result<(nix::unistd::User, PathBuf)> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "--security uid:{}: only root may run a container as another user",
+            run_as.uid
+        );
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(run_as.uid))
+        .ok()
+        .flatten()
+        .with_context(|| {
+            format!(
+                "--security uid:{}: no passwd entry for that uid on this host; create the user or give another uid",
+                run_as.uid
+            )
+        })?;
+    let home = user.dir.clone();
+    Ok((user, home))
+}
+
 fn host_user() -> Result<(nix::unistd::User, PathBuf)> {
     let uid = nix::unistd::geteuid();
     let user = nix::unistd::User::from_uid(uid)
@@ -190,7 +215,13 @@ pub fn build_plan(
             anyhow::bail!("--writable and --writable-tmpfs cannot be used together");
         }
     }
-    let (user, host_home) = host_user()?;
+    if opts.run_as.is_some() && opts.fakeroot {
+        bail!("--security uid and --fakeroot cannot be used together");
+    }
+    let (user, host_home) = match &opts.run_as {
+        Some(run_as) => run_as_user(run_as)?,
+        None => host_user()?,
+    };
     let host_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
 
     // A --fakeroot user is root inside, whose home is /root: their own home is bound there
@@ -277,10 +308,18 @@ pub fn build_plan(
             no_eval: opts.no_eval,
         },
     )?;
-    let userns = user_namespace(&user, opts.fakeroot);
+    let mut env = env;
+    if opts.run_as.is_some() {
+        // The host's (root's) login names would describe someone else.
+        for key in ["USER", "LOGNAME"] {
+            env.base.retain(|(k, _)| k != key);
+            env.base.push((key.to_string(), user.name.clone()));
+        }
+    }
+    let userns = user_namespace(&user, opts.fakeroot).filter(|_| opts.run_as.is_none());
     let identity = Identity {
         uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
+        gid: opts.run_as.as_ref().map_or(user.gid.as_raw(), |r| r.gid),
         name: user.name.clone(),
         gecos: user.gecos.to_string_lossy().into_owned(),
         home: home_dst.to_string_lossy().into_owned(),
@@ -320,6 +359,7 @@ pub fn build_plan(
         no_init: opts.no_init,
         session_size_mib: Some(opts.session_size_mib),
         userns,
+        run_as: opts.run_as.clone(),
     })
 }
 

@@ -113,6 +113,18 @@ impl UserNs {
     }
 }
 
+/// Root running a container as another user (`--security uid:N,gid:N`): the application
+/// and every `exec` into the instance take these credentials, with no capability and
+/// `no_new_privs`; init stays root (it supervises the container, it runs no user code).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    #[serde(default)]
+    pub groups: Vec<u32>,
+}
+
 /// Contents of generated identity files bound over the image's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -186,6 +198,9 @@ pub struct ContainerPlan {
     /// recorded by root, and root's own, have none).
     #[serde(default)]
     pub userns: Option<UserNs>,
+    /// Set when root runs the container as another user (see [`RunAs`]).
+    #[serde(default)]
+    pub run_as: Option<RunAs>,
 }
 
 /// Explicit requests on the command line, as given.
@@ -263,6 +278,7 @@ impl ContainerPlan {
             no_init: false,
             session_size_mib: None,
             userns: None,
+            run_as: None,
         })
     }
 }

@@ -52,6 +52,15 @@ pub fn restrict_privileges(plan: &ContainerPlan) -> Result<()> {
     Ok(())
 }
 
+/// In a child about to exec the application (or a command in an instance): the user root
+/// runs the container as, if any (see [`crate::plan::RunAs`]).
+pub fn take_application_credentials(plan: &ContainerPlan) -> Result<()> {
+    match &plan.run_as {
+        Some(run_as) => crate::credentials::become_user(run_as),
+        None => Ok(()),
+    }
+}
+
 /// The shell that sources the image's env scripts: bash when the image has it, since
 /// those scripts are written for Apptainer's bash-like interpreter (`source`, `[[`);
 /// otherwise /bin/sh, helped by the wrapper's shims.

@@ -602,6 +602,7 @@ mod tests {
             no_init: false,
             session_size_mib: None,
             userns: None,
+            run_as: None,
         }
     }
 

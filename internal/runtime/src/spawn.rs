@@ -34,6 +34,10 @@
 //!   the program the default dispositions and an empty mask: the Rust runtime
 //!   ignores SIGPIPE and supervisors block the signals they relay, and both
 //!   would otherwise survive exec.
+//! - **Whose credentials.** A child that runs code of a container root runs as
+//!   another user takes that user's ids first ([`crate::credentials`]): the
+//!   application and `exec` with no capability, the checkpoint engine with
+//!   root's capabilities kept as ambient ones.
 
 use anyhow::{bail, Context, Result};
 use nix::sys::wait::waitpid;

@@ -30,7 +30,7 @@ use bundle::{ensure_bundle, EngineBundle};
 use inject::{add_checkpoint_mounts, bundle_dir_of, is_engine_mount, CKPT_MOUNT, ENGINE_MOUNT};
 use rctr_instance::InstanceRecord;
 use rctr_runtime::plan::ContainerPlan;
-use run::{engine_failure, run_in_container};
+use run::{engine_failure, run_in_container_as};
 use std::time::Duration;
 
 /// The binary's name inside the bundle.
@@ -159,14 +159,25 @@ impl CheckpointEngine for CriuEngine {
         } else if stop_for_copy {
             args.push("--leave-stopped".into());
         }
+        // An application root runs as another user is dumped as that user (see
+        // run_in_container_as); CRIU calls that mode "unprivileged".
+        let run_as = target.plan.run_as.as_ref();
+        if run_as.is_some() {
+            args.push("--unprivileged".into());
+        }
         let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
         rctr_log::debug!("checkpoint engine (dump): {}", rctr_log::show_argv(&argv));
         // A network lock this run leaves if it fails is removed below; one it keeps on
         // purpose (the application killed with its connections held) is recorded.
         let net_of = target.plan.net_ns.then_some(target.init_pid);
         let locks_before = netlock::tables(net_of);
-        let code = run_in_container(target.init_pid, target.plan.net_ns, &argv)?;
+        let code = run_in_container_as(target.init_pid, target.plan.net_ns, run_as, &argv)?;
         let log = ckpt.logs_dir().join(&log_name);
+        if run_as.is_some() {
+            // Root's checkpoint holds only root's files (the engine made them as the user).
+            give_to_root(&staged.dir)?;
+            give_to_root(&log)?;
+        }
         // The lock tables this dump left: CRIU unlocks the network only for tasks it leaves
         // running, so a dump that fails, kills or stops them keeps its table.
         let kept_locks = netlock::own_tables(
@@ -446,4 +457,31 @@ fn join_pids(pids: &[i32]) -> String {
         .map(i32::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Makes root the owner of `path` and, for a directory, of everything in it, without
+/// following symbolic links.
+fn give_to_root(path: &std::path::Path) -> Result<()> {
+    let chown = |p: &std::path::Path| {
+        nix::unistd::fchownat(
+            None,
+            p,
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(0)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot make root the owner of {}: {e}", p.display()))
+    };
+    chown(path)?;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                give_to_root(&entry.path())?;
+            } else {
+                chown(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
 }

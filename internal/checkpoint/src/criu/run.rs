@@ -3,16 +3,35 @@
 //! and exec the bundled engine.
 
 use anyhow::Result;
+use rctr_runtime::credentials::become_user_keeping_capabilities;
+use rctr_runtime::plan::RunAs;
 use rctr_runtime::spawn::{prepare_exec, run_in_child, ExecIo};
 use std::ffi::CString;
 
 /// Runs `argv` inside the container whose init has host pid `init_pid`; returns the exit code.
 pub fn run_in_container(init_pid: i32, net: bool, argv: &[String]) -> Result<i32> {
+    run_in_container_as(init_pid, net, None, argv)
+}
+
+/// As [`run_in_container`]; with `run_as`, the engine runs with that user's ids and root's
+/// capabilities (see [`rctr_runtime::credentials::become_user_keeping_capabilities`]).
+pub fn run_in_container_as(
+    init_pid: i32,
+    net: bool,
+    run_as: Option<&RunAs>,
+    argv: &[String],
+) -> Result<i32> {
     run_in_child(
         || match rctr_runtime::join::join_namespaces(init_pid, net) {
             // Joining a pid namespace applies to children only: fork once more to be in it.
             Ok(()) => run_in_child(|| {
                 let _ = nix::unistd::chdir("/");
+                if let Some(r) = run_as {
+                    if let Err(e) = become_user_keeping_capabilities(r) {
+                        eprintln!("rctr: error: {e:#}");
+                        return 125;
+                    }
+                }
                 // The engine logs to its own file; its stdio must not be a descriptor of the
                 // host it could trip over.
                 prepare_exec(&ExecIo::NULL);

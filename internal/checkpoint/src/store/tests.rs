@@ -101,6 +101,7 @@ fn plan(root: &Path) -> ContainerPlan {
         no_init: false,
         session_size_mib: None,
         userns: None,
+        run_as: None,
     }
 }
 
