@@ -28,7 +28,7 @@ GEN_DIR := $(TARGET_DIR)/gen
 # two threads match the 2-core machines they are written for.
 E2E_THREADS ?= 2
 
-.PHONY: help deps build docs install demo test unit unit-tmpfs e2e zdtm bench bench-deps gpu-kit lint clean
+.PHONY: help deps build docs install install-suid demo test unit unit-tmpfs e2e zdtm bench bench-deps gpu-kit lint clean
 
 help:
 	@echo "make deps    install build/test dependencies and CRIU (Debian 12, as root)"
@@ -68,6 +68,10 @@ install: docs
 	install -D -m 0644 etc/nvliblist.conf "$(DESTDIR)$(PREFIX)/share/doc/rctr/examples/nvliblist.conf"
 	@echo "installed rctr under $(DESTDIR)$(PREFIX); to configure checkpoints system-wide:"
 	@echo "  install -D -m 0644 $(PREFIX)/share/doc/rctr/examples/ckpt-conf.yaml /etc/rctr/ckpt-conf.yaml"
+
+# The checkpoint helper for users who are not root (setuid root; docs/security.md).
+install-suid:
+	bash etc/setup/install-suid.sh "$(RCTR_BIN)"
 
 demo: deps build
 	bash e2e/demo.sh

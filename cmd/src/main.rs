@@ -2,11 +2,16 @@
 //! `internal/` crates so it can be tested without going through the CLI.
 
 mod cli;
+mod suid;
 
 use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() {
+    // Setuid root for a user: the checkpoint helper, never the ordinary command line.
+    if let Some(code) = suid::run_if_setuid() {
+        std::process::exit(code);
+    }
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(err) => usage_error(err),

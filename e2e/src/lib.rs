@@ -22,6 +22,7 @@ mod rootfs;
 mod run;
 mod skip;
 mod slurm;
+mod suid;
 mod users;
 
 pub use checks::{
@@ -56,4 +57,5 @@ pub use skip::{
     require_slurm, require_two_nodes, CRIU_BIN,
 };
 pub use slurm::{find_program, missing_slurm_programs, SlurmCluster, SLURM_PROGRAMS};
+pub use suid::SuidHelper;
 pub use users::{unprivileged_missing, RealUser};

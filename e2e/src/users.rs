@@ -14,6 +14,8 @@ pub struct RealUser {
     pub home: PathBuf,
     /// World-readable directory with the rctr binary and the images this user runs.
     pub files: PathBuf,
+    /// Variables set for every rctr run as this user (`NAME=value`).
+    pub env: Vec<String>,
 }
 
 impl RealUser {
@@ -43,7 +45,12 @@ impl RealUser {
         std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o755)).unwrap();
         let bin = files.join("rctr");
         std::fs::copy(crate::rctr_bin(), &bin).unwrap();
-        Some(RealUser { name, home, files })
+        Some(RealUser {
+            name,
+            home,
+            files,
+            env: vec![],
+        })
     }
 
     /// Copies `image` where this user can read it; returns the copy's path.
@@ -65,6 +72,7 @@ impl RealUser {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", &self.name, "--", "env"])
             .arg(format!("HOME={}", home.display()))
+            .args(&self.env)
             .arg(self.files.join("rctr"))
             .args(args)
             .current_dir(&self.files)
@@ -96,6 +104,12 @@ impl RealUser {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// This user's uid.
+    pub fn uid(&self) -> u32 {
+        let out = self.sh("id -u");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
     /// Any shell command as this user.

@@ -66,7 +66,11 @@ fn root_checkpoints_and_restarts_a_server_that_runs_as_a_user() {
     );
 
     env.ok(["checkpoint", "instance", "server"]);
-    assert_eq!(request(port), "request:3", "the server stops after a checkpoint");
+    assert_eq!(
+        request(port),
+        "request:3",
+        "the server stops after a checkpoint"
+    );
     env.ok(["instance", "stop", "server"]);
     env.ok([
         "instance",

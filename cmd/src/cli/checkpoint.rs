@@ -128,6 +128,12 @@ pub fn run(c: CheckpointCommand) -> Result<i32> {
                 // Only the default engine's name is needed, not the engine itself.
                 None => CkptConf::load_for(ckpt_conf.as_deref(), EngineKind::App)?.engine,
             };
+            // CRIU needs root: a user's CRIU checkpoints are kept by the checkpoint helper.
+            if let (EngineKind::Criu, None, None, Some(helper)) =
+                (engine, &dir, &ckpt_conf, crate::suid::for_user())
+            {
+                return crate::suid::call(&helper, &crate::suid::Verb::Create { name }, None);
+            }
             let ckpt =
                 CheckpointStore::for_current_user()?.create(&name, engine, dir.as_deref())?;
             rctr_log::info!(
@@ -243,6 +249,13 @@ fn list(json: bool) -> Result<i32> {
             }
         );
     }
+    // CRIU checkpoints the checkpoint helper keeps for this user.
+    if let Some(helper) = crate::suid::for_user() {
+        let listing = crate::suid::output(&helper, &crate::suid::Verb::List).unwrap_or_default();
+        for row in listing.lines().skip(1) {
+            println!("{row}");
+        }
+    }
     Ok(0)
 }
 
@@ -269,7 +282,12 @@ pub(super) fn size_text(bytes: u64) -> String {
 }
 
 fn delete(name: &str, force: bool) -> Result<i32> {
-    let ckpt = CheckpointStore::for_current_user()?.open(name)?;
+    let store = CheckpointStore::for_current_user()?;
+    if let (Err(_), false, Some(helper)) = (store.open(name), force, crate::suid::for_user()) {
+        let verb = crate::suid::Verb::Delete { name: name.into() };
+        return crate::suid::call(&helper, &verb, None);
+    }
+    let ckpt = store.open(name)?;
     let users = ckpt.users(&Instances::for_current_user()?)?;
     ckpt.delete(force, &users)?;
     rctr_log::info!("checkpoint {name} deleted");
@@ -278,6 +296,17 @@ fn delete(name: &str, force: bool) -> Result<i32> {
 
 fn instance(a: InstanceArgs) -> Result<i32> {
     let instances = Instances::for_current_user()?;
+    // An instance the checkpoint helper runs for this user is checkpointed by it.
+    if let Some(helper) = crate::suid::for_user() {
+        let plain = a.keep.is_none() && !a.no_wait && a.ckpt_conf.is_none() && !a.json;
+        if plain && !instances.list(None)?.iter().any(|r| r.name == a.instance) {
+            let verb = crate::suid::Verb::Checkpoint {
+                name: a.instance.clone(),
+                stop: a.stop,
+            };
+            return crate::suid::call(&helper, &verb, None);
+        }
+    }
     let opts = DumpOptions {
         stop: a.stop,
         keep: a.keep,

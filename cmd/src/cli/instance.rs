@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use rctr_checkpoint::restore::{Placement, Target};
 use rctr_instance::{InstanceRecord, Instances, StartRequest, StopOptions};
 use rctr_runtime::launch::AppStart;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Subcommand, Debug)]
@@ -103,10 +103,78 @@ pub fn run(c: InstanceCommand) -> Result<i32> {
     }
 }
 
+/// What a user hands the checkpoint helper for the instance it starts for them: the
+/// application's log files (in the user's own directory) and the image's path.
+pub struct CallerFiles {
+    pub out: std::fs::File,
+    pub err: std::fs::File,
+    pub image_name: String,
+}
+
+static CALLER_FILES: std::sync::Mutex<Option<CallerFiles>> = std::sync::Mutex::new(None);
+
+/// Set by the checkpoint helper before it starts an instance (see crate::suid).
+pub fn set_caller_files(files: CallerFiles) {
+    if let Ok(mut f) = CALLER_FILES.lock() {
+        *f = Some(files);
+    }
+}
+
+/// A user's `--ckpt-launch`/`--ckpt-restart` of a checkpoint they do not have themselves
+/// (one made with the checkpoint helper): the helper starts the instance as root, running
+/// the application as the user. None: not a request for the helper.
+fn through_helper(a: &StartArgs, name: &str, args: &[String], script: &str) -> Result<Option<i32>> {
+    let Some(ckpt) = a.ckpt_launch.as_ref().or(a.ckpt_restart.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(helper) = crate::suid::for_user() else {
+        return Ok(None);
+    };
+    if rctr_checkpoint::store::CheckpointStore::for_current_user()?
+        .open(ckpt)
+        .is_ok()
+    {
+        return Ok(None);
+    }
+    let plain = format!("{:?}", a.opts) == format!("{:?}", RunOptions::default())
+        && a.ckpt_conf.is_none()
+        && a.generation.is_none()
+        && !a.force
+        && !a.tcp_established;
+    if !plain || !script.ends_with("startscript") {
+        bail!(
+            "checkpoint {ckpt} is kept by the checkpoint helper, which starts instances with `instance start` and no options (the image, a name and the application's arguments)"
+        );
+    }
+    let verb = if a.ckpt_launch.is_some() {
+        crate::suid::Verb::Launch {
+            checkpoint: ckpt.clone(),
+            name: name.to_string(),
+            args: args.to_vec(),
+        }
+    } else {
+        crate::suid::Verb::Restart {
+            checkpoint: ckpt.clone(),
+            name: name.to_string(),
+            args: args.to_vec(),
+        }
+    };
+    let (out, err) = Instances::for_current_user()?.log_paths(name);
+    crate::suid::call(&helper, &verb, Some((Path::new(&a.image), &out, &err))).map(Some)
+}
+
 fn start(a: StartArgs, script: &str) -> Result<i32> {
     let (name, args) = a.name_and_args();
     rctr_state::validate_name("instance", &name)?;
+    if let Some(code) = through_helper(&a, &name, &args, script)? {
+        return Ok(code);
+    }
+    let caller = CALLER_FILES.lock().ok().and_then(|mut f| f.take());
     let instances = Instances::for_current_user()?;
+    let (instances, image_name) = match caller {
+        Some(c) => (instances.log_to(c.out, c.err), Some(c.image_name)),
+        None => (instances, None),
+    };
     // A missing script is not an error for Apptainer's instances: they just idle.
     let launcher =
         format!("if [ -x {script} ]; then exec {script} \"$@\"; else exec sleep 2147483647; fi");
@@ -117,7 +185,19 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
         "instance".to_string(),
     ];
     argv.extend(args.iter().cloned());
-    let plan = plan_for(&a.image, &a.opts, argv)?;
+    let mut plan = plan_for(&a.image, &a.opts, argv)?;
+    if let Some(image_name) = image_name {
+        // The helper's caller handed the image over as a descriptor (a.image names it):
+        // it is read through that, whatever its path points to by now.
+        plan.image_display = image_name;
+        if let Some(fd) = a
+            .image
+            .strip_prefix("/proc/self/fd/")
+            .and_then(|n| n.parse().ok())
+        {
+            rctr_runtime::loopdev::read_image_through(&plan.root.path, fd);
+        }
+    }
     let rec = if let Some(ckpt) = &a.ckpt_launch {
         let target = Target {
             name: name.clone(),
@@ -162,6 +242,20 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// The image of an instance: the path it was opened by when it came as a descriptor.
+/// The instances the checkpoint helper runs for this user: its listing without the header.
+fn helper_rows(verb: &crate::suid::Verb) -> Vec<String> {
+    match crate::suid::for_user() {
+        Some(helper) => crate::suid::output(&helper, verb)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect(),
+        None => vec![],
+    }
+}
+
 fn list(a: ListArgs) -> Result<i32> {
     let instances = Instances::for_current_user()?;
     let (all, dead) = instances.list_with_dead(a.pattern.as_deref())?;
@@ -196,6 +290,11 @@ fn list(a: ListArgs) -> Result<i32> {
             "",
             r.plan.root.path.display()
         );
+    }
+    if a.pattern.is_none() {
+        for row in helper_rows(&crate::suid::Verb::Instances) {
+            println!("{row}");
+        }
     }
     Ok(0)
 }
@@ -236,6 +335,12 @@ pub(crate) fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
 
 fn stop(a: StopArgs) -> Result<i32> {
     let instances = Instances::for_current_user()?;
+    // An instance the checkpoint helper runs for this user is stopped by it.
+    if let (Some(n), false, Some(helper)) = (&a.name, a.all, crate::suid::for_user()) {
+        if !is_pattern(n) && !instances.list(None)?.iter().any(|r| &r.name == n) {
+            return crate::suid::call(&helper, &crate::suid::Verb::Stop { name: n.clone() }, None);
+        }
+    }
     let opts = StopOptions {
         signal: parse_signal(&a.signal)?,
         timeout: Duration::from_secs(a.timeout),

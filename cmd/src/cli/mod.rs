@@ -6,7 +6,7 @@ mod examples;
 mod exec;
 mod generate;
 mod inspect;
-mod instance;
+pub(crate) mod instance;
 mod job;
 mod progress;
 mod pull;

@@ -47,13 +47,25 @@ impl InstanceRecord {
 /// The instances of the current user on this host.
 pub struct Instances {
     dir: PathBuf,
+    /// Where the next detached instance logs instead of `<NAME>.out`/`.err` here (see
+    /// [`Instances::log_to`]).
+    pub(crate) caller_logs: std::cell::RefCell<Option<(std::fs::File, std::fs::File)>>,
 }
 
 impl Instances {
     pub fn open(state: &StateRoot) -> Result<Self> {
         Ok(Instances {
             dir: state.instances_dir()?,
+            caller_logs: Default::default(),
         })
+    }
+
+    /// The next instance started detached logs to these files, opened by whoever asked
+    /// for it (the privileged helper starts instances for a user, whose logs belong in
+    /// the user's own directory, which root must not write into by path).
+    pub fn log_to(self, out: std::fs::File, err: std::fs::File) -> Self {
+        *self.caller_logs.borrow_mut() = Some((out, err));
+        self
     }
 
     pub fn for_current_user() -> Result<Self> {

@@ -51,15 +51,19 @@ impl Instances {
     /// Starts an instance: detached, logging to `<NAME>.out`/`.err`.
     pub fn start(&self, req: StartRequest) -> Result<InstanceRecord> {
         let (out, err) = self.log_paths(&req.name);
-        let err_for_tail = err.clone();
+        let given = self.caller_logs.borrow_mut().take();
+        let err_for_tail = given.is_none().then(|| err.clone());
         let (rec, _) = self.start_with(
             req,
             false,
-            Some(&err_for_tail),
+            err_for_tail.as_deref(),
             |plan, start, settle_limit| {
-                let logs = LogFiles {
-                    out: open_log(&out)?,
-                    err: open_log(&err)?,
+                let logs = match given {
+                    Some((out, err)) => LogFiles { out, err },
+                    None => LogFiles {
+                        out: open_log(&out)?,
+                        err: open_log(&err)?,
+                    },
                 };
                 spawn_detached(plan, logs, start, settle_limit).map(|d| (d, None))
             },

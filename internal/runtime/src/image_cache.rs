@@ -32,7 +32,7 @@ pub fn attach_kept(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
     let dir = Path::new(HOST_DIR);
     prepare(dir)?;
     let _lock = rctr_state::lock_exclusive(&dir.join(".lock"))?;
-    let md = std::fs::metadata(image)
+    let md = std::fs::metadata(loopdev::image_path_to_open(image))
         .with_context(|| format!("cannot stat image {}", image.display()))?;
     let key = format!(
         "{:x}-{:x}-{}.{}-{}.{}-{offset}-{size}",

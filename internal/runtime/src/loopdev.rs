@@ -49,10 +49,31 @@ pub struct LoopDevice {
     pub file: File,
 }
 
+/// An image a caller opened and handed over as a descriptor (the checkpoint helper's):
+/// read through it, never reopened by its path, which the caller could point elsewhere
+/// in between.
+static HANDED_OVER: std::sync::Mutex<Option<(PathBuf, std::os::fd::RawFd)>> =
+    std::sync::Mutex::new(None);
+
+/// From now on `image` is read through descriptor `fd` of this process.
+pub fn read_image_through(image: &Path, fd: std::os::fd::RawFd) {
+    if let Ok(mut h) = HANDED_OVER.lock() {
+        *h = Some((image.to_path_buf(), fd));
+    }
+}
+
+/// The path to open `image` by: its handed-over descriptor's, if it has one.
+pub fn image_path_to_open(image: &Path) -> PathBuf {
+    match HANDED_OVER.lock().ok().and_then(|h| h.clone()) {
+        Some((path, fd)) if path == image => PathBuf::from(format!("/proc/self/fd/{fd}")),
+        _ => image.to_path_buf(),
+    }
+}
+
 /// Attaches `image` read-only, exposing `size` bytes (0 = to the end) from `offset`.
 pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
-    let backing =
-        File::open(image).with_context(|| format!("cannot open image {}", image.display()))?;
+    let backing = File::open(image_path_to_open(image))
+        .with_context(|| format!("cannot open image {}", image.display()))?;
     let control = OpenOptions::new()
         .read(true)
         .write(true)
@@ -125,7 +146,7 @@ pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
 /// (same file by device and inode) at `offset` with `size`; None otherwise.
 pub fn open_attached(path: &Path, image: &Path, offset: u64, size: u64) -> Option<LoopDevice> {
     use std::os::unix::fs::MetadataExt;
-    let want = std::fs::metadata(image).ok()?;
+    let want = std::fs::metadata(image_path_to_open(image)).ok()?;
     let dev = OpenOptions::new().read(true).open(path).ok()?;
     // SAFETY: LoopInfo64 is plain C data, valid when zeroed.
     let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
