@@ -306,7 +306,7 @@ fn host_findings(r: &mut Report) {
             "capabilities",
             Status::Warn,
             "root lacks CAP_SYS_RESOURCE here: applications with processes that changed their uid (a web server dropping to www-data, postgres, `su` in a startscript) cannot be checkpointed (CRIU: \"Can't get rlimit\")".into(),
-            Some("run such applications under one uid inside the container, or checkpoint on a host whose root has CAP_SYS_RESOURCE".into()),
+            Some("run such applications under one uid inside the container (an application that runs as one user throughout, `--security uid:N` or through the checkpoint helper, is dumped as that user and needs no CAP_SYS_RESOURCE), or checkpoint on a host whose root has CAP_SYS_RESOURCE".into()),
         ),
     }
     if nix::unistd::geteuid().is_root() {
@@ -315,8 +315,8 @@ fn host_findings(r: &mut Report) {
         r.push(
             "privileges",
             Status::Warn,
-            "not running as root: checkpoint and restore need root".into(),
-            Some("run rctr checkpoint commands as root".into()),
+            "not running as root: CRIU checkpoints and restores need root".into(),
+            Some("ask the administrator to install rctr's checkpoint helper (`make install-suid`: rctr then checkpoints your instances through it), run as root, or use `--engine app`".into()),
         );
     }
     // Restore places processes at their old pids through ns_last_pid.
