@@ -66,6 +66,160 @@ pub enum Verb {
     Delete { name: String },
     /// `checkpoint list`
     List,
+    /// A checkpointable foreground job: `run|exec --ckpt... IMAGE ARGS`
+    Job(Job),
+}
+
+/// A foreground job through the helper: what `rctr run`/`exec --ckpt` take, minus
+/// everything that would name a path or change the container.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Job {
+    /// `exec` (ARGS start with the command) rather than `run` (the runscript's arguments).
+    pub exec: bool,
+    /// `--ckpt`, `--ckpt-launch` or `--ckpt-restart`.
+    pub choice: JobCheckpoint,
+    pub checkpoint: String,
+    pub name: Option<String>,
+    pub interval_secs: Option<u64>,
+    pub signals: Vec<String>,
+    /// continue, exit or requeue
+    pub then: Option<String>,
+    pub on_term: bool,
+    pub keep: Option<u32>,
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum JobCheckpoint {
+    #[default]
+    Auto,
+    Launch,
+    Restart,
+}
+
+impl JobCheckpoint {
+    fn word(self) -> &'static str {
+        match self {
+            JobCheckpoint::Auto => "auto",
+            JobCheckpoint::Launch => "launch",
+            JobCheckpoint::Restart => "restart",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            JobCheckpoint::Auto => "--ckpt",
+            JobCheckpoint::Launch => "--ckpt-launch",
+            JobCheckpoint::Restart => "--ckpt-restart",
+        }
+    }
+}
+
+impl Job {
+    fn to_args(&self, v: &mut Vec<String>) {
+        v.push("job".into());
+        v.push(if self.exec { "exec" } else { "run" }.into());
+        v.push(self.choice.word().into());
+        v.push(self.checkpoint.clone());
+        v.extend(self.settings());
+        v.push("--".into());
+        v.extend(self.args.iter().cloned());
+    }
+
+    /// The job's settings, as rctr's own flags spell them.
+    fn settings(&self) -> Vec<String> {
+        let mut v = vec![];
+        if let Some(n) = &self.name {
+            v.push(format!("--name={n}"));
+        }
+        if let Some(i) = self.interval_secs {
+            v.push(format!("--ckpt-interval={i}s"));
+        }
+        for s in &self.signals {
+            v.push(format!("--ckpt-signal={s}"));
+        }
+        if let Some(t) = &self.then {
+            v.push(format!("--ckpt-then={t}"));
+        }
+        if self.on_term {
+            v.push("--ckpt-on-term".into());
+        }
+        if let Some(k) = self.keep {
+            v.push(format!("--ckpt-keep={k}"));
+        }
+        v
+    }
+
+    fn parse(args: &[String]) -> Result<Job> {
+        let mut job = Job {
+            exec: match args.get(1).map(String::as_str) {
+                Some("exec") => true,
+                Some("run") => false,
+                other => bail!("the checkpoint helper's job is run or exec, not {other:?}"),
+            },
+            choice: match args.get(2).map(String::as_str) {
+                Some("auto") => JobCheckpoint::Auto,
+                Some("launch") => JobCheckpoint::Launch,
+                Some("restart") => JobCheckpoint::Restart,
+                other => bail!(
+                    "the checkpoint helper's job takes auto, launch or restart, not {other:?}"
+                ),
+            },
+            ..Job::default()
+        };
+        let ckpt = args
+            .get(3)
+            .context("the checkpoint helper needs a checkpoint name")?;
+        checked_name(ckpt, "a checkpoint name")?;
+        job.checkpoint = ckpt.clone();
+        let mut rest = args[4..].iter();
+        for a in rest.by_ref() {
+            if a == "--" {
+                break;
+            }
+            let (key, value) = a.split_once('=').unwrap_or((a.as_str(), ""));
+            match key {
+                "--name" => {
+                    checked_name(value, "an instance name")?;
+                    job.name = Some(value.to_string());
+                }
+                "--ckpt-interval" => {
+                    let secs = value.strip_suffix('s').unwrap_or(value);
+                    job.interval_secs =
+                        Some(secs.parse().with_context(|| {
+                            format!("{key}: {value:?} is not a number of seconds")
+                        })?)
+                }
+                "--ckpt-signal" => {
+                    let ok = !value.is_empty()
+                        && value.len() <= 16
+                        && value.chars().all(|c| c.is_ascii_alphanumeric());
+                    if !ok {
+                        bail!("--ckpt-signal {value:?}: name a signal (USR1) or its number");
+                    }
+                    job.signals.push(value.to_string());
+                }
+                "--ckpt-then" => match value {
+                    "continue" | "exit" | "requeue" => job.then = Some(value.to_string()),
+                    _ => bail!("--ckpt-then {value:?}: continue, exit or requeue"),
+                },
+                "--ckpt-on-term" if value.is_empty() => job.on_term = true,
+                "--ckpt-keep" => {
+                    job.keep = Some(
+                        value
+                            .parse()
+                            .with_context(|| format!("{key}: {value:?} is not a number"))?,
+                    )
+                }
+                _ => bail!("the checkpoint helper does not take {a:?}"),
+            }
+        }
+        job.args = rest.cloned().collect();
+        if job.exec && job.args.is_empty() {
+            bail!("the checkpoint helper's exec needs a command");
+        }
+        Ok(job)
+    }
 }
 
 impl Verb {
@@ -102,6 +256,7 @@ impl Verb {
             Verb::Create { name } => v.extend(["create".to_string(), name.clone()]),
             Verb::Delete { name } => v.extend(["delete".to_string(), name.clone()]),
             Verb::List => v.push("list".into()),
+            Verb::Job(job) => job.to_args(&mut v),
         }
         v
     }
@@ -176,6 +331,7 @@ impl Verb {
                 only(1)?;
                 Verb::List
             }
+            "job" => Verb::Job(Job::parse(args)?),
             other => bail!(
                 "the checkpoint helper does not do {other:?} (it launches, checkpoints, stops and restarts your instances; use rctr for the rest)"
             ),
@@ -202,31 +358,14 @@ impl Verb {
                 } else {
                     "--ckpt-restart"
                 };
+                v.extend([s("instance"), s("start")]);
+                v.extend(caller.container_options(workdir));
                 v.extend([
-                    s("instance"),
-                    s("start"),
-                    s("--security"),
-                    caller.security(),
-                    s("--home"),
-                    caller.home.to_string_lossy().into_owned(),
-                    s("--no-mount=cwd"),
                     format!("{flag}={checkpoint}"),
                     format!("/proc/self/fd/{IMAGE_FD}"),
                     name.clone(),
                 ]);
                 v.extend(args.iter().cloned());
-                // Where the caller works, if the container has it (home, /tmp, /var/tmp).
-                if [
-                    caller.home.as_path(),
-                    Path::new("/tmp"),
-                    Path::new("/var/tmp"),
-                ]
-                .iter()
-                .any(|d| workdir.starts_with(d))
-                {
-                    let at = v.iter().position(|w| w == "--no-mount=cwd").unwrap_or(1) + 1;
-                    v.insert(at, format!("--pwd={}", workdir.display()));
-                }
             }
             Verb::Checkpoint { name, stop } => {
                 v.extend([s("checkpoint"), s("instance"), name.clone()]);
@@ -239,11 +378,29 @@ impl Verb {
             Verb::Create { name } => v.extend([s("checkpoint"), s("create"), name.clone()]),
             Verb::Delete { name } => v.extend([s("checkpoint"), s("delete"), name.clone()]),
             Verb::List => v.extend([s("checkpoint"), s("list")]),
+            Verb::Job(job) => {
+                v.push(s(if job.exec { "exec" } else { "run" }));
+                v.extend(caller.container_options(workdir));
+                v.push(format!("{}={}", job.choice.flag(), job.checkpoint));
+                v.extend(job.settings());
+                v.push(format!("/proc/self/fd/{IMAGE_FD}"));
+                v.extend(job.args.iter().cloned());
+            }
         }
         v
     }
 
-    fn starts_container(&self) -> bool {
+    /// Whether the caller hands over an image (descriptor 3).
+    fn takes_image(&self) -> bool {
+        matches!(
+            self,
+            Verb::Launch { .. } | Verb::Restart { .. } | Verb::Job(_)
+        )
+    }
+
+    /// Whether the caller hands over log files (descriptors 4 and 5); a job writes to the
+    /// caller's own stdout and stderr.
+    fn takes_logs(&self) -> bool {
         matches!(self, Verb::Launch { .. } | Verb::Restart { .. })
     }
 }
@@ -301,6 +458,28 @@ impl Caller {
         let gids: Vec<String> = self.groups.iter().map(u32::to_string).collect();
         format!("uid:{},gid:{}", self.uid, gids.join(":"))
     }
+
+    /// The container options of every request: the caller's ids and home, no bind of the
+    /// current directory, which is only the working directory when the container has it
+    /// (home, /tmp, /var/tmp).
+    fn container_options(&self, workdir: &Path) -> Vec<String> {
+        let mut v = vec![
+            "--security".to_string(),
+            self.security(),
+            "--home".to_string(),
+            self.home.to_string_lossy().into_owned(),
+            "--no-mount=cwd".to_string(),
+        ];
+        let bound = [
+            self.home.as_path(),
+            Path::new("/tmp"),
+            Path::new("/var/tmp"),
+        ];
+        if bound.iter().any(|d| workdir.starts_with(d)) {
+            v.push(format!("--pwd={}", workdir.display()));
+        }
+        v
+    }
 }
 
 /// When this process runs setuid root for a user who is not root, it is the helper:
@@ -332,8 +511,16 @@ fn helper_main() -> Result<i32> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     rctr_runtime::spawn::close_fds_except(&[0, 1, 2, IMAGE_FD, OUT_FD, ERR_FD]);
     let home = state_home(caller.uid)?;
+    // The one variable a job needs from its batch system (`--ckpt-then requeue`), if it
+    // is a job id; the requeue then runs as the caller.
+    let slurm_job = std::env::var("SLURM_JOB_ID")
+        .ok()
+        .filter(|id| !id.is_empty() && id.len() <= 20 && id.chars().all(|c| c.is_ascii_digit()));
     for (key, _) in std::env::vars_os() {
         std::env::remove_var(key);
+    }
+    if let Some(id) = slurm_job {
+        std::env::set_var("SLURM_JOB_ID", id);
     }
     std::env::set_var(
         "PATH",
@@ -344,13 +531,17 @@ fn helper_main() -> Result<i32> {
     // root binds nothing by a path the caller could change in between, and works in /.
     let workdir = current_dir_or_home(&caller);
     std::env::set_current_dir("/")?;
-    if verb.starts_container() {
+    if verb.takes_image() {
         let image_name = check_image_fd()?;
-        crate::cli::instance::set_caller_files(crate::cli::instance::CallerFiles {
-            out: writable_file(OUT_FD, "stdout log")?,
-            err: writable_file(ERR_FD, "stderr log")?,
-            image_name,
-        });
+        if verb.takes_logs() {
+            crate::cli::instance::set_caller_files(crate::cli::instance::CallerFiles {
+                out: writable_file(OUT_FD, "stdout log")?,
+                err: writable_file(ERR_FD, "stderr log")?,
+                image_name,
+            });
+        } else {
+            crate::cli::exec::set_caller_image(image_name);
+        }
     }
     let cli =
         <crate::cli::Cli as clap::Parser>::try_parse_from(verb.root_command(&caller, &workdir))
@@ -457,15 +648,22 @@ pub fn for_user() -> Option<PathBuf> {
         .then_some(path)
 }
 
-/// Runs the helper for `verb`; for a verb that starts a container, `image` and the two
-/// log files are handed over as descriptors. Returns its exit status.
-pub fn call(helper: &Path, verb: &Verb, files: Option<(&Path, &Path, &Path)>) -> Result<i32> {
+/// What a user's rctr hands the helper as descriptors: the image (3), and for an
+/// instance its two log files (4, 5).
+pub struct HandedOver<'a> {
+    pub image: &'a Path,
+    pub logs: Option<(&'a Path, &'a Path)>,
+}
+
+/// Runs the helper for `verb`, with `files` handed over as descriptors. Returns its exit
+/// status.
+pub fn call(helper: &Path, verb: &Verb, files: Option<HandedOver<'_>>) -> Result<i32> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(helper);
     cmd.args(verb.to_args());
-    if let Some((image, out, err)) = files {
-        let image = std::fs::File::open(image)
-            .with_context(|| format!("cannot open image {}", image.display()))?;
+    if let Some(files) = files {
+        let image = std::fs::File::open(files.image)
+            .with_context(|| format!("cannot open image {}", files.image.display()))?;
         let open_log = |p: &Path| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -475,14 +673,19 @@ pub fn call(helper: &Path, verb: &Verb, files: Option<(&Path, &Path, &Path)>) ->
                 .open(p)
                 .with_context(|| format!("cannot open log file {}", p.display()))
         };
-        let fds: [OwnedFd; 3] = [image.into(), open_log(out)?.into(), open_log(err)?.into()];
+        let mut fds: Vec<OwnedFd> = vec![image.into()];
+        if let Some((out, err)) = files.logs {
+            fds.push(open_log(out)?.into());
+            fds.push(open_log(err)?.into());
+        }
         let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
         // SAFETY: between fork and exec the closure only calls dup2 and fcntl, which are
         // async-signal-safe, on descriptors the parent keeps open until spawn returns.
         unsafe {
             cmd.pre_exec(move || {
                 // Move them out of the way first, then into place (3, 4, 5).
-                let mut high = [0; 3];
+                let mut all = [0; 3];
+                let high = &mut all[..raw.len()];
                 for (i, r) in raw.iter().enumerate() {
                     high[i] = libc::fcntl(*r, libc::F_DUPFD, 100);
                     if high[i] < 0 {
@@ -554,6 +757,23 @@ mod tests {
             Verb::Create { name: "ex".into() },
             Verb::Delete { name: "ex".into() },
             Verb::List,
+            Verb::Job(Job {
+                exec: true,
+                choice: JobCheckpoint::Auto,
+                checkpoint: "cnt".into(),
+                name: Some("j1".into()),
+                interval_secs: Some(90),
+                signals: vec!["USR1".into(), "10".into()],
+                then: Some("requeue".into()),
+                on_term: true,
+                keep: Some(3),
+                args: vec!["sh".into(), "-c".into(), "--bind=/x".into()],
+            }),
+            Verb::Job(Job {
+                choice: JobCheckpoint::Restart,
+                checkpoint: "cnt".into(),
+                ..Job::default()
+            }),
         ] {
             assert_eq!(Verb::parse(&verb.to_args()).unwrap(), verb);
         }
@@ -572,6 +792,28 @@ mod tests {
             (vec!["checkpoint", "s", "--ckpt-conf=/x"], "does not take"),
             (vec!["list", "extra"], "no more arguments"),
             (vec!["create", "a/b"], "a checkpoint name"),
+            (vec!["job", "shell", "auto", "c"], "run or exec"),
+            (
+                vec!["job", "run", "auto", "c", "--bind=/etc"],
+                "does not take",
+            ),
+            (
+                vec!["job", "run", "auto", "c", "--ckpt-conf=/x"],
+                "does not take",
+            ),
+            (
+                vec!["job", "run", "auto", "c", "--ckpt-signal=US R1"],
+                "name a signal",
+            ),
+            (
+                vec!["job", "run", "auto", "c", "--ckpt-then=reboot"],
+                "continue, exit",
+            ),
+            (
+                vec!["job", "run", "auto", "c", "--name=../x"],
+                "an instance name",
+            ),
+            (vec!["job", "exec", "auto", "c", "--"], "needs a command"),
         ] {
             let e = format!("{:#}", p(&args).unwrap_err());
             assert!(e.contains(want), "{args:?}: {e}");

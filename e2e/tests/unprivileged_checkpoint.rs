@@ -356,3 +356,136 @@ fn the_helper_does_nothing_else_and_ignores_the_callers_environment() {
     let out = helper_as(&s, a, &["stop", "web"], None, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// A shell loop printing 1, 2, 3, ... every 20 ms.
+const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i; usleep 20000; done";
+
+/// `rctr` as `user` in the foreground, its output appended to `out` (a batch system's
+/// output file); returns the child.
+fn job_as(user: &RealUser, args: &[&str], out: &std::path::Path) -> std::process::Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .unwrap();
+    Command::new("chown")
+        .arg(&user.name)
+        .arg(out)
+        .status()
+        .unwrap();
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", &user.name, "--", "env"])
+        .arg(format!("HOME={}", user.home.display()))
+        .args(&user.env)
+        .arg(user.files.join("rctr"))
+        .args(args)
+        .current_dir(&user.files)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+/// Signals the helper process running for this test, as a batch system signals a job's
+/// main process (root, so the helper's own ids do not matter). Not its children (the
+/// container's init, which shares its command line).
+fn signal_helper(s: &Setup, sig: i32) {
+    let exe_of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let ppid_of = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(1)
+                    .map(str::to_string)
+            })
+    };
+    let mut sent = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) || exe_of(&pid).as_ref() != Some(&s.helper.path)
+        {
+            continue;
+        }
+        let parent = ppid_of(&pid).unwrap_or_default();
+        if exe_of(&parent).as_ref() == Some(&s.helper.path) {
+            continue;
+        }
+        // SAFETY: kill with a pid read from /proc and a valid signal number.
+        unsafe { libc::kill(pid.parse().unwrap(), sig) };
+        sent += 1;
+    }
+    assert_eq!(sent, 1, "helper processes signalled");
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not end");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_users_batch_job_checkpoints_on_a_signal_and_resumes_through_the_helper() {
+    let test = "a_users_batch_job_checkpoints_on_a_signal_and_resumes_through_the_helper";
+    let Some(s) = setup(test, 1) else { return };
+    let a = &s.users[0];
+    let img = a.image(&apptainer_busybox_sif());
+    let out = a.files.join("job.out");
+    let args = [
+        "exec",
+        "--ckpt",
+        "cnt",
+        "--ckpt-signal",
+        "USR1",
+        "--ckpt-then",
+        "exit",
+        &img,
+        "sh",
+        "-c",
+        COUNTER,
+    ];
+    let mut job = job_as(a, &args, &out);
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || numeric_lines(&out)
+            .len()
+            >= 20),
+        "the job printed nothing"
+    );
+    // Listed as the user's while it runs, its application the user's.
+    assert!(a.ok(["instance", "list"]).contains("cnt"));
+    signal_helper(&s, libc::SIGUSR1);
+    let st = wait_exit(&mut job);
+    let mut err = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(st.success(), "the checkpointed job exited with {st}: {err}");
+    let before = last_number(&out);
+    let offset = std::fs::metadata(&out).unwrap().len() as usize;
+
+    // The same command resumes it: the count goes on from the checkpoint.
+    let mut job = job_as(a, &args, &out);
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || numbers_from(
+            &out, offset
+        )
+        .len()
+            >= 5),
+        "the resumed job printed nothing"
+    );
+    let after = numbers_from(&out, offset);
+    assert!(
+        after[0] > 1 && after[0] <= before + 1,
+        "resumed at {} after stopping at {before}",
+        after[0]
+    );
+    signal_helper(&s, libc::SIGUSR1);
+    assert!(wait_exit(&mut job).success());
+    assert!(a.ok(["checkpoint", "list"]).contains("cnt "));
+    a.ok(["checkpoint", "delete", "cnt"]);
+}

@@ -161,6 +161,11 @@ fn app_script(
 
 pub fn exec(a: ExecArgs) -> Result<i32> {
     let (image, command) = split_words(a.words);
+    if let Some(code) =
+        job_through_helper(true, &image, &a.opts, &a.job, a.app.is_some(), &command)?
+    {
+        return Ok(code);
+    }
     let command = in_app(&image, &a.app, command)?;
     if let Some(job) = a.job.to_options()? {
         return run_job(&image, &a.opts, &job, command.clone(), command);
@@ -170,6 +175,10 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
 
 pub fn run(a: RunArgs) -> Result<i32> {
     let (image, args) = split_words(a.words);
+    if let Some(code) = job_through_helper(false, &image, &a.opts, &a.job, a.app.is_some(), &args)?
+    {
+        return Ok(code);
+    }
     let argv = match &a.app {
         Some(app) => app_script(
             &image,
@@ -190,6 +199,85 @@ pub fn run(a: RunArgs) -> Result<i32> {
     run_in(&image, &a.opts, argv)
 }
 
+/// The image's path for listings, when the checkpoint helper's caller handed the image
+/// over as a descriptor (see crate::suid).
+static CALLER_IMAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Set by the checkpoint helper before it runs a job.
+pub fn set_caller_image(name: String) {
+    if let Ok(mut n) = CALLER_IMAGE.lock() {
+        *n = Some(name);
+    }
+}
+
+/// A user's checkpointable job (`run`/`exec --ckpt...`) with a CRIU checkpoint they do not
+/// have themselves: the checkpoint helper runs it as root, the application as the user.
+/// None: not a request for the helper.
+fn job_through_helper(
+    exec: bool,
+    image: &str,
+    opts: &RunOptions,
+    job: &JobArgs,
+    app: bool,
+    args: &[String],
+) -> Result<Option<i32>> {
+    let (choice, ckpt) = match (&job.ckpt, &job.ckpt_launch, &job.ckpt_restart) {
+        (Some(n), _, _) => (crate::suid::JobCheckpoint::Auto, n),
+        (_, Some(n), _) => (crate::suid::JobCheckpoint::Launch, n),
+        (_, _, Some(n)) => (crate::suid::JobCheckpoint::Restart, n),
+        _ => return Ok(None),
+    };
+    let Some(helper) = crate::suid::for_user() else {
+        return Ok(None);
+    };
+    if job.ckpt_engine == Some(rctr_checkpoint::EngineKind::App)
+        || rctr_checkpoint::store::CheckpointStore::for_current_user()?
+            .open(ckpt)
+            .is_ok()
+    {
+        return Ok(None);
+    }
+    let plain = format!("{opts:?}") == format!("{:?}", RunOptions::default())
+        && !app
+        && job.ckpt_conf.is_none()
+        && job.generation.is_none()
+        && !job.ckpt_force
+        && !job.tcp_established;
+    if !plain {
+        anyhow::bail!(
+            "checkpoint {ckpt} is kept by the checkpoint helper, which runs jobs with no run options (the image, the command and the checkpoint settings: --name, --ckpt-interval, --ckpt-signal, --ckpt-then, --ckpt-on-term, --ckpt-keep)"
+        );
+    }
+    let mut signals = vec![];
+    for s in &job.ckpt_signal {
+        signals.push(s.trim_start_matches("SIG").to_string());
+    }
+    let verb = crate::suid::Verb::Job(crate::suid::Job {
+        exec,
+        choice,
+        checkpoint: ckpt.clone(),
+        name: job.name.clone(),
+        interval_secs: job.ckpt_interval.map(|d| d.as_secs().max(1)),
+        signals,
+        then: Some(
+            match job.ckpt_then {
+                rctr_job::Then::Continue => "continue",
+                rctr_job::Then::Exit => "exit",
+                rctr_job::Then::Requeue => "requeue",
+            }
+            .to_string(),
+        ),
+        on_term: job.ckpt_on_term,
+        keep: job.ckpt_keep,
+        args: args.to_vec(),
+    });
+    let files = crate::suid::HandedOver {
+        image: std::path::Path::new(image),
+        logs: None,
+    };
+    crate::suid::call(&helper, &verb, Some(files)).map(Some)
+}
+
 /// A checkpointable foreground job (`--ckpt`): see rctr_job.
 fn run_job(
     image: &str,
@@ -203,7 +291,17 @@ fn run_job(
     }
     // Like an instance's: its own pid namespace (init at pid 1), private devpts, stdin
     // /dev/null: nothing of the caller's terminal that a checkpoint would have to hold.
-    let plan = plan_for(image, opts, argv)?;
+    let mut plan = plan_for(image, opts, argv)?;
+    if let Some(name) = CALLER_IMAGE.lock().ok().and_then(|mut n| n.take()) {
+        // Read through the descriptor the helper's caller handed over (image names it).
+        plan.image_display = name;
+        if let Some(fd) = image
+            .strip_prefix("/proc/self/fd/")
+            .and_then(|n| n.parse().ok())
+        {
+            rctr_runtime::loopdev::read_image_through(&plan.root.path, fd);
+        }
+    }
     rctr_job::run_job(job, plan, args)
 }
 

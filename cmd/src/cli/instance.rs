@@ -160,7 +160,11 @@ fn through_helper(a: &StartArgs, name: &str, args: &[String], script: &str) -> R
         }
     };
     let (out, err) = Instances::for_current_user()?.log_paths(name);
-    crate::suid::call(&helper, &verb, Some((Path::new(&a.image), &out, &err))).map(Some)
+    let files = crate::suid::HandedOver {
+        image: Path::new(&a.image),
+        logs: Some((&out, &err)),
+    };
+    crate::suid::call(&helper, &verb, Some(files)).map(Some)
 }
 
 fn start(a: StartArgs, script: &str) -> Result<i32> {

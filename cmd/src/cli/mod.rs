@@ -3,7 +3,7 @@
 mod build;
 mod checkpoint;
 mod examples;
-mod exec;
+pub(crate) mod exec;
 mod generate;
 mod inspect;
 pub(crate) mod instance;

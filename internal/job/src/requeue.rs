@@ -1,6 +1,7 @@
 //! `--ckpt-then requeue`: put the Slurm job this runs in back into the queue.
 
 use anyhow::{bail, Context, Result};
+use rctr_runtime::plan::RunAs;
 use std::process::Command;
 
 /// The Slurm job id of this process, from `$SLURM_JOB_ID`.
@@ -14,10 +15,17 @@ pub fn slurm_job_id() -> Result<String> {
     }
 }
 
-/// `scontrol requeue JOBID`: Slurm ends this run and starts the job again later.
-pub fn requeue(job_id: &str) -> Result<()> {
-    let out = Command::new("scontrol")
-        .args(["requeue", job_id])
+/// `scontrol requeue JOBID`: Slurm ends this run and starts the job again later. A job
+/// root runs as another user asks as that user: Slurm lets users requeue only their own
+/// jobs (root could requeue anyone's, whatever `$SLURM_JOB_ID` said).
+pub fn requeue(job_id: &str, as_user: Option<&RunAs>) -> Result<()> {
+    let mut cmd = Command::new("scontrol");
+    cmd.args(["requeue", job_id]);
+    if let Some(r) = as_user {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(r.uid).gid(r.gid);
+    }
+    let out = cmd
         .output()
         .context("cannot run scontrol (is Slurm's client installed?)")?;
     if !out.status.success() {

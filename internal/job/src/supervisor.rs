@@ -215,7 +215,7 @@ impl Job<'_> {
         let mut code = if saved { 0 } else { EXIT_CHECKPOINT_FAILED };
         if then == Then::Requeue {
             if let Some(id) = &self.slurm_job {
-                match requeue::requeue(id) {
+                match requeue::requeue(id, record.plan.run_as.as_ref()) {
                     Ok(()) => rctr_log::info!("rctr: requeued Slurm job {id}"),
                     Err(e) => {
                         eprintln!("rctr: error: {e:#}");

@@ -174,9 +174,12 @@ impl CheckpointEngine for CriuEngine {
         let code = run_in_container_as(target.init_pid, target.plan.net_ns, run_as, &argv)?;
         let log = ckpt.logs_dir().join(&log_name);
         if run_as.is_some() {
-            // Root's checkpoint holds only root's files (the engine made them as the user).
+            // Root's checkpoint holds only root's files (the engine made them as the user;
+            // one that failed early may have made no log).
             give_to_root(&staged.dir)?;
-            give_to_root(&log)?;
+            if log.exists() {
+                give_to_root(&log)?;
+            }
         }
         // The lock tables this dump left: CRIU unlocks the network only for tasks it leaves
         // running, so a dump that fails, kills or stops them keeps its table.
