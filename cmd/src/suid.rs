@@ -655,9 +655,10 @@ pub struct HandedOver<'a> {
     pub logs: Option<(&'a Path, &'a Path)>,
 }
 
-/// Runs the helper for `verb`, with `files` handed over as descriptors. Returns its exit
-/// status.
-pub fn call(helper: &Path, verb: &Verb, files: Option<HandedOver<'_>>) -> Result<i32> {
+/// Becomes the helper for `verb` (exec: same process, so a batch system's signals to the
+/// job's process and the terminal's reach it), with `files` handed over as descriptors.
+/// Returns only on failure.
+pub fn exec(helper: &Path, verb: &Verb, files: Option<HandedOver<'_>>) -> Result<i32> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(helper);
     cmd.args(verb.to_args());
@@ -678,34 +679,27 @@ pub fn call(helper: &Path, verb: &Verb, files: Option<HandedOver<'_>>) -> Result
             fds.push(open_log(out)?.into());
             fds.push(open_log(err)?.into());
         }
-        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        // SAFETY: between fork and exec the closure only calls dup2 and fcntl, which are
-        // async-signal-safe, on descriptors the parent keeps open until spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Move them out of the way first, then into place (3, 4, 5).
-                let mut all = [0; 3];
-                let high = &mut all[..raw.len()];
-                for (i, r) in raw.iter().enumerate() {
-                    high[i] = libc::fcntl(*r, libc::F_DUPFD, 100);
-                    if high[i] < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (i, h) in high.iter().enumerate() {
-                    if libc::dup2(*h, IMAGE_FD + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let status = cmd.status().context("cannot run the checkpoint helper")?;
+        // Out of the way first (a descriptor may already sit at 3, 4 or 5), then into
+        // place; the copies are not close-on-exec, so the helper gets them.
+        let high: Vec<OwnedFd> = fds
+            .iter()
+            .map(|f| {
+                nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+                    .map(|n| {
+                        // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor, ours alone.
+                        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) }
+                    })
+                    .context("cannot hand the files over")
+            })
+            .collect::<Result<_>>()?;
         drop(fds);
-        return Ok(exit_code(status));
+        for (i, h) in high.iter().enumerate() {
+            nix::unistd::dup2(h.as_raw_fd(), IMAGE_FD + i as i32)
+                .context("cannot hand the files over")?;
+        }
     }
-    let status = cmd.status().context("cannot run the checkpoint helper")?;
-    Ok(exit_code(status))
+    let err = cmd.exec();
+    Err(err).context("cannot run the checkpoint helper")
 }
 
 /// Runs the helper for `verb` and returns what it printed on stdout (errors pass through).
@@ -716,13 +710,6 @@ pub fn output(helper: &Path, verb: &Verb) -> Result<String> {
         .output()
         .context("cannot run the checkpoint helper")?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn exit_code(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ pub fn run(c: CheckpointCommand) -> Result<i32> {
             if let (EngineKind::Criu, None, None, Some(helper)) =
                 (engine, &dir, &ckpt_conf, crate::suid::for_user())
             {
-                return crate::suid::call(&helper, &crate::suid::Verb::Create { name }, None);
+                return crate::suid::exec(&helper, &crate::suid::Verb::Create { name }, None);
             }
             let ckpt =
                 CheckpointStore::for_current_user()?.create(&name, engine, dir.as_deref())?;
@@ -285,7 +285,7 @@ fn delete(name: &str, force: bool) -> Result<i32> {
     let store = CheckpointStore::for_current_user()?;
     if let (Err(_), false, Some(helper)) = (store.open(name), force, crate::suid::for_user()) {
         let verb = crate::suid::Verb::Delete { name: name.into() };
-        return crate::suid::call(&helper, &verb, None);
+        return crate::suid::exec(&helper, &verb, None);
     }
     let ckpt = store.open(name)?;
     let users = ckpt.users(&Instances::for_current_user()?)?;
@@ -304,7 +304,7 @@ fn instance(a: InstanceArgs) -> Result<i32> {
                 name: a.instance.clone(),
                 stop: a.stop,
             };
-            return crate::suid::call(&helper, &verb, None);
+            return crate::suid::exec(&helper, &verb, None);
         }
     }
     let opts = DumpOptions {

@@ -275,7 +275,7 @@ fn job_through_helper(
         image: std::path::Path::new(image),
         logs: None,
     };
-    crate::suid::call(&helper, &verb, Some(files)).map(Some)
+    crate::suid::exec(&helper, &verb, Some(files)).map(Some)
 }
 
 /// A checkpointable foreground job (`--ckpt`): see rctr_job.

@@ -164,7 +164,7 @@ fn through_helper(a: &StartArgs, name: &str, args: &[String], script: &str) -> R
         image: Path::new(&a.image),
         logs: Some((&out, &err)),
     };
-    crate::suid::call(&helper, &verb, Some(files)).map(Some)
+    crate::suid::exec(&helper, &verb, Some(files)).map(Some)
 }
 
 fn start(a: StartArgs, script: &str) -> Result<i32> {
@@ -342,7 +342,7 @@ fn stop(a: StopArgs) -> Result<i32> {
     // An instance the checkpoint helper runs for this user is stopped by it.
     if let (Some(n), false, Some(helper)) = (&a.name, a.all, crate::suid::for_user()) {
         if !is_pattern(n) && !instances.list(None)?.iter().any(|r| &r.name == n) {
-            return crate::suid::call(&helper, &crate::suid::Verb::Stop { name: n.clone() }, None);
+            return crate::suid::exec(&helper, &crate::suid::Verb::Stop { name: n.clone() }, None);
         }
     }
     let opts = StopOptions {
