@@ -76,7 +76,7 @@ int main(int argc, char **argv) {
         } else {
             /* One word, somewhere new each time: a page of the heap that may still be lazy. */
             size_t i = (served * 7919 * 512) % words;
-            snprintf(reply, sizeof reply, "pong %lu %s\n", served, mem[i] == pattern(i) ? "" : "bad");
+            snprintf(reply, sizeof reply, "pong %lu %s\n", served, mem[i] == pattern(i) ? "ok" : "bad");
         }
         if (write(c, reply, strlen(reply)) < 0)
             perror("memserver: write");
