@@ -14,15 +14,30 @@ use std::time::{Duration, Instant};
 /// enough for a 2-core CI machine.
 const MIB: &str = "256";
 
-fn ask(port: u16, what: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
+/// memserver's ports: one answers "pong N ok", the other checks the whole memory.
+#[derive(Clone, Copy)]
+struct Ports {
+    ping: u16,
+    check: u16,
+}
+
+impl Ports {
+    fn free() -> Ports {
+        let ping = free_port();
+        let check = std::iter::repeat_with(free_port)
+            .find(|p| *p != ping)
+            .expect("free ports exist");
+        Ports { ping, check }
+    }
+}
+
+fn ask(port: u16) -> Result<String, String> {
+    use std::io::Read;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("cannot connect: {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("a non-zero timeout is valid");
-    conn.write_all(format!("{what}\n").as_bytes())
-        .map_err(|e| format!("cannot send: {e}"))?;
     let mut text = String::new();
     conn.read_to_string(&mut text)
         .map_err(|e| format!("reading failed (got {text:?}): {e}"))?;
@@ -30,13 +45,13 @@ fn ask(port: u16, what: &str) -> Result<String, String> {
 }
 
 /// A whole-memory check that must pass.
-fn check_ok(port: u16) {
-    let answer = ask(port, "check").unwrap_or_else(|e| panic!("check: {e}"));
+fn check_ok(ports: Ports) {
+    let answer = ask(ports.check).unwrap_or_else(|e| panic!("check: {e}"));
     assert!(answer.starts_with("ok "), "memory check failed: {answer:?}");
 }
 
 /// Launches memserver under checkpoint `ckpt`, checkpoints it and stops it.
-fn checkpointed_memserver(env: &TestEnv, ckpt: &str, img: &str, port: u16) {
+fn checkpointed_memserver(env: &TestEnv, ckpt: &str, img: &str, ports: Ports) {
     env.ok(["checkpoint", "create", ckpt]);
     let name = format!("{ckpt}-0");
     env.ok([
@@ -48,10 +63,11 @@ fn checkpointed_memserver(env: &TestEnv, ckpt: &str, img: &str, port: u16) {
         &name,
         "/opt/memserver",
         MIB,
-        &port.to_string(),
+        &ports.ping.to_string(),
+        &ports.check.to_string(),
     ]);
-    env.wait_for_instance_port(&name, port);
-    check_ok(port);
+    env.wait_for_instance_port(&name, ports.check);
+    check_ok(ports);
     env.ok(["checkpoint", "instance", &name]);
     env.ok(["instance", "stop", &name]);
 }
@@ -98,20 +114,20 @@ fn lazy_restore_brings_all_memory_back_and_survives_deletion() {
     let env = TestEnv::new("lazy_restore_brings_all_memory_back_and_survives_deletion");
     let img = app_image();
     let img = img.to_str().unwrap();
-    let port = free_port();
-    checkpointed_memserver(&env, "lz", img, port);
+    let ports = Ports::free();
+    checkpointed_memserver(&env, "lz", img, ports);
 
     // Answers at once, then its whole memory is right; a checkpoint taken meanwhile waits
     // for the pages still on their way, and restores whole (eagerly).
     lazy_restart(&env, "lz", img, "lz-1");
-    let pong = ask(port, "ping").expect("the lazily restored server answers");
+    let pong = ask(ports.ping).expect("the lazily restored server answers");
     assert!(pong.ends_with(" ok"), "{pong}");
     env.ok(["checkpoint", "instance", "lz-1"]);
     assert_eq!(daemon_of(&env, "lz-1"), None);
-    check_ok(port);
+    check_ok(ports);
     env.ok(["instance", "stop", "lz-1"]);
     env.ok(["instance", "start", "--ckpt-restart", "lz", img, "lz-2"]);
-    check_ok(port);
+    check_ok(ports);
     env.ok(["instance", "stop", "lz-2"]);
 
     // The checkpoint deleted while pages are still arriving: the daemon holds its files.
@@ -120,13 +136,13 @@ fn lazy_restore_brings_all_memory_back_and_survives_deletion() {
     assert_ne!(code, 0);
     assert!(err.contains("lz-3"), "{err}");
     env.ok(["checkpoint", "delete", "--force", "lz"]);
-    check_ok(port);
+    check_ok(ports);
     wait_until(
         "the lazy-pages daemon still runs",
         Duration::from_secs(60),
         || daemon_of(&env, "lz-3").is_none(),
     );
-    check_ok(port);
+    check_ok(ports);
     assert!(env.instance_names().contains(&"lz-3".to_string()));
     env.ok(["instance", "stop", "lz-3"]);
 }
@@ -140,8 +156,8 @@ fn a_lost_page_source_kills_the_application_never_corrupts_it() {
     let env = TestEnv::new(test);
     let img = app_image();
     let img = img.to_str().unwrap();
-    let port = free_port();
-    checkpointed_memserver(&env, "lk", img, port);
+    let ports = Ports::free();
+    checkpointed_memserver(&env, "lk", img, ports);
     // The daemon is stopped mid-transfer, then killed while the application asks for pages
     // it has not received. A restore whose daemon finished before it could be stopped
     // proves nothing: it is tried again.
@@ -154,7 +170,7 @@ fn a_lost_page_source_kills_the_application_never_corrupts_it() {
         };
         // SAFETY: kill sends a signal to a process this test found; no memory is involved.
         unsafe { libc::kill(daemon, libc::SIGSTOP) };
-        let asking = std::thread::spawn(move || ask(port, "check"));
+        let asking = std::thread::spawn(move || ask(ports.check));
         std::thread::sleep(Duration::from_millis(500));
         if asking.is_finished() {
             // Every page had arrived before the daemon stopped.
@@ -178,7 +194,7 @@ fn a_lost_page_source_kills_the_application_never_corrupts_it() {
         wait_until(
             "the instance still runs after its lazy-pages daemon died",
             Duration::from_secs(30),
-            || !is_listening(port),
+            || !is_listening(ports.check),
         );
         let list = env.ok(["instance", "list"]);
         assert!(list.contains("exited"), "{list}");

@@ -1,14 +1,16 @@
 /* memserver: a TCP server holding MIB MiB of patterned memory (lazy restore tests).
  *
- *   memserver MIB PORT
+ *   memserver MIB PORT CHECK_PORT
  *
  * Fills MIB MiB of anonymous memory with a pattern computed from each 8-byte word's index (no
- * page is a zero page), then serves one request per connection, a line:
- *   "ping"   answers "pong N" (N: requests served so far), touching one page only;
- *   "check"  reads every word and answers "ok N", or "bad OFFSET" for the first word that
- *            is not the pattern (a page lost or zero-filled by a restore).
+ * page is a zero page), then answers every connection at once, without reading:
+ *   on PORT        "pong N ok" (N: connections served so far), touching one word of the
+ *                  memory only ("bad" instead of "ok" if that word is wrong);
+ *   on CHECK_PORT  reads every word and answers "ok N", or "bad OFFSET" for the first word
+ *                  that is not the pattern (a page lost or zero-filled by a restore).
  * Built static so that it runs in any image. */
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,14 +26,27 @@ static uint64_t pattern(uint64_t i) {
     return x ^ (x >> 29);
 }
 
+static int listener(int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 16)) {
+        perror("memserver: bind/listen");
+        return -1;
+    }
+    return s;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: memserver MIB PORT\n");
+    if (argc != 4) {
+        fprintf(stderr, "usage: memserver MIB PORT CHECK_PORT\n");
         return 2;
     }
     size_t words = (strtoul(argv[1], NULL, 10) << 20) / sizeof(uint64_t);
-    int port = atoi(argv[2]);
-    if (words == 0 || port <= 0 || port > 65535) {
+    int port = atoi(argv[2]), check_port = atoi(argv[3]);
+    if (words == 0 || port <= 0 || port > 65535 || check_port <= 0 || check_port > 65535) {
         fprintf(stderr, "memserver: bad size or port\n");
         return 2;
     }
@@ -43,26 +58,23 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < words; i++)
         mem[i] = pattern(i);
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 16)) {
-        perror("memserver: bind/listen");
+    int s = listener(port), cs = listener(check_port);
+    if (s < 0 || cs < 0)
         return 1;
-    }
     printf("memserver: %zu MiB ready on port %d\n", words * sizeof *mem >> 20, port);
     fflush(stdout);
     unsigned long served = 0;
+    struct pollfd fds[2] = {{.fd = s, .events = POLLIN}, {.fd = cs, .events = POLLIN}};
     for (;;) {
-        int c = accept(s, NULL, NULL);
+        if (poll(fds, 2, -1) < 0)
+            continue;
+        int checking = (fds[1].revents & POLLIN) != 0;
+        int c = accept(checking ? cs : s, NULL, NULL);
         if (c < 0)
             continue;
-        char req[64] = {0}, reply[64];
-        ssize_t n = read(c, req, sizeof req - 1);
+        char reply[64];
         served++;
-        if (n > 0 && strncmp(req, "check", 5) == 0) {
+        if (checking) {
             size_t bad = words;
             for (size_t i = 0; i < words; i++)
                 if (mem[i] != pattern(i)) {
