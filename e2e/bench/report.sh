@@ -104,7 +104,11 @@ targets_table() {
         r=$(med_ratio migrate-cross-now migrate-local)
         echo "| The same, with Slurm's hold on requeued jobs lifted (\`StartTime=now\`) | ${r}× ($(fmt "$(stat_of migrate-cross-now median)" 0) ms) | $(verdict "$r" "<=" 2) |"
     fi
-    for c in startup checkpoint restore build job podman migrate; do
+    if has lz-lazy; then
+        r=$(med_ratio lz-lazy lz-small)
+        echo "| Restore of a 1 GiB process until it answers, lazy (\`--lazy-pages\`), ≤ 2× the small server's restore | ${r}× ($(fmt "$(stat_of lz-lazy median)" 0) vs $(fmt "$(stat_of lz-small median)" 0) ms; eager: $(med_ratio lz-eager lz-small)×) | $(verdict "$r" "<=" 2) |"
+    fi
+    for c in startup checkpoint restore build job podman migrate lazy; do
         if skipped "$c"; then echo "| $c | skipped: $(skip_reason "$c") | not measured |"; fi
     done
 }
@@ -215,6 +219,23 @@ restore_section() {
         echo
         echo "For scale, the same checksum pass over the 1 GiB checkpoint of case 2 (\`rctr checkpoint verify\`, images in the page cache): $(summary verify-m1024 0) ms. A restore of that checkpoint pays it before CRIU starts; a raw \`criu restore\` does not check its images."
     fi
+}
+
+lazy_section() {
+    echo "### 8. Lazy restore"
+    echo
+    if skipped lazy || ! has lz-lazy; then
+        echo "Not run: $(skip_reason lazy 2>/dev/null || echo "not selected")."
+        return 0
+    fi
+    echo "\`e2e/src/apps/memserver.c\` holding 1 GiB of patterned memory, checkpointed once, then restored $RUNS times each way, next to the Python server of case 3 (checkpointed once), in the same rounds (rotating which goes first, after one warm-up round); load average at the end: $LZ_LOAD. Each restore is timed from the command's start until the server answers (one word of its memory read and checked), then until its whole memory has been read and checked."
+    echo
+    echo "| Restore | until it answers, ms median (min–max) | vs the small server | until all memory checked, ms |"
+    echo "|---|---|---|---|"
+    echo "| Python server (small), \`--ckpt-restart\` | $(summary lz-small 0) | 1.00× | |"
+    echo "| 1 GiB, \`--ckpt-restart\` (eager) | $(summary lz-eager 0) | $(med_ratio lz-eager lz-small)× | $(summary lz-eager-all 0) |"
+    echo "| 1 GiB, \`--ckpt-restart --lazy-pages\` | $(summary lz-lazy 0) | $(med_ratio lz-lazy lz-small)× | $(summary lz-lazy-all 0) |"
+    echo "| (part of both 1 GiB rows: \`rctr checkpoint verify\` alone, the checksum pass before any page is served) | $(summary lz-verify 0) | | |"
 }
 
 build_section() {
@@ -335,6 +356,8 @@ generated() {
     podman_section
     echo
     migrate_section
+    echo
+    lazy_section
     echo
     echo "$END_MARK"
 }

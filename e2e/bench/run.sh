@@ -19,6 +19,8 @@
 #                  `podman container checkpoint -R` vs `rctr checkpoint instance` (and a raw
 #                  `criu dump --leave-running` for the freeze time), `podman container restore`
 #                  vs `rctr instance start --ckpt-restart`, each until the server answers
+#   8. Lazy      a 1 GiB server restored with `--ckpt-restart --lazy-pages` until it answers vs
+#                  the same restored eagerly and vs the Python server's restore, in the same rounds
 #   7. Migrate     downtime of the Python server as a Slurm job moved between the two nodes of
 #                  the e2e test cluster (checkpoint + requeue + restore) vs the same server
 #                  checkpointed and restarted on one machine without Slurm (migrate-bench.rs)
@@ -32,7 +34,7 @@
 #   RCTR_BENCH_STARTUP_RUNS  runs per startup case (default 20)
 #   RCTR_BENCH_KEEP=1    keep the scratch directory (images, checkpoints, logs, samples)
 #   RCTR_BENCH_CASES     cases to run, space-separated subset of
-#                        "startup checkpoint restore build job podman migrate"
+#                        "startup checkpoint restore build job podman migrate lazy"
 set -euo pipefail
 umask 022
 
@@ -43,7 +45,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RUNS=${RCTR_BENCH_RUNS:-7}
 STARTUP_RUNS=${RCTR_BENCH_STARTUP_RUNS:-20}
-CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job podman migrate}
+CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job podman migrate lazy}
 OUT=${RCTR_BENCH_OUT:-$REPO/docs/benchmarks.md}
 PY=/usr/bin/python3
 TOOLS=("$PY" "$HERE/tools.py")
@@ -55,7 +57,7 @@ MEM_SIZES=(256 1024)
 case "$RUNS$STARTUP_RUNS" in *[!0-9]*) die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be numbers" ;; esac
 { [ "$RUNS" -ge 1 ] && [ "$STARTUP_RUNS" -ge 1 ]; } || die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be at least 1"
 for c in $CASES; do
-    case "$c" in startup | checkpoint | restore | build | job | podman | migrate) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
+    case "$c" in startup | checkpoint | restore | build | job | podman | migrate | lazy) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
 done
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 for tool in unshare nsenter mount chroot pivot_root mksquashfs gcc dd sync awk ldd tar; do
@@ -129,10 +131,11 @@ cd "$WORK"
 say "compiling the helpers, assembling the root filesystems"
 gcc -O2 -Wall -o "$WORK/bin/benchwait" "$HERE/benchwait.c"
 gcc -O2 -Wall -static -o "$WORK/bin/memhog" "$HERE/memhog.c"
+gcc -O2 -Wall -static -o "$WORK/bin/memserver" "$REPO/e2e/src/apps/memserver.c"
 BW=$WORK/bin/benchwait
 bash "$HERE/rootfs.sh" busybox "$WORK/rootfs-busybox"
 bash "$HERE/rootfs.sh" python "$WORK/rootfs-python"
-cp "$WORK/bin/memhog" "$REPO/e2e/src/counter_server.py" "$WORK/rootfs-python/opt/"
+cp "$WORK/bin/memhog" "$WORK/bin/memserver" "$REPO/e2e/src/counter_server.py" "$WORK/rootfs-python/opt/"
 
 IMG_BB_SQFS=$WORK/busybox.sqfs
 IMG_BB_SIF=$WORK/busybox.sif
@@ -718,6 +721,65 @@ case_migrate() {
         { tail -n 30 "$WORK/migrate.log" >&2; die "the migration case failed (log above)"; }
 }
 
+# === 8. lazy restore ==========================================================================
+# A server holding 1 GiB of patterned memory (e2e/src/apps/memserver.c) restored eagerly and
+# with --lazy-pages, each until it answers (one word of its memory checked) and then until its
+# whole memory has been checked, next to the Python server's restore, in the same rounds.
+
+lazy_restore_once() { # KEY CKPT PORT [CHECK_PORT [--lazy-pages]]
+    local key=$1 ck=$2 port=$3 check=${4:-} t0 answer
+    shift 3
+    [ $# -gt 0 ] && shift
+    t0=$(now_us)
+    quietly "$RCTR" instance start --ckpt-restart "$ck" "$@" "$IMG_PY" bench-lz-r
+    STARTED_INSTANCES+=(bench-lz-r)
+    answer=$("$BW" port "$port" 30000) || die "the server restored from $ck never answered"
+    record "$key" "$(ms_since "$t0")"
+    case $answer in *bad*) die "the server restored from $ck answered $answer: memory lost" ;; esac
+    if [ -n "$check" ]; then
+        answer=$("$BW" port "$check" 60000) || die "the server restored from $ck never checked its memory"
+        record "$key-all" "$(ms_since "$t0")"
+        [[ $answer == ok* ]] || die "the server restored from $ck found its memory wrong: $answer"
+    fi
+    quietly "$RCTR" instance stop bench-lz-r
+    "$BW" free "$port" 10000 || die "port $port still busy after stopping bench-lz-r"
+}
+
+case_lazy() {
+    local i ps pm pc
+    say "8/8 lazy restore: 1 GiB server eager and lazy vs the Python server, $RUNS runs each"
+    ps=$("${TOOLS[@]}" free-port)
+    start_workload lzsrv python3 /opt/counter_server.py "$ps"
+    "$BW" port "$ps" 10000 >/dev/null || die "the counter server in bench-lzsrv never answered"
+    quietly "$RCTR" checkpoint instance bench-lzsrv
+    quietly "$RCTR" instance stop bench-lzsrv
+    pm=$("${TOOLS[@]}" free-port)
+    pc=$("${TOOLS[@]}" free-port)
+    start_workload lzmem /opt/memserver 1024 "$pm" "$pc"
+    "$BW" port "$pc" 60000 >/dev/null || die "the memory server in bench-lzmem never answered"
+    quietly "$RCTR" checkpoint instance bench-lzmem
+    quietly "$RCTR" instance stop bench-lzmem
+    for ((i = -1; i < RUNS; i++)); do
+        case $(((i + 3) % 3)) in
+            0) lazy_restore_once lz-small ck-lzsrv "$ps"
+               lazy_restore_once lz-eager ck-lzmem "$pm" "$pc"
+               lazy_restore_once lz-lazy ck-lzmem "$pm" "$pc" --lazy-pages ;;
+            1) lazy_restore_once lz-eager ck-lzmem "$pm" "$pc"
+               lazy_restore_once lz-lazy ck-lzmem "$pm" "$pc" --lazy-pages
+               lazy_restore_once lz-small ck-lzsrv "$ps" ;;
+            2) lazy_restore_once lz-lazy ck-lzmem "$pm" "$pc" --lazy-pages
+               lazy_restore_once lz-small ck-lzsrv "$ps"
+               lazy_restore_once lz-eager ck-lzmem "$pm" "$pc" ;;
+        esac
+        if ((i < 0)); then rm -f "$RES"/lz-*; fi # the warm-up
+    done
+    # The checksum pass every restore of the 1 GiB checkpoint pays first.
+    for ((i = 0; i < RUNS; i++)); do
+        timed lz-verify "$RCTR" checkpoint verify ck-lzmem
+    done
+    LZ_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+}
+
 # === run ======================================================================================
 T_START=$(now_us)
 BUSY0=$(machine_busy_s)
@@ -760,6 +822,13 @@ if wants migrate; then
         case_migrate
     else
         skip migrate "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
+    fi
+fi
+if wants lazy; then
+    if "$RCTR" checkpoint check >/dev/null 2>&1; then
+        case_lazy
+    else
+        skip lazy "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
     fi
 fi
 if wants build; then

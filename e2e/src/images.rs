@@ -74,6 +74,7 @@ fn write_app_image(output: &Path, scratch: &Path) -> Result<()> {
     for (name, source) in [
         ("ckpt_counter", CKPT_COUNTER_C),
         ("sysv_holder", SYSV_HOLDER_C),
+        ("memserver", MEMSERVER_C),
     ] {
         let src = scratch.join(format!("{name}.c"));
         std::fs::write(&src, source)?;
@@ -106,6 +107,8 @@ fn write_app_image(output: &Path, scratch: &Path) -> Result<()> {
 pub const FIB_PY: &str = include_str!("apps/fib.py");
 /// The C counter of the application-level engine tests.
 pub const CKPT_COUNTER_C: &str = include_str!("apps/ckpt_counter.c");
+/// A TCP server holding patterned memory that it checks on request (lazy restore tests).
+pub const MEMSERVER_C: &str = include_str!("apps/memserver.c");
 /// A holder of SysV semaphores, message queues and shared memory that checks them.
 pub const SYSV_HOLDER_C: &str = include_str!("apps/sysv_holder.c");
 
@@ -180,7 +183,7 @@ pub fn busybox_exec_image() -> PathBuf {
 }
 
 /// The Python image with the application-level checkpoint programs (/opt/fib.py,
-/// /opt/ckpt_counter) and /opt/sysv_holder; startscript and runscript exec their arguments.
+/// /opt/ckpt_counter), /opt/sysv_holder and /opt/memserver; startscript and runscript exec their arguments.
 pub fn app_image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     cached(&IMAGE, "app", write_app_image)

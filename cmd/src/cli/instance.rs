@@ -47,6 +47,10 @@ pub struct StartArgs {
     /// connection)
     #[arg(long, requires = "ckpt_restart")]
     pub tcp_established: bool,
+    /// With --ckpt-restart (CRIU): start the application before its memory is back; its pages
+    /// arrive in the background and on first touch (CRIU lazy-pages over userfaultfd)
+    #[arg(long, requires = "ckpt_restart")]
+    pub lazy_pages: bool,
     /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
@@ -217,6 +221,7 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
             generation: a.generation,
             force: a.force,
             tcp_established: a.tcp_established,
+            lazy_pages: a.lazy_pages,
             fall_back: false,
         };
         let target = Target {

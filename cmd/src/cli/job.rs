@@ -52,6 +52,10 @@ pub struct JobArgs {
     /// must still be there: the job's own processes, as between MPI ranks and mpirun)
     #[arg(long)]
     pub tcp_established: bool,
+    /// On a resume (CRIU): start the job before its memory is back; its pages arrive in the
+    /// background and on first touch (CRIU lazy-pages over userfaultfd)
+    #[arg(long)]
+    pub lazy_pages: bool,
     /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
@@ -75,6 +79,7 @@ impl JobArgs {
                     (self.ckpt_keep.is_some(), "--ckpt-keep"),
                     (self.ckpt_force, "--ckpt-force"),
                     (self.tcp_established, "--tcp-established"),
+                    (self.lazy_pages, "--lazy-pages"),
                     (self.ckpt_conf.is_some(), "--ckpt-conf"),
                 ];
                 if let Some((_, flag)) = used.iter().find(|(on, _)| *on) {
@@ -110,6 +115,7 @@ impl JobArgs {
             generation: self.generation,
             force: self.ckpt_force,
             tcp_established: self.tcp_established,
+            lazy_pages: self.lazy_pages,
         }))
     }
 }

@@ -88,6 +88,9 @@ pub struct RestoreFlags {
     /// Restore established TCP connections live instead of closed (the peer must still be
     /// there: the application's own processes, or a client that kept its connection).
     pub tcp_established: bool,
+    /// Bring the application's memory in while it runs (CRIU lazy-pages) rather than all
+    /// of it before.
+    pub lazy_pages: bool,
 }
 
 /// How a restarted container is built and its application brought back.

@@ -2,7 +2,7 @@
 //! foreground job.
 
 use crate::conf::CkptConf;
-use crate::engine::{engine_for, Restore, RestoreFlags, LAUNCH_SETTLE_LIMIT};
+use crate::engine::{engine_for, EngineKind, Restore, RestoreFlags, LAUNCH_SETTLE_LIMIT};
 use crate::preflight;
 use crate::store::{Checkpoint, CheckpointStore, Generation};
 use anyhow::{bail, Result};
@@ -102,6 +102,8 @@ pub struct RestartOptions {
     pub force: bool,
     /// Restore established TCP connections live (CRIU), not closed.
     pub tcp_established: bool,
+    /// Bring the application's memory in while it already runs (CRIU lazy pages).
+    pub lazy_pages: bool,
     /// When the newest generation is damaged, resume from the newest one that verifies (a
     /// batch job's resume), saying so on stderr.
     pub fall_back: bool,
@@ -124,6 +126,12 @@ pub fn restart(
     let ckpt = CheckpointStore::for_current_user()?.open(checkpoint)?;
     let conf = CkptConf::load_for(conf_path, ckpt.engine())?;
     let engine = engine_for(ckpt.engine(), &conf)?;
+    if opts.lazy_pages && ckpt.engine() != EngineKind::Criu {
+        bail!(
+            "checkpoint '{checkpoint}' uses the {} engine: --lazy-pages needs a CRIU checkpoint; restart it without --lazy-pages",
+            ckpt.engine()
+        );
+    }
     // Not while a checkpoint is being written or the checkpoint deleted.
     let _lock = ckpt.lock()?;
     // A second copy of a running application (two servers on one port, two writers of the
@@ -159,6 +167,7 @@ pub fn restart(
         RestoreFlags {
             force: opts.force,
             tcp_established: opts.tcp_established,
+            lazy_pages: opts.lazy_pages,
         },
     )?;
     let req = StartRequest {

@@ -69,6 +69,8 @@ pub struct JobOptions {
     pub force: bool,
     /// With a resume: restore established TCP connections live.
     pub tcp_established: bool,
+    /// With a resume: bring the memory in while the job runs (CRIU lazy pages).
+    pub lazy_pages: bool,
 }
 
 impl JobOptions {

@@ -63,6 +63,7 @@ pub fn run_job(opts: &JobOptions, plan: ContainerPlan, args: Vec<String>) -> Res
             generation: opts.generation,
             force: opts.force,
             tcp_established: opts.tcp_established,
+            lazy_pages: opts.lazy_pages,
             fall_back: matches!(opts.ckpt, CkptChoice::Auto(_)),
         };
         restore::restart(

@@ -13,7 +13,8 @@ use crate::spawn::{
     close_fds_except, detach_stdio, fork_child, fork_child_in_userns, fork_detached_in,
     prepare_exec, ExecIo, Stdio,
 };
-use crate::supervise::{supervise, Ended, LogPump};
+pub use crate::supervise::Companion;
+use crate::supervise::{supervise, supervise_with, Ended, LogPump};
 use anyhow::{bail, Context, Result};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
@@ -209,8 +210,14 @@ pub struct AppIo {
     pub stderr: OwnedFd,
 }
 
-/// Starts the application inside the ready container and returns its pid.
-pub type CustomStart = Box<dyn FnOnce(AppIo) -> Result<Pid>>;
+/// What a custom starter started: the application, and a companion it depends on, if any.
+pub struct CustomStarted {
+    pub app: Pid,
+    pub companion: Option<Companion>,
+}
+
+/// Starts the application inside the ready container.
+pub type CustomStart = Box<dyn FnOnce(AppIo) -> Result<CustomStarted>>;
 
 pub enum AppStart {
     /// Execute the plan's argv.
@@ -387,11 +394,14 @@ fn init_main(
         stderr: err_w,
     };
     let app = match start {
-        AppStart::Exec => start_app(plan, io),
+        AppStart::Exec => start_app(plan, io).map(|app| CustomStarted {
+            app,
+            companion: None,
+        }),
         AppStart::Custom(f) => f(io),
     };
-    let app = match app {
-        Ok(pid) => pid,
+    let CustomStarted { app, companion } = match app {
+        Ok(started) => started,
         Err(e) => {
             send(status_fd, &InitStatus::Error(format!("{e:#}")));
             return 255;
@@ -399,7 +409,7 @@ fn init_main(
     };
     send(status_fd, &InitStatus::Ready(app.as_raw()));
     let mut pumps = [LogPump::new(out_r, logs.out), LogPump::new(err_r, logs.err)];
-    let ended = supervise(app, &mut pumps).unwrap_or(Ended {
+    let ended = supervise_with(app, &mut pumps, companion).unwrap_or(Ended {
         code: 255,
         relayed: None,
     });

@@ -73,16 +73,40 @@ pub struct Ended {
     pub relayed: Option<Signal>,
 }
 
+/// A process the application cannot do without until it has finished its work: CRIU's
+/// lazy-pages daemon, which holds the part of the application's memory that has not
+/// arrived yet. If it ends unsuccessfully, the whole container is killed.
+pub struct Companion {
+    pub pid: Pid,
+    /// Descriptors held while the companion works (the application's userfaultfds): if it
+    /// dies, the kernel then keeps the application's faults waiting, instead of filling the
+    /// missing pages with zeros, until the application is killed. Released once it
+    /// finishes well.
+    pub held: Vec<OwnedFd>,
+    /// What it is, for the log line that explains a failure.
+    pub what: String,
+}
+
 /// Relays forwarded signals to `target`, reaps every child (we may be pid 1),
 /// pumps logs, and returns how `target` ended once it is gone.
 /// The supervised signals must already be blocked.
 pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<Ended> {
+    supervise_with(target, pumps, None)
+}
+
+/// [`supervise`], with a `companion` whose failure kills every process of the container
+/// (this must be its pid 1) and is explained in the last pump's log.
+pub fn supervise_with(
+    target: Pid,
+    pumps: &mut [LogPump],
+    mut companion: Option<Companion>,
+) -> Result<Ended> {
     let sfd = SignalFd::with_flags(
         &supervised_set(),
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     )
     .context("cannot create signalfd")?;
-    let mut result: Option<i32> = reap(target);
+    let mut result: Option<i32> = reap(target, &mut companion, pumps);
     let mut relayed = None;
     while result.is_none() {
         let mut fds: Vec<PollFd> = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
@@ -118,7 +142,7 @@ pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<Ended> {
                 }
             }
         }
-        result = reap(target);
+        result = reap(target, &mut companion, pumps);
     }
     // Whatever the application wrote just before exiting is still in the pipes.
     for p in pumps.iter_mut() {
@@ -130,6 +154,30 @@ pub fn supervise(target: Pid, pumps: &mut [LogPump]) -> Result<Ended> {
     })
 }
 
+/// A companion that finished well lets go of what it held; one that failed takes the
+/// container down first, while its held descriptors still keep the application waiting.
+fn companion_ended(c: Companion, code: i32, pumps: &mut [LogPump]) {
+    if code == 0 {
+        return;
+    }
+    // kill(-1) from pid 1 of a pid namespace reaches every other process in it.
+    if nix::unistd::getpid().as_raw() == 1 {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    }
+    let status = match code.checked_sub(128).and_then(|s| Signal::try_from(s).ok()) {
+        Some(sig) => format!("was killed by {sig}"),
+        None => format!("failed (exit {code})"),
+    };
+    if let Some(err) = pumps.last_mut() {
+        let _ = writeln!(
+            err.log,
+            "rctr: {} {status} before all of the application's memory had arrived: the application was killed rather than run on missing pages",
+            c.what
+        );
+    }
+    drop(c.held);
+}
+
 fn drain(p: &mut LogPump) {
     let _ = nix::fcntl::fcntl(
         std::os::fd::AsRawFd::as_raw_fd(&p.pipe),
@@ -139,7 +187,7 @@ fn drain(p: &mut LogPump) {
 }
 
 /// Reaps all exited children; returns `target`'s code if it is among them.
-fn reap(target: Pid) -> Option<i32> {
+fn reap(target: Pid, companion: &mut Option<Companion>, pumps: &mut [LogPump]) -> Option<i32> {
     let mut result = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -147,6 +195,11 @@ fn reap(target: Pid) -> Option<i32> {
             Ok(status) => {
                 if status.pid() == Some(target) {
                     result = exit_code(status);
+                }
+                if companion.as_ref().map(|c| c.pid) == status.pid() {
+                    if let (Some(c), Some(code)) = (companion.take(), exit_code(status)) {
+                        companion_ended(c, code, pumps);
+                    }
                 }
             }
         }

@@ -13,6 +13,7 @@ pub(crate) mod elf;
 pub mod host;
 pub mod inject;
 pub mod kdat;
+pub mod lazy;
 pub mod netlock;
 pub mod open_files;
 mod restore;
@@ -35,6 +36,9 @@ use std::time::Duration;
 
 /// The binary's name inside the bundle.
 const CRIU: &str = "criu";
+
+/// The longest a checkpoint waits for a lazy restore's memory to finish arriving.
+const LAZY_WAIT_LIMIT: Duration = Duration::from_secs(300);
 
 pub struct CriuEngine {
     conf: CriuConf,
@@ -71,6 +75,13 @@ impl CheckpointEngine for CriuEngine {
         staged: &Staged,
         mode: DumpMode,
     ) -> Result<Dumped> {
+        // Pages a lazy restore has not brought in yet would be dumped as zeros.
+        lazy::wait_until_complete(target.init_pid, LAZY_WAIT_LIMIT).map_err(|e| {
+            anyhow::anyhow!(
+                "checkpoint of instance '{}' refused: {e:#}; the previous checkpoint is unchanged",
+                target.name
+            )
+        })?;
         // The bundle the instance was started with: it is what is mounted in the container.
         let bundle = EngineBundle::open(&bundle_dir_of(&target.plan)?)?;
         // Measured for the restart's check.
@@ -315,6 +326,13 @@ impl CheckpointEngine for CriuEngine {
                 ckpt.name()
             );
         };
+        if how.lazy_pages && data.gpu.is_some() {
+            bail!(
+                "generation {} of checkpoint '{}' holds CUDA processes, whose GPU state must be back in place before they run: restart it without --lazy-pages",
+                g.number,
+                ckpt.name()
+            );
+        }
         unchangeable(&g.manifest.plan, &requested)?;
         recorded_binds_exist(&g.manifest.plan)?;
         open_files::verify_at_restore(&data.open_files, how.force)?;
@@ -331,7 +349,7 @@ impl CheckpointEngine for CriuEngine {
         add_checkpoint_mounts(&mut plan, &bundle.dir, ckpt.dir(), kdat.as_deref());
         let gen_name = generation_dir_name(g.number);
         let host_log = ckpt.logs_dir().join(format!("restore-{gen_name}.log"));
-        let start = restore::starter(&bundle, &gen_name, data, host_log, how.tcp_established)?;
+        let start = restore::starter(&bundle, &gen_name, data, host_log, how)?;
         Ok(Restore {
             plan,
             start,

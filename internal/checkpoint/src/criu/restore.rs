@@ -5,10 +5,11 @@ use super::bundle::EngineBundle;
 use super::inject::{CKPT_MOUNT, ENGINE_MOUNT};
 use super::run::{engine_failure, exec_engine};
 use super::CRIU;
+use crate::engine::RestoreFlags;
 use crate::store::CriuData;
 use anyhow::{bail, Context, Result};
 use nix::unistd::Pid;
-use rctr_runtime::launch::{AppIo, AppStart};
+use rctr_runtime::launch::{AppIo, AppStart, CustomStarted};
 use rctr_runtime::spawn::{close_fds_except, fork_child, prepare_exec, ExecIo};
 use std::os::fd::AsRawFd;
 
@@ -22,19 +23,27 @@ pub(super) fn starter(
     gen_name: &str,
     data: &CriuData,
     host_log: std::path::PathBuf,
-    tcp_established: bool,
+    flags: RestoreFlags,
 ) -> Result<AppStart> {
     let logs = format!("{CKPT_MOUNT}/logs");
     let log = format!("{logs}/restore-{gen_name}.log");
     let pidfile = format!("{logs}/restore-{gen_name}.pid");
+    let images = format!("{CKPT_MOUNT}/{gen_name}");
+    // The lazy-pages daemon and the restore meet at a socket in their shared work
+    // directory: one of its own for each restore (two may run from one checkpoint).
+    let work = if flags.lazy_pages {
+        format!("{logs}/lazy-{gen_name}-{}", std::process::id())
+    } else {
+        logs.clone()
+    };
     let mut args: Vec<String> = [
         "restore",
         "-D",
-        &format!("{CKPT_MOUNT}/{gen_name}"),
+        &images,
         // CRIU writes its stats file into the work directory, by default the images
         // directory: a published generation must stay exactly as its manifest says.
         "-W",
-        &logs,
+        &work,
         "-o",
         &log,
         "-v2",
@@ -49,7 +58,7 @@ pub(super) fn starter(
     .collect();
     // Connections come back closed (a new host, a peer long gone) unless asked for live,
     // which holds their packets with the network lock until they are back.
-    if tcp_established {
+    if flags.tcp_established {
         args.extend(["--tcp-established", "--network-lock", "nftables"].map(String::from));
     } else {
         args.push("--tcp-close".into());
@@ -69,18 +78,77 @@ pub(super) fn starter(
             }
         }
     }
+    // Lazily: the processes stay stopped until init holds their memory's source.
+    let lazy = if flags.lazy_pages {
+        args.extend(["--lazy-pages", "--leave-stopped"].map(String::from));
+        let log = format!("{logs}/lazy-pages-{gen_name}.log");
+        let host_log = host_log.with_file_name(format!("lazy-pages-{gen_name}.log"));
+        let daemon_args: Vec<String> =
+            ["lazy-pages", "-D", &images, "-W", &work, "-o", &log, "-v2"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        Some(LazyPages {
+            argv: bundle.command_argv(ENGINE_MOUNT, CRIU, &daemon_args)?,
+            log,
+            host_log: host_log.display().to_string(),
+            work,
+        })
+    } else {
+        None
+    };
     let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
     let tmpfs = data.tmpfs.clone();
-    let gen_dir = format!("{CKPT_MOUNT}/{gen_name}");
     rctr_log::debug!(
         "checkpoint engine (restore): {}",
         rctr_log::show_argv(&argv)
     );
     Ok(AppStart::Custom(Box::new(move |io: AppIo| {
         // The files the processes had in the container's own tmpfs mounts, first.
-        super::tmpfs::restore(&tmpfs, std::path::Path::new(&gen_dir))?;
-        run_restore(&argv, &log, &host_log, &pidfile, io)
+        super::tmpfs::restore(&tmpfs, std::path::Path::new(&images))?;
+        let Some(lazy) = lazy else {
+            let app = run_restore(&argv, &log, &host_log, &pidfile, io)?;
+            return Ok(CustomStarted {
+                app,
+                companion: None,
+            });
+        };
+        let _ = std::fs::remove_dir_all(&lazy.work);
+        std::fs::create_dir(&lazy.work).with_context(|| format!("cannot create {}", lazy.work))?;
+        keep_engine_pids_away()?;
+        let daemon = super::lazy::start_daemon(&lazy.argv, &lazy.log, &lazy.host_log);
+        let restored =
+            daemon.and_then(
+                |daemon| match run_restore(&argv, &log, &host_log, &pidfile, io) {
+                    Ok(app) => Ok((app, daemon.hold_and_resume()?)),
+                    Err(e) => {
+                        daemon.stop();
+                        Err(e)
+                    }
+                },
+            );
+        // The socket was only needed until the restore connected.
+        let _ = std::fs::remove_dir_all(&lazy.work);
+        let (app, companion) = restored?;
+        Ok(CustomStarted { app, companion })
     })))
+}
+
+/// How a lazy restore runs its lazy-pages daemon.
+struct LazyPages {
+    argv: Vec<String>,
+    /// The daemon's log, as the container and as the user see it.
+    log: String,
+    host_log: String,
+    /// The work directory shared with the restore, as the container sees it.
+    work: String,
+}
+
+/// Restored tasks take back their old pids (2 and up): CRIU and its helpers (the
+/// lazy-pages daemon too) take pids far away from them.
+fn keep_engine_pids_away() -> Result<()> {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", "99999")
+        .context("cannot set ns_last_pid in the container")
 }
 
 /// `log` is the engine's log as the container sees it, `host_log` as the user does.
@@ -92,10 +160,7 @@ fn run_restore(
     io: AppIo,
 ) -> Result<Pid> {
     let _ = std::fs::remove_file(pidfile);
-    // Restored tasks take back their old pids (2 and up): keep CRIU and its
-    // helpers far away from them.
-    std::fs::write("/proc/sys/kernel/ns_last_pid", "99999")
-        .context("cannot set ns_last_pid in the container")?;
+    keep_engine_pids_away()?;
     let child = fork_child(|| {
         // Above 2 first, so that pointing stdio at /dev/null cannot close them.
         let dup_high = |fd: i32| {

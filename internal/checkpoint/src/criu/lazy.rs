@@ -1,0 +1,203 @@
+//! Lazy restore: CRIU's lazy-pages daemon serves the application's memory from the (already
+//! verified) generation over userfaultfd while the application runs, so a restore does not
+//! wait for its whole memory to be read.
+//!
+//! The danger is a daemon that goes away before every page has arrived: the kernel then
+//! drops the application's userfaultfd registrations and later faults get zero-filled pages,
+//! silently. So the restore leaves the processes stopped, init takes copies of every
+//! userfaultfd the daemon holds (while those exist, a fault waits instead of getting a zero
+//! page) and only then lets the processes run; init kills the container if the daemon ends
+//! unsuccessfully (see [`rctr_runtime::launch::Companion`]).
+
+use super::run::{exec_engine, log_errors};
+use anyhow::{bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use rctr_runtime::launch::Companion;
+use rctr_runtime::spawn::{fork_child, prepare_exec, Child, ExecIo};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+/// The longest the daemon may take to get ready (it reads the generation's process tree).
+const READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// A started lazy-pages daemon, ready for the restore to connect.
+pub(super) struct Daemon {
+    child: Child,
+    /// Its log, as the container sees it (read here) and as the user does (shown).
+    log: String,
+    host_log: String,
+}
+
+/// Starts `argv` (`criu lazy-pages ...`, without `--status-fd`) and waits until it listens.
+pub(super) fn start_daemon(argv: &[String], log: &str, host_log: &str) -> Result<Daemon> {
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("cannot create a pipe for the lazy-pages daemon")?;
+    let mut argv = argv.to_vec();
+    argv.push("--status-fd".into());
+    argv.push(ready_w.as_raw_fd().to_string());
+    rctr_log::debug!(
+        "checkpoint engine (lazy pages): {}",
+        rctr_log::show_argv(&argv)
+    );
+    let child = fork_child(|| {
+        let fd = ready_w.as_raw_fd();
+        prepare_exec(&ExecIo {
+            keep: &[fd],
+            ..ExecIo::NULL
+        });
+        // The daemon writes one byte there once it listens: it must survive the exec.
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
+        exec_engine(&argv, &[]);
+        126
+    })?;
+    drop(ready_w);
+    let daemon = Daemon {
+        child,
+        log: log.to_string(),
+        host_log: host_log.to_string(),
+    };
+    let mut fds = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(
+        &mut fds,
+        PollTimeout::try_from(READY_LIMIT).unwrap_or(PollTimeout::MAX),
+    )
+    .is_ok_and(|n| n > 0)
+        && nix::unistd::read(ready_r.as_raw_fd(), &mut [0u8; 1]).is_ok_and(|n| n == 1);
+    if !ready {
+        let why = daemon.stop();
+        bail!("restore failed: the lazy-pages daemon did not start: {why}");
+    }
+    Ok(daemon)
+}
+
+impl Daemon {
+    /// Ends a daemon the restore does not need any more; says why it failed, from its log.
+    pub(super) fn stop(self) -> String {
+        let _ = kill(self.child.pid(), Signal::SIGKILL);
+        let _ = self.child.wait();
+        format!(
+            "{} (full log: {})",
+            log_errors(Path::new(&self.log)),
+            self.host_log
+        )
+    }
+
+    /// After a successful `criu restore --lazy-pages --leave-stopped`: takes copies of the
+    /// daemon's userfaultfds, checks that it still works (or finished well), then lets every
+    /// process of the container run. Returns the companion init must watch, none when every
+    /// page has already arrived.
+    pub(super) fn hold_and_resume(self) -> Result<Option<Companion>> {
+        let pid = self.child.pid();
+        let held = held_userfaultfds(pid);
+        // Checked after taking the copies: a daemon alive now holds no userfaultfd we lack
+        // (the restored processes are stopped and cannot fork), and the ones it already
+        // closed belong to processes that have all their pages.
+        let status = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        let failed = |why: String| -> Result<Option<Companion>> {
+            // Nothing restored has run yet: kill(-1) from init takes everything down.
+            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+            bail!(
+                "restore failed: {why} (full log: {}); the restored processes were killed before they ran",
+                self.host_log
+            )
+        };
+        let held = match (held, status) {
+            (Ok(held), Ok(WaitStatus::StillAlive)) => Some(held),
+            (_, Ok(WaitStatus::Exited(_, 0))) => None,
+            (Err(e), Ok(WaitStatus::StillAlive)) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                return failed(format!("{e:#}"));
+            }
+            (_, other) => {
+                return failed(format!(
+                    "the lazy-pages daemon ended ({other:?}) before the application's memory had arrived: {}",
+                    log_errors(Path::new(&self.log))
+                ))
+            }
+        };
+        // The restored processes were left stopped; the daemon ignores the signal.
+        let _ = kill(Pid::from_raw(-1), Signal::SIGCONT);
+        // Init's supervision reaps it from now on.
+        Ok(held.map(|held| Companion {
+            pid,
+            held,
+            what: format!("the lazy-pages daemon (log: {})", self.host_log),
+        }))
+    }
+}
+
+/// Copies of every userfaultfd open in process `pid`.
+fn held_userfaultfds(pid: Pid) -> Result<Vec<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if pidfd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("cannot open the lazy-pages daemon (pidfd_open)");
+    }
+    // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let dir = format!("/proc/{pid}/fd");
+    let mut held = vec![];
+    for e in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
+        let e = e?;
+        let is_uffd = std::fs::read_link(e.path())
+            .is_ok_and(|t| t.as_os_str().as_encoded_bytes().ends_with(b"[userfaultfd]"));
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !is_uffd {
+            continue;
+        }
+        // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags, and returns a
+        // new close-on-exec descriptor or -1.
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| {
+                format!(
+                    "cannot take a copy of the lazy-pages daemon's userfaultfd {fd} (pidfd_getfd)"
+                )
+            });
+        }
+        // SAFETY: a descriptor pidfd_getfd just returned, owned by nothing else.
+        held.push(unsafe { OwnedFd::from_raw_fd(copy as i32) });
+    }
+    Ok(held)
+}
+
+/// Waits while a lazy restore of instance `init_pid` still brings memory in: until then the
+/// processes lack pages a dump would take as zeros. Bounded by `limit`.
+pub fn wait_until_complete(init_pid: i32, limit: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    while let Some(daemon) = running_daemon(init_pid) {
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "the instance's memory is still arriving from its lazy restore (lazy-pages daemon, host pid {daemon}); try again once it has arrived"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The host pid of the lazy-pages daemon among init's children, if one runs.
+fn running_daemon(init_pid: i32) -> Option<i32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{init_pid}/task/{init_pid}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0).any(|arg| arg == b"lazy-pages")
+                    && c.windows(super::inject::ENGINE_MOUNT.len())
+                        .any(|w| w == super::inject::ENGINE_MOUNT.as_bytes())
+            })
+        })
+}
