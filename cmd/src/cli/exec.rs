@@ -242,7 +242,8 @@ fn job_through_helper(
         && job.ckpt_conf.is_none()
         && job.generation.is_none()
         && !job.ckpt_force
-        && !job.tcp_established;
+        && !job.tcp_established
+        && !job.lazy_pages;
     if !plain {
         anyhow::bail!(
             "checkpoint {ckpt} is kept by the checkpoint helper, which runs jobs with no run options (the image, the command and the checkpoint settings: --name, --ckpt-interval, --ckpt-signal, --ckpt-then, --ckpt-on-term, --ckpt-keep)"

@@ -144,7 +144,8 @@ fn through_helper(a: &StartArgs, name: &str, args: &[String], script: &str) -> R
         && a.ckpt_conf.is_none()
         && a.generation.is_none()
         && !a.force
-        && !a.tcp_established;
+        && !a.tcp_established
+        && !a.lazy_pages;
     if !plain || !script.ends_with("startscript") {
         bail!(
             "checkpoint {ckpt} is kept by the checkpoint helper, which starts instances with `instance start` and no options (the image, a name and the application's arguments)"
