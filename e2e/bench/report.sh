@@ -108,7 +108,12 @@ targets_table() {
         r=$(med_ratio lz-lazy lz-small)
         echo "| Restore of a 1 GiB process until it answers, lazy (\`--lazy-pages\`), ≤ 2× the small server's restore | ${r}× ($(fmt "$(stat_of lz-lazy median)" 0) vs $(fmt "$(stat_of lz-small median)" 0) ms; eager: $(med_ratio lz-eager lz-small)×) | $(verdict "$r" "<=" 2) |"
     fi
-    for c in startup checkpoint restore build job podman migrate lazy; do
+    local big=rss${RSS_SIZES[-1]}
+    if has "$big-mibs"; then
+        r=$(awk -v a="$(stat_of "$big-mibs" median)" -v b="$(stat_of "$big-disk" median)" 'BEGIN { printf "%.0f", 100 * a / b }')
+        echo "| Dump throughput at ${RSS_SIZES[-1]} MiB ≥ 90% of the disk's fsync'd write speed (durable checkpoint vs \`dd conv=fsync\` of as many bytes) | ${r}% ($(fmt "$(stat_of "$big-mibs" median)" 0) vs $(fmt "$(stat_of "$big-disk" median)" 0) MiB/s) | $(verdict "$r" ">=" 90) |"
+    fi
+    for c in startup checkpoint restore build job podman migrate lazy rss; do
         if skipped "$c"; then echo "| $c | skipped: $(skip_reason "$c") | not measured |"; fi
     done
 }
@@ -238,6 +243,26 @@ lazy_section() {
     echo "| (part of both 1 GiB rows: \`rctr checkpoint verify\` alone, the checksum pass before any page is served) | $(summary lz-verify 0) | | |"
 }
 
+rss_section() {
+    echo "### 9. Dump throughput against memory size"
+    echo
+    if skipped rss || ! has "rss${RSS_SIZES[0]}-mibs"; then
+        echo "Not run: $(skip_reason rss 2>/dev/null || echo "not selected")."
+        return 0
+    fi
+    echo "memhog's touched memory (pseudo-random, incompressible) in an instance, checkpointed $RUNS_RSS times per size with \`rctr checkpoint instance --keep 1\` (durable: images fsync'd and checksummed before it returns), alternating with \`dd if=/dev/zero bs=1M conv=fsync\` of as many bytes into the same scratch directory (the disk's speed for that size, at that moment), after one warm-up round each."
+    echo
+    echo "| Memory | checkpoint ms median (min–max) | checkpoint MiB/s | frozen ms | dd fsync MiB/s | checkpoint / dd |"
+    echo "|---|---|---|---|---|---|"
+    local mib wl r
+    for mib in "${RSS_SIZES[@]}"; do
+        wl=rss$mib
+        has "$wl-mibs" || continue
+        r=$(awk -v a="$(stat_of "$wl-mibs" median)" -v b="$(stat_of "$wl-disk" median)" 'BEGIN { printf "%.0f", 100 * a / b }')
+        echo "| $mib MiB | $(summary "$wl-ms" 0) | $(fmt "$(stat_of "$wl-mibs" median)" 0) | $(summary "$wl-frozen" 0) | $(fmt "$(stat_of "$wl-disk" median)" 0) | ${r}% |"
+    done
+}
+
 build_section() {
     echo "### 4. Build"
     echo
@@ -358,6 +383,8 @@ generated() {
     migrate_section
     echo
     lazy_section
+    echo
+    rss_section
     echo
     echo "$END_MARK"
 }

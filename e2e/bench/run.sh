@@ -24,6 +24,8 @@
 #   7. Migrate     downtime of the Python server as a Slurm job moved between the two nodes of
 #                  the e2e test cluster (checkpoint + requeue + restore) vs the same server
 #                  checkpointed and restarted on one machine without Slurm (migrate-bench.rs)
+#   9. RSS         dump throughput and freeze time against memory size (1, 4, 8 GiB touched):
+#                  `rctr checkpoint instance` (durable) vs dd of as many bytes with fsync
 #
 # Environment:
 #   RCTR_BIN             rctr binary (default: target/release/rctr, built with cargo first)
@@ -33,8 +35,10 @@
 #   RCTR_BENCH_RUNS      runs per checkpoint/restore/build case (default 7)
 #   RCTR_BENCH_STARTUP_RUNS  runs per startup case (default 20)
 #   RCTR_BENCH_KEEP=1    keep the scratch directory (images, checkpoints, logs, samples)
+#   RCTR_BENCH_RSS_SIZES memory sizes of the rss case, MiB (default "1024 4096 8192")
+#   RCTR_BENCH_RSS_RUNS  rounds per size of the rss case (default 3)
 #   RCTR_BENCH_CASES     cases to run, space-separated subset of
-#                        "startup checkpoint restore build job podman migrate lazy"
+#                        "startup checkpoint restore build job podman migrate lazy rss"
 set -euo pipefail
 umask 022
 
@@ -45,7 +49,10 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RUNS=${RCTR_BENCH_RUNS:-7}
 STARTUP_RUNS=${RCTR_BENCH_STARTUP_RUNS:-20}
-CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job podman migrate lazy}
+# The rss case's sizes and rounds (its 8 GiB checkpoint alone takes tens of seconds).
+read -r -a RSS_SIZES <<<"${RCTR_BENCH_RSS_SIZES:-1024 4096 8192}"
+RUNS_RSS=${RCTR_BENCH_RSS_RUNS:-3}
+CASES=${RCTR_BENCH_CASES:-startup checkpoint restore build job podman migrate lazy rss}
 OUT=${RCTR_BENCH_OUT:-$REPO/docs/benchmarks.md}
 PY=/usr/bin/python3
 TOOLS=("$PY" "$HERE/tools.py")
@@ -57,7 +64,7 @@ MEM_SIZES=(256 1024)
 case "$RUNS$STARTUP_RUNS" in *[!0-9]*) die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be numbers" ;; esac
 { [ "$RUNS" -ge 1 ] && [ "$STARTUP_RUNS" -ge 1 ]; } || die "RCTR_BENCH_RUNS and RCTR_BENCH_STARTUP_RUNS must be at least 1"
 for c in $CASES; do
-    case "$c" in startup | checkpoint | restore | build | job | podman | migrate | lazy) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
+    case "$c" in startup | checkpoint | restore | build | job | podman | migrate | lazy | rss) ;; *) die "unknown case '$c' in RCTR_BENCH_CASES" ;; esac
 done
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 for tool in unshare nsenter mount chroot pivot_root mksquashfs gcc dd sync awk ldd tar; do
@@ -745,6 +752,57 @@ lazy_restore_once() { # KEY CKPT PORT [CHECK_PORT [--lazy-pages]]
     "$BW" free "$port" 10000 || die "port $port still busy after stopping bench-lz-r"
 }
 
+# === 9. dump throughput against memory size ===================================================
+# memhog's touched memory at each size, checkpointed by rctr (durable: fsync'd, checksummed)
+# alternating with dd writing as many bytes (from /dev/zero, nothing held in memory) with
+# fsync: the disk's own speed for that size under the same conditions.
+
+rss_disk_speed() { # KEY MIB
+    local t0 ms
+    sync
+    t0=$(now_us)
+    dd if=/dev/zero of="$WORK/dd-rss.out" bs=1M count="$2" conv=fsync status=none
+    ms=$(ms_since "$t0")
+    rm -f "$WORK/dd-rss.out"
+    record "$1" "$(awk -v m="$2" -v ms="$ms" 'BEGIN { printf "%.1f", m / (ms / 1000) }')"
+}
+
+rss_checkpoint() { # WL
+    local wl=$1 t0 ms json=$WORK/ckpt.json size
+    sync
+    t0=$(now_us)
+    # One generation kept: 8 GiB checkpoints would otherwise fill the disk.
+    "$RCTR" checkpoint instance --json --keep 1 "bench-$wl" >"$json" 2>"$WORK/last.log" ||
+        { cat "$WORK/last.log" >&2; die "rctr checkpoint instance bench-$wl failed"; }
+    ms=$(ms_since "$t0")
+    size=$("${TOOLS[@]}" json "$json" size_bytes)
+    record "$wl-ms" "$ms"
+    record "$wl-frozen" "$("${TOOLS[@]}" json "$json" frozen_ms)"
+    record "$wl-mibs" "$(awk -v s="$size" -v ms="$ms" 'BEGIN { printf "%.1f", s / 1048576 / (ms / 1000) }')"
+}
+
+case_rss() {
+    local mib wl i
+    for mib in "${RSS_SIZES[@]}"; do
+        wl=rss$mib
+        say "9/9 dump throughput: $mib MiB of touched memory, $RUNS_RSS rounds"
+        start_workload "$wl" /opt/memhog "$mib"
+        wait_rss "${APP_HOST_PID[$wl]}" "$mib"
+        for ((i = -1; i < RUNS_RSS; i++)); do
+            if ((i % 2)); then
+                rss_checkpoint "$wl"
+                rss_disk_speed "$wl-disk" "$mib"
+            else
+                rss_disk_speed "$wl-disk" "$mib"
+                rss_checkpoint "$wl"
+            fi
+            if ((i < 0)); then rm -f "$RES/$wl"-*; fi # the warm-up
+        done
+        quietly "$RCTR" instance stop "bench-$wl"
+        quietly "$RCTR" checkpoint delete "ck-$wl"
+    done
+}
+
 case_lazy() {
     local i ps pm pc
     say "8/8 lazy restore: 1 GiB server eager and lazy vs the Python server, $RUNS runs each"
@@ -829,6 +887,13 @@ if wants lazy; then
         case_lazy
     else
         skip lazy "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
+    fi
+fi
+if wants rss; then
+    if "$RCTR" checkpoint check >/dev/null 2>&1; then
+        case_rss
+    else
+        skip rss "the checkpoint engine does not work here; install it with etc/setup/install-criu.sh"
     fi
 fi
 if wants build; then

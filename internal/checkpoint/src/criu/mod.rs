@@ -182,7 +182,13 @@ impl CheckpointEngine for CriuEngine {
         // purpose (the application killed with its connections held) is recorded.
         let net_of = target.plan.net_ns.then_some(target.init_pid);
         let locks_before = netlock::tables(net_of);
-        let code = run_in_container_as(target.init_pid, target.plan.net_ns, run_as, &argv)?;
+        // Hashing and write-back of the memory images start while CRIU writes them.
+        let follower = crate::store::follow::Follower::start(&staged.dir).ok();
+        let code = run_in_container_as(target.init_pid, target.plan.net_ns, run_as, &argv);
+        if let Some(f) = follower {
+            staged.remember_sums(f.finish());
+        }
+        let code = code?;
         let log = ckpt.logs_dir().join(&log_name);
         if run_as.is_some() {
             // Root's checkpoint holds only root's files (the engine made them as the user;

@@ -20,6 +20,7 @@
 
 pub mod archive;
 mod checkpoint;
+pub mod follow;
 mod incoming;
 mod manifest;
 mod stage;

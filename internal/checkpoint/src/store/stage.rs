@@ -18,6 +18,15 @@ pub struct Staged {
     /// The directory's file name (engines address it inside the container).
     pub dir_name: String,
     published: bool,
+    /// Checksums the engine had taken while writing (see [`super::follow`]).
+    prehashed: std::cell::RefCell<super::follow::Prehashed>,
+}
+
+impl Staged {
+    /// Checksums taken while the engine wrote; sealing uses those of unchanged files.
+    pub fn remember_sums(&self, sums: super::follow::Prehashed) {
+        *self.prehashed.borrow_mut() = sums;
+    }
 }
 
 impl Drop for Staged {
@@ -59,6 +68,7 @@ impl Checkpoint {
             dir,
             dir_name,
             published: false,
+            prehashed: Default::default(),
         })
     }
 
@@ -73,7 +83,7 @@ impl Checkpoint {
         keep: u32,
     ) -> Result<Published> {
         manifest.generation = staged.number;
-        manifest.files = seal(&staged.dir)?;
+        manifest.files = seal(&staged.dir, &staged.prehashed.borrow())?;
         manifest.size_bytes = dir_size(&staged.dir);
         write_json_atomic(&staged.dir.join("manifest.json"), &manifest)?;
         let final_dir = self.dir().join(generation_dir_name(staged.number));
@@ -195,7 +205,7 @@ fn files_under(dir: &Path) -> Result<Vec<String>> {
 /// Makes every file private (0600: they hold process memory), durable, and checksummed.
 /// Hashing is CPU work and fsync waits for the disk, so a second thread syncs each file
 /// while the next one is being hashed.
-fn seal(dir: &Path) -> Result<BTreeMap<String, FileSum>> {
+fn seal(dir: &Path, prehashed: &super::follow::Prehashed) -> Result<BTreeMap<String, FileSum>> {
     let mut names = files_under(dir)?;
     // Biggest first: the disk starts on the bulk of the data at once.
     names.sort_by_key(|n| {
@@ -220,7 +230,11 @@ fn seal(dir: &Path) -> Result<BTreeMap<String, FileSum>> {
             if to_sync.send(path.clone()).is_err() {
                 break; // the syncer failed: its error is reported below
             }
-            match hash_file(&path) {
+            let sum = match prehashed.sum_if_unchanged(name, &path) {
+                Some(sum) => Ok(sum),
+                None => hash_file(&path),
+            };
+            match sum {
                 Ok(sum) => {
                     sums.insert(name.clone(), sum);
                 }
