@@ -157,6 +157,10 @@ pub fn remove_in_background(dirs: Vec<PathBuf>) {
     let detached = rctr_runtime::spawn::fork_detached(
         || Ok(()),
         || {
+            // Nothing of the caller's: a pipe someone reads to its end (the checkpoint's
+            // report, a shell's `$(...)`) would otherwise stay open until the files are gone.
+            rctr_runtime::spawn::detach_stdio();
+            rctr_runtime::spawn::close_fds_except(&[]);
             remove_all(&dirs);
             0
         },
