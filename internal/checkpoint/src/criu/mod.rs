@@ -181,7 +181,6 @@ impl CheckpointEngine for CriuEngine {
         // A network lock this run leaves if it fails is removed below; one it keeps on
         // purpose (the application killed with its connections held) is recorded.
         let net_of = target.plan.net_ns.then_some(target.init_pid);
-        let locks_before = netlock::tables(net_of);
         // Hashing and write-back of the memory images start while CRIU writes them.
         let follower = crate::store::follow::Follower::start(&staged.dir).ok();
         let code = run_in_container_as(target.init_pid, target.plan.net_ns, run_as, &argv);
@@ -199,15 +198,16 @@ impl CheckpointEngine for CriuEngine {
             }
         }
         // The lock tables this dump left: CRIU unlocks the network only for tasks it leaves
-        // running, so a dump that fails, kills or stops them keeps its table.
-        let kept_locks = netlock::own_tables(
-            &staged.dir,
-            &log,
-            netlock::tables(net_of)
-                .into_iter()
-                .filter(|t| !locks_before.contains(t))
-                .collect(),
-        );
+        // running, so a dump that fails, kills or stops them keeps its table. Its table is
+        // named after its run id, which no table had before it ran: no listing beforehand,
+        // and none at all after a dump that left the application running (a listing runs
+        // `nft`, ~50 ms).
+        let may_hold_lock = code != 0 || !mode.leave_running || stop_for_copy;
+        let kept_locks = if may_hold_lock {
+            netlock::own_tables(&staged.dir, &log, netlock::tables(net_of))
+        } else {
+            vec![]
+        };
         if code != 0 {
             netlock::remove(net_of, &kept_locks);
             let gpu_back = match suspended {

@@ -58,7 +58,7 @@ pub fn remove(net_of: Option<i32>, names: &[String]) -> usize {
         .count()
 }
 
-/// Of `candidates` (tables that appeared while a dump ran), the ones that dump made itself.
+/// Of `candidates` (CRIU's tables after a dump), the ones that dump made itself.
 /// CRIU names its table after its run id, which it records in the images' inventory
 /// (`inventory.img`) and logs first thing at -v3 (`CRIU run id = ...`), so a table belongs
 /// to this dump when its id is there. Other dumps running at the same time in the same
