@@ -97,6 +97,27 @@ fn run() -> Result<()> {
     cluster
         .scancel(job.id)
         .map_err(|e| anyhow!("cancelling job {}: {e:#}", job.id))?;
+    // For a timeline of the moves: Slurm's logs (debug level) and the job's output, next to
+    // the epoch times migrate.log gives for each move.
+    if let Some(dir) = std::env::var_os("RCTR_MIGRATE_BENCH_LOGS") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut files = vec![
+            cluster.dir().join("slurmctld.log"),
+            work.join("counter.out"),
+        ];
+        files.extend(
+            cluster
+                .node_names()
+                .iter()
+                .map(|n| cluster.dir().join(format!("slurmd-{n}.log"))),
+        );
+        for file in files {
+            if let Some(name) = file.file_name() {
+                let _ = std::fs::copy(&file, dir.join(name));
+            }
+        }
+    }
     local.stop();
     cluster.stop();
     Ok(())
@@ -110,6 +131,14 @@ fn record(outdir: &Path, key: &str, ms: f64) -> Result<()> {
         .open(outdir.join(key))?;
     writeln!(f, "{ms:.3}")?;
     Ok(())
+}
+
+/// Now, in seconds since the epoch: to line moves up with Slurm's logs.
+fn epoch_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// `request:N` -> N.
@@ -145,6 +174,11 @@ fn downtime(
                 if count(&answer)? != before + 1 {
                     bail!("the server answered request:{before}, then {answer} on {to}: its count did not continue");
                 }
+                eprintln!(
+                    "migrate-bench: last answer at {:.3}, first after at {:.3} (epoch s)",
+                    epoch_s() - ms / 1000.0,
+                    epoch_s()
+                );
                 return Ok(ms);
             }
         }
@@ -193,7 +227,13 @@ fn handover_downtime(
                 if count(&answer)? != before + 1 {
                     bail!("the server answered request:{before} on {from}, then {answer} on {to}: its count did not continue");
                 }
-                return Ok((now - at).as_secs_f64() * 1000.0);
+                let ms = (now - at).as_secs_f64() * 1000.0;
+                eprintln!(
+                    "migrate-bench: last answer at {:.3}, first after at {:.3} (epoch s)",
+                    epoch_s() - ms / 1000.0,
+                    epoch_s()
+                );
+                return Ok(ms);
             }
             if Instant::now() > deadline {
                 bail!("no answer on {to} within {MOVE_TIMEOUT:?}");
