@@ -6,7 +6,8 @@
 //! does (`scancel --signal=USR1 --batch`), checkpoints, requeues itself, and Slurm starts it on
 //! n2, where it answers on n2's address with the count continuing. Then it moves back to n1,
 //! this time by excluding n2 from the pending job (`scontrol update jobid=.. ExcNodeList=n2`)
-//! and lifting Slurm's hold on it (`StartTime=now`).
+//! and lifting Slurm's hold on it (`StartTime=now`). A second test moves it with a successor
+//! job started first (`--ckpt-take-over`), which has the old run checkpoint and stop.
 
 use rctr_e2e::*;
 use std::net::{Ipv4Addr, SocketAddr};

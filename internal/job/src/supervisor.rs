@@ -71,6 +71,12 @@ pub fn run_job(opts: &JobOptions, plan: ContainerPlan, args: Vec<String>) -> Res
                 rctr_log::info!("rctr: job {job_id} stopped after generation {g}");
                 (resume, generation) = (true, Some(g));
             }
+            Handover::Ended(None) if matches!(opts.ckpt, CkptChoice::Restart(_)) => {
+                anyhow::bail!(
+                    "job {job_id} ended without a checkpoint and '{}' has no generation to restart from: start it with --ckpt or --ckpt-launch",
+                    ckpt.name()
+                );
+            }
             Handover::Ended(g) => {
                 eprintln!(
                     "rctr: warning: job {job_id} ended without a new checkpoint (does it run with --ckpt-on-term?); {}",
