@@ -7,7 +7,8 @@
 //! n2, where it answers on n2's address with the count continuing. Then it moves back to n1,
 //! this time by excluding n2 from the pending job (`scontrol update jobid=.. ExcNodeList=n2`)
 //! and lifting Slurm's hold on it (`StartTime=now`). A second test moves it with a successor
-//! job started first (`--ckpt-take-over`), which has the old run checkpoint and stop.
+//! job started first (`--ckpt-take-over`), which has the old run checkpoint and stop; a third
+//! takes over from a run started without `--ckpt-on-term`.
 
 use rctr_e2e::*;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -402,6 +403,82 @@ fn a_successor_job_takes_the_service_over_from_another_node_keeping_its_count() 
         text.matches("rctr: resuming job counter from checkpoint counter")
             .count(),
         2,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_take_over_of_a_run_without_ckpt_on_term_says_so() {
+    let test = "a_take_over_of_a_run_without_ckpt_on_term_says_so";
+    if !require_criu(test) {
+        return;
+    }
+    let Some(cluster) = require_two_nodes(test) else {
+        return;
+    };
+    let _turn = NODES_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new(test);
+    let work = env.work();
+    std::os::unix::fs::symlink(server_image(), work.join("server.sif")).unwrap();
+    // The documented script without --ckpt-on-term: SIGTERM just ends the application.
+    let documented = job_script_from_docs();
+    assert!(documented.contains(" --ckpt-on-term"), "{documented}");
+    let script = work.join("counter.sbatch");
+    std::fs::write(&script, documented.replace(" --ckpt-on-term", "")).unwrap();
+    let out = work.join("counter.out");
+    let rctr_dir = rctr_bin().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        rctr_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cleanup = Cleanup { cluster, job: None };
+    cluster.drain("n2", "rctr-e2e:start-on-n1").unwrap();
+    let old = cluster
+        .sbatch_with(&script, &[], |cmd| {
+            cmd.env("HOME", env.home()).env("PATH", &path);
+        })
+        .unwrap();
+    cleanup.job = Some(old);
+    let show = |id: u32| {
+        format!(
+            "job {id}: {}\n--- counter.out:\n{}\n--- slurm:\n{}",
+            cluster.job_record(id).unwrap_or_default(),
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            cluster.logs()
+        )
+    };
+    wait_running_on(cluster, old, "n1", &|| show(old));
+    let (n1, n2) = (at(cluster.addr("n1")), at(cluster.addr("n2")));
+    let (first, _) = first_answer(n1, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the server never answered on n1\n{}", show(old)));
+    assert_eq!(first, "request:1");
+    assert_eq!(request_to(n1), "request:2");
+
+    cluster.resume("n2").unwrap();
+    cluster.drain("n1", "rctr-e2e:failing").unwrap();
+    let new = cluster
+        .sbatch_script_args(
+            &script,
+            &[],
+            &["--ckpt-take-over", &old.to_string()],
+            |cmd| {
+                cmd.env("HOME", env.home()).env("PATH", &path);
+            },
+        )
+        .unwrap();
+    cleanup.job = Some(new);
+    // The old run ended without a checkpoint, and there was none before: the successor
+    // says so and starts afresh rather than waiting for ever.
+    let (answer, _) = first_answer(n2, Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("the successor never answered on n2\n{}", show(new)));
+    assert_eq!(answer, "request:1", "{}", show(new));
+    assert_ne!(cluster.job_state(old).unwrap(), "RUNNING");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains(&format!(
+            "rctr: warning: job {old} ended without a new checkpoint (does it run with --ckpt-on-term?); starting fresh"
+        )),
         "{text}"
     );
 }
