@@ -66,7 +66,7 @@ pub fn run_job(opts: &JobOptions, plan: ContainerPlan, args: Vec<String>) -> Res
         .as_ref()
         .filter(|_| !takeover::is_requeued_run());
     if let Some(job_id) = take_over {
-        match takeover::take_over(&ckpt, job_id)? {
+        match takeover::take_over(&ckpt, job_id, target.plan.run_as.as_ref())? {
             Handover::Final(g) => {
                 rctr_log::info!("rctr: job {job_id} stopped after generation {g}");
                 (resume, generation) = (true, Some(g));

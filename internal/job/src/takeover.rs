@@ -10,6 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 use rctr_checkpoint::store::Checkpoint;
+use rctr_runtime::plan::RunAs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -46,8 +47,18 @@ pub fn is_requeued_run() -> bool {
 }
 
 /// Stops job `job_id` with a final checkpoint of `ckpt` and waits until it is published.
-pub fn take_over(ckpt: &Checkpoint, job_id: &str) -> Result<Handover> {
-    let (state, node) = job_state(job_id)?.with_context(|| {
+/// A job root runs as another user asks Slurm as that user: users may signal only their own
+/// jobs, root anyone's.
+pub fn take_over(ckpt: &Checkpoint, job_id: &str, as_user: Option<&RunAs>) -> Result<Handover> {
+    let slurm = |program: &str| {
+        let mut cmd = Command::new(program);
+        if let Some(r) = as_user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(r.uid).gid(r.gid);
+        }
+        cmd
+    };
+    let (state, node) = job_state(slurm("scontrol"), job_id)?.with_context(|| {
         format!("--ckpt-take-over {job_id}: Slurm knows no such job (scontrol show job {job_id})")
     })?;
     if state != "RUNNING" {
@@ -62,7 +73,7 @@ pub fn take_over(ckpt: &Checkpoint, job_id: &str) -> Result<Handover> {
         "rctr: taking over job {job_id} on {node}: final checkpoint of {} requested",
         ckpt.name()
     );
-    signal_term(job_id)?;
+    signal_term(slurm("scancel"), job_id)?;
     let mut next_look = Instant::now() + JOB_POLL;
     loop {
         if let Some(g) = newer(ckpt, before)? {
@@ -70,7 +81,8 @@ pub fn take_over(ckpt: &Checkpoint, job_id: &str) -> Result<Handover> {
         }
         if Instant::now() >= next_look {
             next_look = Instant::now() + JOB_POLL;
-            let running = job_state(job_id)?.is_some_and(|(s, _)| s == "RUNNING");
+            let running =
+                job_state(slurm("scontrol"), job_id)?.is_some_and(|(s, _)| s == "RUNNING");
             if !running {
                 // It may have published just before it ended.
                 return Ok(match newer(ckpt, before)? {
@@ -89,8 +101,8 @@ fn newer(ckpt: &Checkpoint, before: Option<u32>) -> Result<Option<u32>> {
 
 /// `scancel --signal=TERM --batch JOBID`: the old run's rctr (the batch shell's `exec`) gets
 /// SIGTERM, and with `--ckpt-on-term` checkpoints and exits.
-fn signal_term(job_id: &str) -> Result<()> {
-    let out = Command::new("scancel")
+fn signal_term(mut scancel: Command, job_id: &str) -> Result<()> {
+    let out = scancel
         .args(["--signal=TERM", "--batch", job_id])
         .output()
         .context("cannot run scancel (is Slurm's client installed?)")?;
@@ -105,8 +117,8 @@ fn signal_term(job_id: &str) -> Result<()> {
 
 /// The job's state and batch node as `scontrol show job` gives them (finished jobs too, for
 /// `MinJobAge`); None once Slurm has forgotten the job.
-fn job_state(job_id: &str) -> Result<Option<(String, String)>> {
-    let out = Command::new("scontrol")
+fn job_state(mut scontrol: Command, job_id: &str) -> Result<Option<(String, String)>> {
+    let out = scontrol
         .args(["show", "job", "-o", job_id])
         .output()
         .context("cannot run scontrol (is Slurm's client installed?)")?;
