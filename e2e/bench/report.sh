@@ -103,6 +103,10 @@ targets_table() {
         echo "| Migration downtime between two Slurm nodes ≤ 2× the single-node checkpoint + restart, Python server | ${r}× ($(fmt "$(stat_of migrate-cross median)" 0) vs $(fmt "$(stat_of migrate-local median)" 0) ms; a requeue onto the same node: $(med_ratio migrate-same migrate-local)×) | $(verdict "$r" "<=" 2) |"
         r=$(med_ratio migrate-cross-now migrate-local)
         echo "| The same, with Slurm's hold on requeued jobs lifted (\`StartTime=now\`) | ${r}× ($(fmt "$(stat_of migrate-cross-now median)" 0) ms) | $(verdict "$r" "<=" 2) |"
+        if has migrate-takeover; then
+            r=$(med_ratio migrate-takeover migrate-local)
+            echo "| The same, moved by a successor job started first (\`--ckpt-take-over\`) | ${r}× ($(fmt "$(stat_of migrate-takeover median)" 0) ms) | $(verdict "$r" "<=" 2) |"
+        fi
     fi
     if has lz-lazy; then
         r=$(med_ratio lz-lazy lz-small)
@@ -340,6 +344,9 @@ migrate_section() {
     echo "| to the other node (source drained): checkpoint, requeue, Slurm starts it there, restore | $(summary migrate-cross 0) | $(med_ratio migrate-cross migrate-local)× |"
     echo "| to the other node, Slurm's hold lifted once set: \`scontrol update jobid=ID StartTime=now\` | $(summary migrate-cross-now 0) | $(med_ratio migrate-cross-now migrate-local)× |"
     echo "| requeued onto the same node (the other drained) | $(summary migrate-same 0) | $(med_ratio migrate-same migrate-local)× |"
+    if has migrate-takeover; then
+        echo "| to the other node (source drained) by a successor started first: \`sbatch counter.sbatch --ckpt-take-over ID\`; it stops the old run with a final checkpoint, then restores (downtime from the old run's last answer, polled every 10 ms) | $(summary migrate-takeover 0) | $(med_ratio migrate-takeover migrate-local)× |"
+    fi
     echo "| single node, no Slurm: \`rctr exec --ckpt ... --ckpt-then exit\`, USR1, the same command again | $(summary migrate-local 0) | 1.00× |"
     inst=$(sum_of_medians ckpt-srv-rctr restore-rctr)
     if [ -n "$inst" ]; then

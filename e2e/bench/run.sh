@@ -22,8 +22,9 @@
 #   8. Lazy      a 1 GiB server restored with `--ckpt-restart --lazy-pages` until it answers vs
 #                  the same restored eagerly and vs the Python server's restore, in the same rounds
 #   7. Migrate     downtime of the Python server as a Slurm job moved between the two nodes of
-#                  the e2e test cluster (checkpoint + requeue + restore) vs the same server
-#                  checkpointed and restarted on one machine without Slurm (migrate-bench.rs)
+#                  the e2e test cluster (checkpoint + requeue + restore, or a successor job
+#                  that takes it over) vs the same server checkpointed and restarted on one
+#                  machine without Slurm (migrate-bench.rs)
 #   9. RSS         dump throughput and freeze time against memory size (1, 4, 8 GiB touched):
 #                  `rctr checkpoint instance` (durable) vs dd of as many bytes with fsync
 #

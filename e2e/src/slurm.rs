@@ -653,11 +653,25 @@ impl SlurmCluster {
         extra_args: &[&str],
         configure: impl FnOnce(&mut Command),
     ) -> Result<u32> {
+        self.sbatch_script_args(script, extra_args, &[], configure)
+    }
+
+    /// [`SlurmCluster::sbatch_with`], with `script_args` after the script: its `"$@"`.
+    pub fn sbatch_script_args(
+        &self,
+        script: &Path,
+        extra_args: &[&str],
+        script_args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<u32> {
         let script = std::path::absolute(script)
             .with_context(|| format!("cannot make {} absolute", script.display()))?;
         let mut cmd = self.command("sbatch");
         configure(&mut cmd);
-        cmd.arg("--parsable").args(extra_args).arg(&script);
+        cmd.arg("--parsable")
+            .args(extra_args)
+            .arg(&script)
+            .args(script_args);
         if let Some(parent) = script.parent() {
             cmd.current_dir(parent);
         }

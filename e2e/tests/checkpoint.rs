@@ -1,5 +1,6 @@
 //! Checkpoint/restart with CRIU: the README flow on the counting Python server, repeated
-//! cycles, a stdout-writing loop whose log continues, and errors.
+//! cycles, a stdout-writing loop whose log continues, errors, and a server with connections
+//! waiting to be accepted.
 
 use rctr_e2e::*;
 use std::time::Duration;
@@ -272,4 +273,63 @@ fn checkpoint_errors_are_one_line() {
         "the failed checkpoint disturbed the instance"
     );
     env.ok(["instance", "stop", "plain"]);
+}
+
+#[test]
+fn a_server_with_connections_waiting_to_be_accepted_is_checkpointed() {
+    let test = "a_server_with_connections_waiting_to_be_accepted_is_checkpointed";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let env = TestEnv::new(test);
+    let img = path_str(&server_image());
+    let port = free_port();
+    let p = port.to_string();
+    env.ok(["checkpoint", "create", "busy"]);
+    env.ok([
+        "instance",
+        "start",
+        "--ckpt-launch",
+        "busy",
+        &img,
+        "busy",
+        &p,
+    ]);
+    env.wait_for_instance_port("busy", port);
+    assert_eq!(request(port), "request:1");
+
+    // A server under load has connections its application has not accepted yet. Stopped,
+    // this one accepts none: the kernel completes the client's handshake and the connection
+    // waits in the listening socket's queue.
+    let pid = env.app_pid("busy");
+    let signal = |sig: libc::c_int| {
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+    };
+    signal(libc::SIGSTOP);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('T'))
+            })
+        }),
+        "the server did not stop"
+    );
+    let mut waiting = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    env.ok(["checkpoint", "instance", "busy"]);
+    signal(libc::SIGCONT);
+
+    // Left running, the server accepts the waiting connection after the checkpoint and
+    // answers it: nothing was lost.
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut waiting, &mut answer).unwrap();
+    assert_eq!(answer.trim_end(), "request:2");
+    assert_eq!(request(port), "request:3");
+    env.ok(["instance", "stop", "busy"]);
+    env.ok(["checkpoint", "delete", "busy"]);
 }

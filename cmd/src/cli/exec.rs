@@ -243,7 +243,9 @@ fn job_through_helper(
         && job.generation.is_none()
         && !job.ckpt_force
         && !job.tcp_established
-        && !job.lazy_pages;
+        && !job.lazy_pages
+        // A take-over signals another job, which the helper (root) must not do for a user.
+        && job.ckpt_take_over.is_none();
     if !plain {
         anyhow::bail!(
             "checkpoint {ckpt} is kept by the checkpoint helper, which runs jobs with no run options (the image, the command and the checkpoint settings: --name, --ckpt-interval, --ckpt-signal, --ckpt-then, --ckpt-on-term, --ckpt-keep)"

@@ -56,6 +56,11 @@ pub struct JobArgs {
     /// background and on first touch (CRIU lazy-pages over userfaultfd)
     #[arg(long)]
     pub lazy_pages: bool,
+    /// Before resuming, have Slurm job JOBID (this job's run on another node, started with
+    /// --ckpt-on-term) take a final checkpoint and stop, then resume from it: start this run
+    /// first, so that only the checkpoint and the restore interrupt the application
+    #[arg(long, value_name = "JOBID", conflicts_with_all = ["ckpt_launch", "generation"])]
+    pub ckpt_take_over: Option<String>,
     /// Checkpoint engine configuration (default: $RCTR_CKPT_CONF, /etc/rctr/ckpt-conf.yaml, built-in)
     #[arg(long, value_name = "FILE")]
     pub ckpt_conf: Option<PathBuf>,
@@ -80,6 +85,7 @@ impl JobArgs {
                     (self.ckpt_force, "--ckpt-force"),
                     (self.tcp_established, "--tcp-established"),
                     (self.lazy_pages, "--lazy-pages"),
+                    (self.ckpt_take_over.is_some(), "--ckpt-take-over"),
                     (self.ckpt_conf.is_some(), "--ckpt-conf"),
                 ];
                 if let Some((_, flag)) = used.iter().find(|(on, _)| *on) {
@@ -116,6 +122,11 @@ impl JobArgs {
             force: self.ckpt_force,
             tcp_established: self.tcp_established,
             lazy_pages: self.lazy_pages,
+            take_over: self
+                .ckpt_take_over
+                .as_deref()
+                .map(rctr_job::takeover::parse_job_id)
+                .transpose()?,
         }))
     }
 }

@@ -11,6 +11,11 @@
 //!   is set (`scontrol update jobid=ID StartTime=now`, docs/multi-node.md);
 //! - `migrate-same`: the job requeued onto the node it ran on (the other node drained), the
 //!   same steps without a change of node;
+//! - `migrate-takeover`: the job moved to the other node by a successor started first (its
+//!   node drained, `sbatch counter.sbatch --ckpt-take-over ID`): the successor, once Slurm
+//!   runs it, has the old run take its final checkpoint and stop, then restores. Downtime:
+//!   the last answer of the old run (polled every 10 ms from the submission until the
+//!   successor says it takes over) to the successor's first;
 //! - `migrate-local`: the same server as a plain foreground job on this machine, without
 //!   Slurm: `rctr exec --ckpt ... --ckpt-then exit`, USR1, then the same command again.
 //!
@@ -24,6 +29,8 @@ use rctr_e2e::{free_port, try_request, TwoNodeCluster};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The job script's port (docs/multi-node.md).
@@ -64,19 +71,21 @@ fn run() -> Result<()> {
     job.move_to_other(&cluster, false)?;
     job.move_to_other(&cluster, true)?;
     job.requeue_in_place(&cluster)?;
+    job.take_over(&cluster)?;
     local.restart()?;
     for i in 0..runs {
         let mut round: Vec<(&str, f64)> = Vec::new();
-        let cases: [&str; 4] = if i % 2 == 0 {
-            ["cross", "cross-now", "same", "local"]
+        let cases: [&str; 5] = if i % 2 == 0 {
+            ["cross", "cross-now", "same", "takeover", "local"]
         } else {
-            ["local", "same", "cross-now", "cross"]
+            ["local", "takeover", "same", "cross-now", "cross"]
         };
         for case in cases {
             let ms = match case {
                 "cross" => job.move_to_other(&cluster, false)?,
                 "cross-now" => job.move_to_other(&cluster, true)?,
                 "same" => job.requeue_in_place(&cluster)?,
+                "takeover" => job.take_over(&cluster)?,
                 _ => local.restart()?,
             };
             round.push((case, ms));
@@ -88,6 +97,27 @@ fn run() -> Result<()> {
     cluster
         .scancel(job.id)
         .map_err(|e| anyhow!("cancelling job {}: {e:#}", job.id))?;
+    // For a timeline of the moves: Slurm's logs (debug level) and the job's output, next to
+    // the epoch times migrate.log gives for each move.
+    if let Some(dir) = std::env::var_os("RCTR_MIGRATE_BENCH_LOGS") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut files = vec![
+            cluster.dir().join("slurmctld.log"),
+            work.join("counter.out"),
+        ];
+        files.extend(
+            cluster
+                .node_names()
+                .iter()
+                .map(|n| cluster.dir().join(format!("slurmd-{n}.log"))),
+        );
+        for file in files {
+            if let Some(name) = file.file_name() {
+                let _ = std::fs::copy(&file, dir.join(name));
+            }
+        }
+    }
     local.stop();
     cluster.stop();
     Ok(())
@@ -101,6 +131,14 @@ fn record(outdir: &Path, key: &str, ms: f64) -> Result<()> {
         .open(outdir.join(key))?;
     writeln!(f, "{ms:.3}")?;
     Ok(())
+}
+
+/// Now, in seconds since the epoch: to line moves up with Slurm's logs.
+fn epoch_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// `request:N` -> N.
@@ -136,6 +174,11 @@ fn downtime(
                 if count(&answer)? != before + 1 {
                     bail!("the server answered request:{before}, then {answer} on {to}: its count did not continue");
                 }
+                eprintln!(
+                    "migrate-bench: last answer at {:.3}, first after at {:.3} (epoch s)",
+                    epoch_s() - ms / 1000.0,
+                    epoch_s()
+                );
                 return Ok(ms);
             }
         }
@@ -146,10 +189,68 @@ fn downtime(
     }
 }
 
+/// Polls `from` every 10 ms (recording its last answer) until `stopping` says the stop is
+/// under way and, at the same time, `to` every 2 ms until it answers; the time from the last
+/// answer of `from` to the first of `to` in ms. Fails unless the count continues. For a move
+/// where the old server is stopped by someone else (a successor's take-over).
+///
+/// Polling `from` ends when the stop is requested, not when the server stops answering: a
+/// request the server has accepted but not answered when the engine freezes it is lost
+/// with its connection (the count moved on, the answer never came), and the single-node
+/// and requeue cases send none either. The server still answers for the stop request's way
+/// through Slurm, so the figure overstates the downtime by that much.
+fn handover_downtime(
+    from: SocketAddr,
+    to: SocketAddr,
+    stopping: impl Fn() -> bool + Sync,
+) -> Result<f64> {
+    let last: Mutex<Option<(u64, Instant)>> = Mutex::new(None);
+    let done = AtomicBool::new(false);
+    let deadline = Instant::now() + MOVE_TIMEOUT;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::SeqCst) && !stopping() {
+                if let Ok(answer) = try_request(from, Duration::from_millis(200)) {
+                    if let Ok(n) = count(&answer) {
+                        *last.lock().unwrap() = Some((n, Instant::now()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let result = (|| loop {
+            if let Ok(answer) = try_request(to, Duration::from_millis(100)) {
+                let now = Instant::now();
+                let Some((before, at)) = *last.lock().unwrap() else {
+                    bail!("{to} answered {answer} before {from} ever did");
+                };
+                if count(&answer)? != before + 1 {
+                    bail!("the server answered request:{before} on {from}, then {answer} on {to}: its count did not continue");
+                }
+                let ms = (now - at).as_secs_f64() * 1000.0;
+                eprintln!(
+                    "migrate-bench: last answer at {:.3}, first after at {:.3} (epoch s)",
+                    epoch_s() - ms / 1000.0,
+                    epoch_s()
+                );
+                return Ok(ms);
+            }
+            if Instant::now() > deadline {
+                bail!("no answer on {to} within {MOVE_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        })();
+        done.store(true, Ordering::SeqCst);
+        result
+    })
+}
+
 /// The request-counter server as a batch job of the two-node cluster.
 struct ServiceJob {
     id: u32,
     node: &'static str,
+    script: PathBuf,
+    home: PathBuf,
 }
 
 impl ServiceJob {
@@ -172,7 +273,72 @@ impl ServiceJob {
         })?;
         let addr = SocketAddr::from((cluster.addr("n1"), PORT));
         wait_answer(addr)?;
-        Ok(ServiceJob { id, node: "n1" })
+        Ok(ServiceJob {
+            id,
+            node: "n1",
+            script,
+            home,
+        })
+    }
+
+    /// Drains the job's node and submits a successor with `--ckpt-take-over`: it starts on
+    /// the other node while the job serves, and takes it over; the downtime in ms.
+    fn take_over(&mut self, cluster: &TwoNodeCluster) -> Result<f64> {
+        let (from, to) = (self.node, self.other());
+        cluster.resume(to)?;
+        cluster.drain(from, "bench:take-over")?;
+        let old = self.id;
+        let new = cluster.sbatch_script_args(
+            &self.script,
+            &[],
+            &["--ckpt-take-over", &old.to_string()],
+            |cmd| {
+                cmd.env("HOME", &self.home);
+            },
+        )?;
+        // The successor says so in the job's output just before it signals the old run.
+        let out = self.script.with_file_name("counter.out");
+        let said_before = std::fs::metadata(&out)?.len();
+        let taking_over = format!("rctr: taking over job {old} ");
+        let stopping = || {
+            use std::io::{Read, Seek};
+            let mut text = String::new();
+            std::fs::File::open(&out)
+                .and_then(|mut f| {
+                    f.seek(std::io::SeekFrom::Start(said_before))?;
+                    f.read_to_string(&mut text)
+                })
+                .is_ok_and(|_| text.contains(&taking_over))
+        };
+        let ms = handover_downtime(
+            SocketAddr::from((cluster.addr(from), PORT)),
+            SocketAddr::from((cluster.addr(to), PORT)),
+            stopping,
+        )
+        .map_err(|e| {
+            // What rctr said, without the server's own lines.
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let said: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with("answered"))
+                .collect();
+            anyhow!(
+                "{e:#}\n--- counter.out, without the answers:\n{}",
+                said[said.len().saturating_sub(30)..].join("\n")
+            )
+        })?;
+        let node = cluster.job_node(new)?;
+        if node != to {
+            bail!("the successor job {new} runs on {node}, not {to}");
+        }
+        cluster
+            .wait_for_state(old, &["COMPLETED"], MOVE_TIMEOUT)
+            .with_context(|| format!("job {old} after its take-over by job {new}"))?;
+        (self.id, self.node) = (new, to);
+        eprintln!(
+            "migrate-bench: {from} -> {to}, taken over by a successor: {ms:.0} ms without answers"
+        );
+        Ok(ms)
     }
 
     fn other(&self) -> &'static str {

@@ -6,15 +6,17 @@
 //! checkpoint instance`, `instance list` and `exec instance://` reach it), and rctr takes
 //! checkpoints every `--ckpt-interval`, on `--ckpt-signal`s and, with `--ckpt-on-term`, on
 //! SIGTERM; `--ckpt-then` says what follows a checkpoint on a signal (go on, exit, or
-//! `scontrol requeue` the Slurm job).
+//! `scontrol requeue` the Slurm job). With `--ckpt-take-over JOBID` a run started on another
+//! node first has the Slurm job JOBID take its final checkpoint and stop, then resumes it.
 //!
 //! [`options`] holds the typed request, [`duration`] parses intervals, [`supervisor`] is the
-//! event loop, [`requeue`] talks to Slurm.
+//! event loop, [`requeue`] and [`takeover`] talk to Slurm.
 
 pub mod duration;
 pub mod options;
 pub mod requeue;
 mod supervisor;
+pub mod takeover;
 
 pub use options::{CkptChoice, JobOptions, Then};
 pub use supervisor::run_job;

@@ -71,6 +71,8 @@ pub struct JobOptions {
     pub tcp_established: bool,
     /// With a resume: bring the memory in while the job runs (CRIU lazy pages).
     pub lazy_pages: bool,
+    /// Slurm job to take the job over from before resuming (`--ckpt-take-over`).
+    pub take_over: Option<String>,
 }
 
 impl JobOptions {

@@ -3,6 +3,7 @@
 
 use crate::options::{CkptChoice, JobOptions, Then};
 use crate::requeue;
+use crate::takeover::{self, Handover};
 use crate::EXIT_CHECKPOINT_FAILED;
 use anyhow::{Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -32,11 +33,12 @@ pub fn run_job(opts: &JobOptions, plan: ContainerPlan, args: Vec<String>) -> Res
     let ckpt = open_or_create(opts)?;
     let conf = CkptConf::load_for(opts.conf_path.as_deref(), ckpt.engine())?;
     let engine = engine_for(ckpt.engine(), &conf)?;
-    let resume = match &opts.ckpt {
+    let mut resume = match &opts.ckpt {
         CkptChoice::Auto(_) => ckpt.latest()?.is_some(),
         CkptChoice::Launch(_) => false,
         CkptChoice::Restart(_) => true,
     };
+    let mut generation = opts.generation;
 
     // Our signals are taken through a signalfd from here on; the container's init inherits
     // the mask and blocks what it supervises itself.
@@ -57,10 +59,40 @@ pub fn run_job(opts: &JobOptions, plan: ContainerPlan, args: Vec<String>) -> Res
         plan,
         placement,
     };
+    // Everything above is ready: only now is the old run stopped.
+    // A requeued successor runs the same script again: its first run took the job over.
+    let take_over = opts
+        .take_over
+        .as_ref()
+        .filter(|_| !takeover::is_requeued_run());
+    if let Some(job_id) = take_over {
+        match takeover::take_over(&ckpt, job_id, target.plan.run_as.as_ref())? {
+            Handover::Final(g) => {
+                rctr_log::info!("rctr: job {job_id} stopped after generation {g}");
+                (resume, generation) = (true, Some(g));
+            }
+            Handover::Ended(None) if matches!(opts.ckpt, CkptChoice::Restart(_)) => {
+                anyhow::bail!(
+                    "job {job_id} ended without a checkpoint and '{}' has no generation to restart from: start it with --ckpt or --ckpt-launch",
+                    ckpt.name()
+                );
+            }
+            Handover::Ended(g) => {
+                eprintln!(
+                    "rctr: warning: job {job_id} ended without a new checkpoint (does it run with --ckpt-on-term?); {}",
+                    match g {
+                        Some(g) => format!("resuming from generation {g}, taken earlier"),
+                        None => "starting fresh: the checkpoint has no generation".into(),
+                    }
+                );
+                (resume, generation) = (g.is_some(), g);
+            }
+        }
+    }
     let started = if resume {
         rctr_log::info!("rctr: resuming job {name} from checkpoint {}", ckpt.name());
         let ropts = RestartOptions {
-            generation: opts.generation,
+            generation,
             force: opts.force,
             tcp_established: opts.tcp_established,
             lazy_pages: opts.lazy_pages,

@@ -151,6 +151,11 @@ impl CheckpointEngine for CriuEngine {
             // -v3: CRIU logs its run id first, which names its network lock table.
             "-v3",
             "--tcp-established",
+            // A server under load always has connections its application has not accepted
+            // yet; CRIU refuses to dump their listening socket without this. Left running,
+            // the application accepts them after the dump; stopped, their clients get a
+            // reset, as from any server that stops, and nothing they sent was counted.
+            "--skip-in-flight",
             "--file-locks",
             "--network-lock",
             "nftables",
