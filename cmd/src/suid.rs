@@ -42,14 +42,9 @@ const ERR_FD: i32 = 5;
 /// What a user may ask of the helper.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verb {
-    /// `instance start --ckpt-launch CKPT IMAGE NAME ARGS`
-    Launch {
-        checkpoint: String,
-        name: String,
-        args: Vec<String>,
-    },
-    /// `instance start --ckpt-restart CKPT IMAGE NAME ARGS`
-    Restart {
+    /// `instance start --ckpt-launch|--ckpt-restart CKPT IMAGE NAME ARGS`
+    Start {
+        restart: bool,
         checkpoint: String,
         name: String,
         args: Vec<String>,
@@ -227,21 +222,13 @@ impl Verb {
     pub fn to_args(&self) -> Vec<String> {
         let mut v: Vec<String> = vec![];
         match self {
-            Verb::Launch {
-                checkpoint,
-                name,
-                args,
-            }
-            | Verb::Restart {
+            Verb::Start {
+                restart,
                 checkpoint,
                 name,
                 args,
             } => {
-                let word = if matches!(self, Verb::Launch { .. }) {
-                    "launch"
-                } else {
-                    "restart"
-                };
+                let word = if *restart { "restart" } else { "launch" };
                 v.extend([word.to_string(), checkpoint.clone(), name.clone()]);
                 v.extend(args.iter().cloned());
             }
@@ -284,19 +271,11 @@ impl Verb {
             "launch" | "restart" => {
                 let checkpoint = word(1, "a checkpoint name")?;
                 let name = word(2, "an instance name")?;
-                let args = args[3..].to_vec();
-                if verb == "launch" {
-                    Verb::Launch {
-                        checkpoint,
-                        name,
-                        args,
-                    }
-                } else {
-                    Verb::Restart {
-                        checkpoint,
-                        name,
-                        args,
-                    }
+                Verb::Start {
+                    restart: verb == "restart",
+                    checkpoint,
+                    name,
+                    args: args[3..].to_vec(),
                 }
             }
             "checkpoint" => {
@@ -343,20 +322,16 @@ impl Verb {
         let mut v: Vec<String> = vec!["rctr".into()];
         let s = |x: &str| x.to_string();
         match self {
-            Verb::Launch {
-                checkpoint,
-                name,
-                args,
-            }
-            | Verb::Restart {
+            Verb::Start {
+                restart,
                 checkpoint,
                 name,
                 args,
             } => {
-                let flag = if matches!(self, Verb::Launch { .. }) {
-                    "--ckpt-launch"
-                } else {
+                let flag = if *restart {
                     "--ckpt-restart"
+                } else {
+                    "--ckpt-launch"
                 };
                 v.extend([s("instance"), s("start")]);
                 v.extend(caller.container_options(workdir));
@@ -392,16 +367,13 @@ impl Verb {
 
     /// Whether the caller hands over an image (descriptor 3).
     fn takes_image(&self) -> bool {
-        matches!(
-            self,
-            Verb::Launch { .. } | Verb::Restart { .. } | Verb::Job(_)
-        )
+        matches!(self, Verb::Start { .. } | Verb::Job(_))
     }
 
     /// Whether the caller hands over log files (descriptors 4 and 5); a job writes to the
     /// caller's own stdout and stderr.
     fn takes_logs(&self) -> bool {
-        matches!(self, Verb::Launch { .. } | Verb::Restart { .. })
+        matches!(self, Verb::Start { .. })
     }
 }
 
@@ -533,14 +505,16 @@ fn helper_main() -> Result<i32> {
     std::env::set_current_dir("/")?;
     if verb.takes_image() {
         let image_name = check_image_fd()?;
-        if verb.takes_logs() {
-            crate::cli::instance::set_caller_files(crate::cli::instance::CallerFiles {
-                out: writable_file(OUT_FD, "stdout log")?,
-                err: writable_file(ERR_FD, "stderr log")?,
-                image_name,
-            });
+        let logs = if verb.takes_logs() {
+            Some((
+                writable_file(OUT_FD, "stdout log")?,
+                writable_file(ERR_FD, "stderr log")?,
+            ))
         } else {
-            crate::cli::exec::set_caller_image(image_name);
+            None
+        };
+        if let Ok(mut h) = HANDED_OVER.lock() {
+            *h = Some(HandedOverFiles { image_name, logs });
         }
     }
     let cli =
@@ -548,6 +522,37 @@ fn helper_main() -> Result<i32> {
             .map_err(|e| anyhow::anyhow!("{}", e.render().to_string().trim()))?;
     rctr_log::set_level(cli.log_level());
     crate::cli::dispatch(cli)
+}
+
+/// What the caller handed over, checked, for root's command to take (it runs in this
+/// process: [`crate::cli`]).
+struct HandedOverFiles {
+    /// The path the image on [`IMAGE_FD`] was opened by, for listings.
+    image_name: String,
+    /// An instance's stdout and stderr logs.
+    logs: Option<(std::fs::File, std::fs::File)>,
+}
+
+static HANDED_OVER: std::sync::Mutex<Option<HandedOverFiles>> = std::sync::Mutex::new(None);
+
+/// In the helper: the log files the caller handed over for the instance it starts.
+pub fn handed_over_logs() -> Option<(std::fs::File, std::fs::File)> {
+    HANDED_OVER.lock().ok()?.as_mut()?.logs.take()
+}
+
+/// In the helper: `plan` (built from `/proc/self/fd/3`) reads its image through the
+/// caller's descriptor, whatever the path points to by now, and lists it by its path.
+/// Nothing to do outside the helper.
+pub fn adopt_handed_over_image(plan: &mut rctr_runtime::plan::ContainerPlan) {
+    let Some(name) = HANDED_OVER
+        .lock()
+        .ok()
+        .and_then(|h| h.as_ref().map(|f| f.image_name.clone()))
+    else {
+        return;
+    };
+    plan.image_display = name;
+    rctr_runtime::loopdev::read_image_through(&plan.root.path, IMAGE_FD);
 }
 
 /// Real, effective and saved ids all root's, root's groups only.
@@ -723,12 +728,14 @@ mod tests {
     #[test]
     fn verbs_round_trip_through_the_helpers_argv() {
         for verb in [
-            Verb::Launch {
+            Verb::Start {
+                restart: false,
                 checkpoint: "ex".into(),
                 name: "server".into(),
                 args: vec!["8888".into(), "--bind=/etc".into()],
             },
-            Verb::Restart {
+            Verb::Start {
+                restart: true,
                 checkpoint: "ex".into(),
                 name: "s2".into(),
                 args: vec![],
@@ -814,7 +821,8 @@ mod tests {
             groups: vec![50, 60],
             home: PathBuf::from("/home/u"),
         };
-        let cmd = Verb::Launch {
+        let cmd = Verb::Start {
+            restart: false,
             checkpoint: "ex".into(),
             name: "web".into(),
             args: vec!["--bind=/etc:/x".into()],

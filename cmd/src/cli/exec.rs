@@ -199,17 +199,6 @@ pub fn run(a: RunArgs) -> Result<i32> {
     run_in(&image, &a.opts, argv)
 }
 
-/// The image's path for listings, when the checkpoint helper's caller handed the image
-/// over as a descriptor (see crate::suid).
-static CALLER_IMAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-/// Set by the checkpoint helper before it runs a job.
-pub fn set_caller_image(name: String) {
-    if let Ok(mut n) = CALLER_IMAGE.lock() {
-        *n = Some(name);
-    }
-}
-
 /// A user's checkpointable job (`run`/`exec --ckpt...`) with a CRIU checkpoint they do not
 /// have themselves: the checkpoint helper runs it as root, the application as the user.
 /// None: not a request for the helper.
@@ -295,16 +284,7 @@ fn run_job(
     // Like an instance's: its own pid namespace (init at pid 1), private devpts, stdin
     // /dev/null: nothing of the caller's terminal that a checkpoint would have to hold.
     let mut plan = plan_for(image, opts, argv)?;
-    if let Some(name) = CALLER_IMAGE.lock().ok().and_then(|mut n| n.take()) {
-        // Read through the descriptor the helper's caller handed over (image names it).
-        plan.image_display = name;
-        if let Some(fd) = image
-            .strip_prefix("/proc/self/fd/")
-            .and_then(|n| n.parse().ok())
-        {
-            rctr_runtime::loopdev::read_image_through(&plan.root.path, fd);
-        }
-    }
+    crate::suid::adopt_handed_over_image(&mut plan);
     rctr_job::run_job(job, plan, args)
 }
 

@@ -107,23 +107,6 @@ pub fn run(c: InstanceCommand) -> Result<i32> {
     }
 }
 
-/// What a user hands the checkpoint helper for the instance it starts for them: the
-/// application's log files (in the user's own directory) and the image's path.
-pub struct CallerFiles {
-    pub out: std::fs::File,
-    pub err: std::fs::File,
-    pub image_name: String,
-}
-
-static CALLER_FILES: std::sync::Mutex<Option<CallerFiles>> = std::sync::Mutex::new(None);
-
-/// Set by the checkpoint helper before it starts an instance (see crate::suid).
-pub fn set_caller_files(files: CallerFiles) {
-    if let Ok(mut f) = CALLER_FILES.lock() {
-        *f = Some(files);
-    }
-}
-
 /// A user's `--ckpt-launch`/`--ckpt-restart` of a checkpoint they do not have themselves
 /// (one made with the checkpoint helper): the helper starts the instance as root, running
 /// the application as the user. None: not a request for the helper.
@@ -151,18 +134,11 @@ fn through_helper(a: &StartArgs, name: &str, args: &[String], script: &str) -> R
             "checkpoint {ckpt} is kept by the checkpoint helper, which starts instances with `instance start` and no options (the image, a name and the application's arguments)"
         );
     }
-    let verb = if a.ckpt_launch.is_some() {
-        crate::suid::Verb::Launch {
-            checkpoint: ckpt.clone(),
-            name: name.to_string(),
-            args: args.to_vec(),
-        }
-    } else {
-        crate::suid::Verb::Restart {
-            checkpoint: ckpt.clone(),
-            name: name.to_string(),
-            args: args.to_vec(),
-        }
+    let verb = crate::suid::Verb::Start {
+        restart: a.ckpt_restart.is_some(),
+        checkpoint: ckpt.clone(),
+        name: name.to_string(),
+        args: args.to_vec(),
     };
     let (out, err) = Instances::for_current_user()?.log_paths(name);
     let files = crate::suid::HandedOver {
@@ -178,11 +154,9 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
     if let Some(code) = through_helper(&a, &name, &args, script)? {
         return Ok(code);
     }
-    let caller = CALLER_FILES.lock().ok().and_then(|mut f| f.take());
-    let instances = Instances::for_current_user()?;
-    let (instances, image_name) = match caller {
-        Some(c) => (instances.log_to(c.out, c.err), Some(c.image_name)),
-        None => (instances, None),
+    let instances = match crate::suid::handed_over_logs() {
+        Some((out, err)) => Instances::for_current_user()?.log_to(out, err),
+        None => Instances::for_current_user()?,
     };
     // A missing script is not an error for Apptainer's instances: they just idle.
     let launcher =
@@ -195,18 +169,7 @@ fn start(a: StartArgs, script: &str) -> Result<i32> {
     ];
     argv.extend(args.iter().cloned());
     let mut plan = plan_for(&a.image, &a.opts, argv)?;
-    if let Some(image_name) = image_name {
-        // The helper's caller handed the image over as a descriptor (a.image names it):
-        // it is read through that, whatever its path points to by now.
-        plan.image_display = image_name;
-        if let Some(fd) = a
-            .image
-            .strip_prefix("/proc/self/fd/")
-            .and_then(|n| n.parse().ok())
-        {
-            rctr_runtime::loopdev::read_image_through(&plan.root.path, fd);
-        }
-    }
+    crate::suid::adopt_handed_over_image(&mut plan);
     let rec = if let Some(ckpt) = &a.ckpt_launch {
         let target = Target {
             name: name.clone(),
