@@ -244,7 +244,7 @@ lazy_section() {
     echo "| Python server (small), \`--ckpt-restart\` | $(summary lz-small 0) | 1.00× | |"
     echo "| 1 GiB, \`--ckpt-restart\` (eager) | $(summary lz-eager 0) | $(med_ratio lz-eager lz-small)× | $(summary lz-eager-all 0) |"
     echo "| 1 GiB, \`--ckpt-restart --lazy-pages\` | $(summary lz-lazy 0) | $(med_ratio lz-lazy lz-small)× | $(summary lz-lazy-all 0) |"
-    echo "| (part of both 1 GiB rows: \`rctr checkpoint verify\` alone, the checksum pass before any page is served) | $(summary lz-verify 0) | | |"
+    echo "| (part of the eager row: \`rctr checkpoint verify\` alone, the checksum pass before any page is restored; a lazy restore checks each 1 MiB piece as it serves it instead) | $(summary lz-verify 0) | | |"
 }
 
 rss_section() {

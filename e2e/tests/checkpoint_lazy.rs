@@ -125,6 +125,19 @@ fn lazy_restore_brings_all_memory_back_and_survives_deletion() {
     env.ok(["checkpoint", "instance", "lz-1"]);
     assert_eq!(daemon_of(&env, "lz-1"), None);
     check_ok(ports);
+    // The memory came from rctr's page source, checked piece by piece.
+    let served = std::fs::read_to_string(
+        env.checkpoint_dir("lz")
+            .join("logs/page-source-gen-000001.log"),
+    )
+    .expect("the page source wrote its log");
+    let mib: u64 = served
+        .split(" MiB")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no amount served in {served:?}"));
+    assert!(mib >= MIB.parse::<u64>().unwrap(), "{served}");
     env.ok(["instance", "stop", "lz-1"]);
     env.ok(["instance", "start", "--ckpt-restart", "lz", img, "lz-2"]);
     check_ok(ports);
@@ -145,6 +158,101 @@ fn lazy_restore_brings_all_memory_back_and_survives_deletion() {
     check_ok(ports);
     assert!(env.instance_names().contains(&"lz-3".to_string()));
     env.ok(["instance", "stop", "lz-3"]);
+}
+
+/// The instance, whose application was just killed, is reported exited (its init follows
+/// its application within moments).
+fn exits_soon(env: &TestEnv) {
+    wait_until(
+        "the instance is not reported exited",
+        Duration::from_secs(10),
+        || env.ok(["instance", "list"]).contains("exited"),
+    );
+}
+
+/// The largest memory image of the newest generation of `ckpt`.
+fn largest_memory_image(env: &TestEnv, ckpt: &str) -> std::path::PathBuf {
+    let latest = std::fs::read_to_string(env.checkpoint_dir(ckpt).join("latest")).unwrap();
+    let gen = env
+        .checkpoint_dir(ckpt)
+        .join(format!("gen-{:06}", latest.trim().parse::<u32>().unwrap()));
+    std::fs::read_dir(&gen)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("pages-") && n.ends_with(".img")
+        })
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .expect("a CRIU generation has a memory image")
+}
+
+#[test]
+fn a_damaged_page_is_never_served_the_application_is_killed() {
+    let test = "a_damaged_page_is_never_served_the_application_is_killed";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let env = TestEnv::new(test);
+    let img = app_image();
+    let img = img.to_str().unwrap();
+    let ports = Ports::free();
+    checkpointed_memserver(&env, "ld", img, ports);
+    // One byte of the application's patterned memory (the middle of its memory image,
+    // restored lazily) changed on disk.
+    let pages = largest_memory_image(&env, "ld");
+    let at = pages.metadata().unwrap().len() / 2;
+    let mut bytes = std::fs::read(&pages).unwrap();
+    bytes[at as usize] ^= 0x5a;
+    std::fs::write(&pages, &bytes).unwrap();
+    drop(bytes);
+
+    // Restored eagerly, the whole file is checked first: refused.
+    let (_, err) = env.fails(["instance", "start", "--ckpt-restart", "ld", img, "ld-0"]);
+    assert!(
+        err.contains("is damaged") && err.contains("corrupt"),
+        "{err}"
+    );
+    // Lazily, the damaged piece is checked when it is asked for: the application may start
+    // (the start may also see it killed already), but it never runs on that page. It is
+    // killed, and the logs say why.
+    let out = env.cmd([
+        "instance",
+        "start",
+        "--ckpt-restart",
+        "ld",
+        "--lazy-pages",
+        img,
+        "ld-1",
+    ]);
+    let answer = ask(ports.check);
+    assert!(
+        !answer.as_deref().is_ok_and(|a| a.starts_with("ok ")),
+        "the application ran on damaged memory: {answer:?}"
+    );
+    wait_until(
+        "the instance still runs after its page source found damage",
+        Duration::from_secs(30),
+        || !is_listening(ports.check) && !is_listening(ports.ping),
+    );
+    exits_soon(&env);
+    let log = std::fs::read_to_string(
+        env.checkpoint_dir("ld")
+            .join("logs/page-source-gen-000001.log"),
+    )
+    .unwrap_or_default();
+    assert!(
+        log.contains(&format!(
+            "{} is corrupt",
+            pages.file_name().unwrap().to_string_lossy()
+        )) && log.contains("do not match their checksum"),
+        "{log}"
+    );
+    if out.status.success() {
+        let err = std::fs::read_to_string(env.instance_err_log("ld-1")).unwrap_or_default();
+        assert!(err.contains("page source"), "{err}");
+    }
 }
 
 #[test]
@@ -196,8 +304,7 @@ fn a_lost_page_source_kills_the_application_never_corrupts_it() {
             Duration::from_secs(30),
             || !is_listening(ports.check),
         );
-        let list = env.ok(["instance", "list"]);
-        assert!(list.contains("exited"), "{list}");
+        exits_soon(&env);
         let err = std::fs::read_to_string(env.instance_err_log(&name)).unwrap_or_default();
         assert!(
             err.contains("lazy-pages daemon")

@@ -138,14 +138,16 @@ pub trait CheckpointEngine {
         vec![]
     }
 
-    /// The container to start for a restart from `generation` (already verified) and how its
-    /// application comes back. `requested` is the container the user asked for now.
+    /// The container to start for a restart from `generation` (already verified, as
+    /// `checked` says) and how its application comes back. `requested` is the container
+    /// the user asked for now.
     fn restore(
         &self,
         ckpt: &Checkpoint,
         generation: &Generation,
         requested: ContainerPlan,
         how: RestoreFlags,
+        checked: crate::store::Checked,
     ) -> Result<Restore>;
 
     /// Finishes a restore once the restarted application runs (`started`): what must happen

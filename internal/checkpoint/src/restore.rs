@@ -4,7 +4,7 @@
 use crate::conf::CkptConf;
 use crate::engine::{engine_for, EngineKind, Restore, RestoreFlags, LAUNCH_SETTLE_LIMIT};
 use crate::preflight;
-use crate::store::{Checkpoint, CheckpointStore, Generation};
+use crate::store::{Checked, Checkpoint, CheckpointStore, Generation};
 use anyhow::{bail, Result};
 use rctr_instance::{AttachedInstance, InstanceRecord, Instances, StartRequest};
 use rctr_runtime::launch::AppStart;
@@ -143,7 +143,7 @@ pub fn restart(
             users.join(", ")
         );
     }
-    let g = choose(&ckpt, &requested, opts)?;
+    let (g, checked) = choose(&ckpt, &requested, opts)?;
     // This host may not be the one the generation was taken on.
     preflight::check(&ckpt, &g, engine.as_ref(), opts.force)?;
     if !opts.force
@@ -169,6 +169,7 @@ pub fn restart(
             tcp_established: opts.tcp_established,
             lazy_pages: opts.lazy_pages,
         },
+        checked,
     )?;
     let req = StartRequest {
         name,
@@ -184,18 +185,27 @@ pub fn restart(
 }
 
 /// The generation to restore, verified: the one asked for, else the newest, else (with
-/// `fall_back`) the newest that verifies.
+/// `fall_back`) the newest that verifies. A lazy restore leaves memory images that can be
+/// checked piece by piece to be checked as they are served.
 fn choose(
     ckpt: &Checkpoint,
     requested: &ContainerPlan,
     opts: &RestartOptions,
-) -> Result<Generation> {
+) -> Result<(Generation, Checked)> {
+    let verify = |g: &Generation| -> Result<Checked> {
+        if opts.lazy_pages {
+            ckpt.verify_but_memory(g, Some(&requested.root), opts.force)
+        } else {
+            ckpt.verify(g, Some(&requested.root), opts.force)?;
+            Ok(Checked::Whole)
+        }
+    };
     let first = ckpt.select(opts.generation);
     let first_err = match first.and_then(|g| {
-        ckpt.verify(&g, Some(&requested.root), opts.force)?;
-        Ok(g)
+        let checked = verify(&g)?;
+        Ok((g, checked))
     }) {
-        Ok(g) => return Ok(g),
+        Ok(found) => return Ok(found),
         Err(e) => e,
     };
     if !opts.fall_back || opts.generation.is_some() {
@@ -205,9 +215,9 @@ fn choose(
     older.reverse();
     for n in older {
         let Ok(g) = ckpt.generation(n) else { continue };
-        if ckpt.verify(&g, Some(&requested.root), opts.force).is_ok() {
+        if let Ok(checked) = verify(&g) {
             rctr_log::warn!("{first_err:#}; resuming from generation {n}, the newest one intact");
-            return Ok(g);
+            return Ok((g, checked));
         }
     }
     Err(first_err)

@@ -122,6 +122,7 @@ impl CheckpointEngine for AppEngine {
         g: &Generation,
         requested: ContainerPlan,
         _how: crate::engine::RestoreFlags,
+        _checked: crate::store::Checked,
     ) -> Result<Restore> {
         let mut plan = requested;
         rctr_log::debug!(

@@ -9,6 +9,7 @@
 //! page) and only then lets the processes run; init kills the container if the daemon ends
 //! unsuccessfully (see [`rctr_runtime::launch::Companion`]).
 
+use super::page_source::PageSource;
 use super::run::{exec_engine, log_errors};
 use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -16,8 +17,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use rctr_runtime::launch::Companion;
-use rctr_runtime::spawn::{fork_child, prepare_exec, Child, ExecIo};
+use rctr_runtime::spawn::{close_fds_except, fork_child, prepare_exec, Child, ExecIo};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,30 +33,106 @@ pub(super) struct Daemon {
     /// Its log, as the container sees it (read here) and as the user does (shown).
     log: String,
     host_log: String,
+    /// The page source's log, as the user sees it.
+    source_log: String,
 }
 
-/// Starts `argv` (`criu lazy-pages ...`, without `--status-fd`) and waits until it listens.
-pub(super) fn start_daemon(argv: &[String], log: &str, host_log: &str) -> Result<Daemon> {
+/// A running page source: the daemon's end of its socket.
+pub(super) struct StartedSource {
+    daemon_end: OwnedFd,
+    host_log: String,
+}
+
+/// Forks the process that serves `source` to the lazy-pages daemon (a child of init, like
+/// the daemon, reaped by init's supervision). If it finds a damaged piece, it kills every
+/// process of the container but init and says why in `log`.
+pub(super) fn start_page_source(
+    source: PageSource,
+    log: &str,
+    host_log: &str,
+) -> Result<StartedSource> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .context("cannot create a socket pair for the lazy restore's page source")?;
+    let theirs_raw = theirs.as_raw_fd();
+    let log = log.to_string();
+    let child = fork_child(move || {
+        // Only its socket: not the daemon's end (or the daemon's end would never see it
+        // go), nor init's pipes and files.
+        let _ = nix::unistd::close(theirs_raw);
+        close_fds_except(&[ours.as_raw_fd()]);
+        let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log)
+        else {
+            return 1;
+        };
+        match source.serve(ours) {
+            Ok(served) => {
+                let _ = writeln!(
+                    log,
+                    "rctr page source: served {} pages ({} MiB), checked {} pieces of 1 MiB",
+                    served.pages,
+                    (served.pages * 4096) >> 20,
+                    served.pieces
+                );
+                0
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    log,
+                    "rctr page source: {e:#}: every process of the container was killed rather than run on memory that differs from its checkpoint"
+                );
+                // Not init (kill(-1) spares it and this process): the application and
+                // the daemon, whose end makes init take the container down.
+                let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+                1
+            }
+        }
+    })?;
+    // Init reaps it with every other child.
+    drop(child);
+    Ok(StartedSource {
+        daemon_end: theirs.into(),
+        host_log: host_log.to_string(),
+    })
+}
+
+/// Starts `argv` (`criu lazy-pages ... --page-server`, without `--status-fd` and
+/// `--ps-socket`) on `source` and waits until it listens.
+pub(super) fn start_daemon(
+    argv: &[String],
+    log: &str,
+    host_log: &str,
+    source: StartedSource,
+) -> Result<Daemon> {
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .context("cannot create a pipe for the lazy-pages daemon")?;
     let mut argv = argv.to_vec();
     argv.push("--status-fd".into());
     argv.push(ready_w.as_raw_fd().to_string());
+    argv.push("--ps-socket".into());
+    argv.push(source.daemon_end.as_raw_fd().to_string());
     rctr_log::debug!(
         "checkpoint engine (lazy pages): {}",
         rctr_log::show_argv(&argv)
     );
     let child = fork_child(|| {
-        let fd = ready_w.as_raw_fd();
+        let fds = [ready_w.as_raw_fd(), source.daemon_end.as_raw_fd()];
         prepare_exec(&ExecIo {
-            keep: &[fd],
+            keep: &fds,
             ..ExecIo::NULL
         });
-        // The daemon writes one byte there once it listens: it must survive the exec.
-        let _ = nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        );
+        // The daemon writes one byte to the first once it listens, and asks the page
+        // source on the second: both must survive the exec.
+        for fd in fds {
+            let _ = nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            );
+        }
         exec_engine(&argv, &[]);
         126
     })?;
@@ -62,7 +141,10 @@ pub(super) fn start_daemon(argv: &[String], log: &str, host_log: &str) -> Result
         child,
         log: log.to_string(),
         host_log: host_log.to_string(),
+        source_log: source.host_log.clone(),
     };
+    // Only the daemon holds its end now: the source sees it go.
+    drop(source);
     let mut fds = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
     let ready = poll(
         &mut fds,
@@ -83,9 +165,10 @@ impl Daemon {
         let _ = kill(self.child.pid(), Signal::SIGKILL);
         let _ = self.child.wait();
         format!(
-            "{} (full log: {})",
+            "{} (full log: {}; page source: {})",
             log_errors(Path::new(&self.log)),
-            self.host_log
+            self.host_log,
+            self.source_log
         )
     }
 
@@ -128,7 +211,10 @@ impl Daemon {
         Ok(held.map(|held| Companion {
             pid,
             held,
-            what: format!("the lazy-pages daemon (log: {})", self.host_log),
+            what: format!(
+                "the lazy-pages daemon (log: {}; page source's log: {})",
+                self.host_log, self.source_log
+            ),
         }))
     }
 }

@@ -16,6 +16,8 @@ pub mod kdat;
 pub mod lazy;
 pub mod netlock;
 pub mod open_files;
+mod page_source;
+mod pagemap;
 mod restore;
 pub mod run;
 pub mod stats;
@@ -25,7 +27,9 @@ pub mod tmpfs_view;
 use crate::conf::CriuConf;
 use crate::engine::{CheckpointEngine, DumpMode, Dumped, EngineKind, Restore, RestoreFlags};
 use crate::preflight::HostFacts;
-use crate::store::{generation_dir_name, Checkpoint, CriuData, EngineData, Generation, Staged};
+use crate::store::{
+    generation_dir_name, Checked, Checkpoint, CriuData, EngineData, Generation, Staged,
+};
 use anyhow::{bail, Result};
 use bundle::{ensure_bundle, EngineBundle};
 use inject::{add_checkpoint_mounts, bundle_dir_of, is_engine_mount, CKPT_MOUNT, ENGINE_MOUNT};
@@ -329,6 +333,7 @@ impl CheckpointEngine for CriuEngine {
         g: &Generation,
         requested: ContainerPlan,
         how: RestoreFlags,
+        checked: Checked,
     ) -> Result<Restore> {
         let EngineData::Criu(data) = &g.manifest.engine_data else {
             bail!(
@@ -360,7 +365,19 @@ impl CheckpointEngine for CriuEngine {
         add_checkpoint_mounts(&mut plan, &bundle.dir, ckpt.dir(), kdat.as_deref());
         let gen_name = generation_dir_name(g.number);
         let host_log = ckpt.logs_dir().join(format!("restore-{gen_name}.log"));
-        let start = restore::starter(&bundle, &gen_name, data, host_log, how)?;
+        // A lazy restore's memory is served, and checked piece by piece, by rctr itself.
+        let pages = match how.lazy_pages {
+            true => Some(
+                page_source::PageSource::prepare(
+                    &g.dir,
+                    &format!("{CKPT_MOUNT}/{gen_name}"),
+                    &checked,
+                )
+                .map_err(|e| ckpt.damaged(g, e))?,
+            ),
+            false => None,
+        };
+        let start = restore::starter(&bundle, &gen_name, data, host_log, how, pages)?;
         Ok(Restore {
             plan,
             start,

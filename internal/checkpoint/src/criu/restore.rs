@@ -3,6 +3,7 @@
 
 use super::bundle::EngineBundle;
 use super::inject::{CKPT_MOUNT, ENGINE_MOUNT};
+use super::page_source::PageSource;
 use super::run::{engine_failure, exec_engine};
 use super::CRIU;
 use crate::engine::RestoreFlags;
@@ -24,6 +25,7 @@ pub(super) fn starter(
     data: &CriuData,
     host_log: std::path::PathBuf,
     flags: RestoreFlags,
+    pages: Option<PageSource>,
 ) -> Result<AppStart> {
     let logs = format!("{CKPT_MOUNT}/logs");
     let log = format!("{logs}/restore-{gen_name}.log");
@@ -79,23 +81,39 @@ pub(super) fn starter(
         }
     }
     // Lazily: the processes stay stopped until init holds their memory's source.
-    let lazy = if flags.lazy_pages {
-        args.extend(["--lazy-pages", "--leave-stopped"].map(String::from));
-        let log = format!("{logs}/lazy-pages-{gen_name}.log");
-        let host_log = host_log.with_file_name(format!("lazy-pages-{gen_name}.log"));
-        let daemon_args: Vec<String> =
-            ["lazy-pages", "-D", &images, "-W", &work, "-o", &log, "-v2"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        Some(LazyPages {
-            argv: bundle.command_argv(ENGINE_MOUNT, CRIU, &daemon_args)?,
-            log,
-            host_log: host_log.display().to_string(),
-            work,
-        })
-    } else {
-        None
+    let lazy = match pages {
+        Some(source) if flags.lazy_pages => {
+            args.extend(["--lazy-pages", "--leave-stopped"].map(String::from));
+            let log = format!("{logs}/lazy-pages-{gen_name}.log");
+            let source_log = format!("{logs}/page-source-{gen_name}.log");
+            let shown = |name: String| host_log.with_file_name(name).display().to_string();
+            // The daemon takes its pages from rctr's page source, on the socket that
+            // `start_daemon` adds as `--ps-socket`.
+            let daemon_args: Vec<String> = [
+                "lazy-pages",
+                "-D",
+                &images,
+                "-W",
+                &work,
+                "-o",
+                &log,
+                "-v2",
+                "--page-server",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            Some(LazyPages {
+                argv: bundle.command_argv(ENGINE_MOUNT, CRIU, &daemon_args)?,
+                log,
+                host_log: shown(format!("lazy-pages-{gen_name}.log")),
+                source,
+                source_log,
+                source_host_log: shown(format!("page-source-{gen_name}.log")),
+                work,
+            })
+        }
+        _ => None,
     };
     let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
     let tmpfs = data.tmpfs.clone();
@@ -116,7 +134,9 @@ pub(super) fn starter(
         let _ = std::fs::remove_dir_all(&lazy.work);
         std::fs::create_dir(&lazy.work).with_context(|| format!("cannot create {}", lazy.work))?;
         keep_engine_pids_away()?;
-        let daemon = super::lazy::start_daemon(&lazy.argv, &lazy.log, &lazy.host_log);
+        let source =
+            super::lazy::start_page_source(lazy.source, &lazy.source_log, &lazy.source_host_log)?;
+        let daemon = super::lazy::start_daemon(&lazy.argv, &lazy.log, &lazy.host_log, source);
         let restored =
             daemon.and_then(
                 |daemon| match run_restore(&argv, &log, &host_log, &pidfile, io) {
@@ -134,12 +154,16 @@ pub(super) fn starter(
     })))
 }
 
-/// How a lazy restore runs its lazy-pages daemon.
+/// How a lazy restore runs its lazy-pages daemon and the page source it asks.
 struct LazyPages {
     argv: Vec<String>,
     /// The daemon's log, as the container and as the user see it.
     log: String,
     host_log: String,
+    source: PageSource,
+    /// The page source's log, as the container and as the user see it.
+    source_log: String,
+    source_host_log: String,
     /// The work directory shared with the restore, as the container sees it.
     work: String,
 }

@@ -1,13 +1,43 @@
 //! A handle on one checkpoint: its directory and everything in it.
 
 use super::{dir_size, generation_dir_name, CheckpointMeta, Generation, Manifest};
+use crate::chunk_sums::{is_memory_image, sidecar_name, ChunkSums};
 use crate::engine::EngineKind;
-use crate::integrity::{image_digest, verify_files};
+use crate::integrity::{image_digest, verify_files, FileSum};
 use anyhow::{bail, Context, Result};
 use rctr_runtime::plan::RootSource;
 use rctr_state::{lock_exclusive, read_json, try_lock_exclusive, StateLock};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// How much of a generation was checked before a restore from it.
+#[derive(Debug, Clone)]
+pub enum Checked {
+    /// Every file, whole.
+    Whole,
+    /// Every file but these memory images (by name), whose piece checksums were checked
+    /// instead: whoever reads them must check each piece it uses.
+    MemoryInPieces(BTreeMap<String, ChunkSums>),
+}
+
+/// The checked piece checksums of memory image `name` in `dir`, recorded as `sum`.
+fn pieces_of(dir: &Path, name: &str, sum: &FileSum) -> Result<ChunkSums> {
+    let path = dir.join(name);
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|_| anyhow::anyhow!("image file {} is missing", path.display()))?;
+    if !meta.is_file() || meta.len() != sum.size {
+        bail!(
+            "image file {} is not a regular file of {} bytes",
+            path.display(),
+            sum.size
+        );
+    }
+    let sums = ChunkSums::read(&dir.join(sidecar_name(name)))?;
+    sums.check_root(sum.size, &sum.blake3)
+        .with_context(|| format!("image file {}", path.display()))?;
+    Ok(sums)
+}
 
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -218,13 +248,54 @@ impl Checkpoint {
     /// checkpoint was taken from (unless `force`).
     pub fn verify(&self, g: &Generation, image: Option<&RootSource>, force: bool) -> Result<()> {
         if let Err(e) = verify_files(&g.dir, &g.manifest.files) {
-            bail!(
-                "generation {} of checkpoint '{}' is damaged: {e:#}{}",
-                g.number,
-                self.name(),
-                self.older_hint(g.number)
-            );
+            return Err(self.damaged(g, e));
         }
+        self.verify_image(g, image, force)
+    }
+
+    /// [`Checkpoint::verify`], except the memory images that have piece checksums: those
+    /// are left for whoever reads them to check piece by piece (a lazy restore serves
+    /// gigabytes of memory without reading them all first). Their piece checksums are
+    /// checked here, against the manifest.
+    pub fn verify_but_memory(
+        &self,
+        g: &Generation,
+        image: Option<&RootSource>,
+        force: bool,
+    ) -> Result<Checked> {
+        let files = &g.manifest.files;
+        let in_pieces: Vec<&String> = files
+            .keys()
+            .filter(|n| is_memory_image(n) && files.contains_key(&sidecar_name(n)))
+            .collect();
+        let now: BTreeMap<String, FileSum> = files
+            .iter()
+            .filter(|(n, _)| !in_pieces.contains(n))
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        if let Err(e) = verify_files(&g.dir, &now) {
+            return Err(self.damaged(g, e));
+        }
+        let mut later = BTreeMap::new();
+        for name in in_pieces {
+            let sums = pieces_of(&g.dir, name, &files[name]).map_err(|e| self.damaged(g, e))?;
+            later.insert(name.clone(), sums);
+        }
+        self.verify_image(g, image, force)?;
+        Ok(Checked::MemoryInPieces(later))
+    }
+
+    /// The error for a damaged file of `g`, with where to turn next.
+    pub fn damaged(&self, g: &Generation, e: anyhow::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "generation {} of checkpoint '{}' is damaged: {e:#}{}",
+            g.number,
+            self.name(),
+            self.older_hint(g.number)
+        )
+    }
+
+    fn verify_image(&self, g: &Generation, image: Option<&RootSource>, force: bool) -> Result<()> {
         if let (Some(root), Some(want), false) = (image, &g.manifest.image_digest, force) {
             let have = image_digest(root, &self.cache)?;
             if have.as_deref() != Some(want.as_str()) {

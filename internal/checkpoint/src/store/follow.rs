@@ -11,6 +11,7 @@
 //! that identity; otherwise sealing hashes the file again. CRIU writes its page images
 //! sequentially, each once.
 
+use crate::chunk_sums::{ChunkSums, ChunkedHasher};
 use crate::integrity::FileSum;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 /// The files followed: the memory images, where nearly all the bytes are.
 fn followed(name: &str) -> bool {
-    name.starts_with("pages-") && name.ends_with(".img")
+    crate::chunk_sums::is_memory_image(name)
 }
 
 /// How often the follower looks for new bytes while the engine runs.
@@ -36,6 +37,8 @@ struct Seen {
     size: u64,
     mtime_ns: i128,
     sum: FileSum,
+    /// The file's piece checksums (see [`crate::chunk_sums`]), as bytes in hex.
+    chunks: Option<String>,
 }
 
 impl Seen {
@@ -57,9 +60,25 @@ pub struct Prehashed {
 impl Prehashed {
     /// The checksum of `name` (at `path`), if the file is still exactly as it was hashed.
     pub fn sum_if_unchanged(&self, name: &str, path: &Path) -> Option<FileSum> {
+        self.sums_if_unchanged(name, path).map(|(sum, _)| sum)
+    }
+
+    /// [`Prehashed::sum_if_unchanged`], with the file's piece checksums.
+    pub fn sums_if_unchanged(
+        &self,
+        name: &str,
+        path: &Path,
+    ) -> Option<(FileSum, Option<ChunkSums>)> {
         let seen = self.files.get(name)?;
         let md = std::fs::symlink_metadata(path).ok()?;
-        (md.is_file() && seen.matches(&md)).then(|| seen.sum.clone())
+        if !md.is_file() || !seen.matches(&md) {
+            return None;
+        }
+        let chunks = match &seen.chunks {
+            None => None,
+            Some(hex) => Some(ChunkSums::from_bytes(&hex_decode(hex)?).ok()?),
+        };
+        Some((seen.sum.clone(), chunks))
     }
 
     pub fn len(&self) -> usize {
@@ -122,7 +141,7 @@ impl Follower {
 /// One followed file: how far it has been read and hashed.
 struct Progress {
     file: std::fs::File,
-    hasher: blake3::Hasher,
+    hasher: ChunkedHasher,
     done: u64,
 }
 
@@ -147,20 +166,33 @@ fn follow(dir: &Path, stop: &OwnedFd) -> Prehashed {
         if md.len() != p.done {
             continue; // something went wrong reading: leave it to sealing
         }
+        let (size, blake3, chunks) = p.hasher.finish();
         out.files.insert(
             name,
             Seen {
                 ino: md.ino(),
                 size: md.len(),
                 mtime_ns: mtime_ns(&md),
-                sum: FileSum {
-                    size: p.done,
-                    blake3: p.hasher.finalize().to_hex().to_string(),
-                },
+                sum: FileSum { size, blake3 },
+                chunks: chunks.map(|c| hex_encode(&c.to_bytes())),
             },
         );
     }
     out
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Waits up to `wait` for the stop pipe: true once it is closed.
@@ -192,7 +224,7 @@ fn discover(dir: &Path, files: &mut BTreeMap<String, Progress>) {
                 name,
                 Progress {
                     file,
-                    hasher: blake3::Hasher::new(),
+                    hasher: ChunkedHasher::default(),
                     done: 0,
                 },
             );
@@ -247,7 +279,14 @@ mod tests {
         std::fs::write(dir.path().join("core-1.img"), b"small").unwrap();
         let pre = follower.finish();
         let want = crate::integrity::hash_file(&pages).unwrap();
-        assert_eq!(pre.sum_if_unchanged("pages-1.img", &pages), Some(want));
+        assert_eq!(
+            pre.sum_if_unchanged("pages-1.img", &pages),
+            Some(want.clone())
+        );
+        // 12 MiB: its pieces came along, and add up to the same checksum.
+        let (_, chunks) = pre.sums_if_unchanged("pages-1.img", &pages).unwrap();
+        let chunks = chunks.expect("a file of several pieces has piece checksums");
+        chunks.check_root(want.size, &want.blake3).unwrap();
         assert_eq!(pre.len(), 1, "only page images are followed");
         assert!(pre
             .sum_if_unchanged("core-1.img", &dir.path().join("core-1.img"))

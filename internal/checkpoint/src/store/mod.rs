@@ -25,7 +25,7 @@ mod incoming;
 mod manifest;
 mod stage;
 
-pub use checkpoint::{Checkpoint, CheckpointRow, GenerationRow};
+pub use checkpoint::{Checked, Checkpoint, CheckpointRow, GenerationRow};
 pub use incoming::Incoming;
 pub use manifest::{CriuData, EngineData, Generation, Manifest};
 pub use stage::{remove_in_background, Published, Staged};

@@ -2,6 +2,7 @@
 //! checksums), then published by one rename, then `latest`, then pruning.
 
 use super::{dir_size, generation_dir_name, Checkpoint, Manifest};
+use crate::chunk_sums;
 use crate::integrity::{hash_file, FileSum};
 use anyhow::{bail, Context, Result};
 use rctr_state::{fsync_dir, write_atomic, write_json_atomic, StateLock};
@@ -206,6 +207,34 @@ fn files_under(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// A file to write beside another: its name and bytes.
+type Sidecar = (String, Vec<u8>);
+
+/// The checksum of file `name` at `path` and, for a memory image of several pieces, its
+/// sidecar (name and bytes) of piece checksums. Taken while the engine wrote when the file
+/// has not changed since, else read now.
+fn sum_with_pieces(
+    name: &str,
+    path: &Path,
+    prehashed: &super::follow::Prehashed,
+) -> Result<(FileSum, Option<Sidecar>)> {
+    if !chunk_sums::is_memory_image(name) {
+        return match prehashed.sum_if_unchanged(name, path) {
+            Some(sum) => Ok((sum, None)),
+            None => Ok((hash_file(path)?, None)),
+        };
+    }
+    let (sum, chunks) = match prehashed.sums_if_unchanged(name, path) {
+        Some(found) => found,
+        None => {
+            let (size, blake3, chunks) = chunk_sums::hash_file_chunked(path)?;
+            (FileSum { size, blake3 }, chunks)
+        }
+    };
+    let sidecar = chunks.map(|c| (chunk_sums::sidecar_name(name), c.to_bytes()));
+    Ok((sum, sidecar))
+}
+
 /// Makes every file private (0600: they hold process memory), durable, and checksummed.
 /// Hashing is CPU work and fsync waits for the disk, so a second thread syncs each file
 /// while the next one is being hashed.
@@ -234,18 +263,35 @@ fn seal(dir: &Path, prehashed: &super::follow::Prehashed) -> Result<BTreeMap<Str
             if to_sync.send(path.clone()).is_err() {
                 break; // the syncer failed: its error is reported below
             }
-            let sum = match prehashed.sum_if_unchanged(name, &path) {
-                Some(sum) => Ok(sum),
-                None => hash_file(&path),
-            };
-            match sum {
-                Ok(sum) => {
+            let sidecar = match sum_with_pieces(name, &path, prehashed) {
+                Ok((sum, sidecar)) => {
                     sums.insert(name.clone(), sum);
+                    sidecar
                 }
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
+            };
+            // A memory image's piece checksums go beside it, sealed like the rest.
+            if let Some((side_name, bytes)) = sidecar {
+                let side_path = dir.join(&side_name);
+                if let Err(e) = std::fs::write(&side_path, &bytes)
+                    .with_context(|| format!("cannot write {}", side_path.display()))
+                {
+                    failure = Some(e);
+                    break;
+                }
+                if to_sync.send(side_path).is_err() {
+                    break;
+                }
+                sums.insert(
+                    side_name,
+                    FileSum {
+                        size: bytes.len() as u64,
+                        blake3: blake3::hash(&bytes).to_hex().to_string(),
+                    },
+                );
             }
         }
         drop(to_sync);

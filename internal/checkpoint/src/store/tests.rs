@@ -66,6 +66,7 @@ impl CheckpointEngine for FakeEngine {
         _g: &Generation,
         _p: ContainerPlan,
         _how: crate::engine::RestoreFlags,
+        _checked: crate::store::Checked,
     ) -> Result<Restore> {
         bail!("the fake engine does not restore")
     }
