@@ -628,3 +628,95 @@ fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
     }
     None
 }
+
+/// Connects to itself over and over, holding each connection a moment.
+const SELF_CONNECTING: &str = "import socket, sys, time
+port = int(sys.argv[1])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('127.0.0.1', port))
+srv.listen(8)
+n = 0
+while True:
+    c = socket.create_connection(('127.0.0.1', port))
+    s, _ = srv.accept()
+    time.sleep(0.002)
+    c.close()
+    s.close()
+    n += 1
+    if n % 200 == 0:
+        print('cycles', n, flush=True)
+    time.sleep(0.002)
+";
+
+/// An application with no TCP connection is dumped without the network lock (it only costs
+/// nftables transactions), but one that connects between rctr's look at its sockets and
+/// CRIU's freeze is dumped again under the lock: no generation holds a connection saved
+/// unlocked.
+#[test]
+fn a_connection_made_during_an_unlocked_dump_is_dumped_again_under_the_lock() {
+    let test = "a_connection_made_during_an_unlocked_dump_is_dumped_again_under_the_lock";
+    if !require_root_and_criu(test) {
+        return;
+    }
+    let env = TestEnv::new(test);
+    let img = path_str(&app_image());
+    let port = free_port().to_string();
+    env.ok(["checkpoint", "create", "sc"]);
+    env.ok([
+        "instance",
+        "start",
+        "--ckpt-launch",
+        "sc",
+        &img,
+        "selfc",
+        "python3",
+        "-c",
+        SELF_CONNECTING,
+        &port,
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || !ok_lines(
+        &env, "selfc"
+    )
+    .is_empty()));
+    let (mut unlocked, mut with_connections) = (0, 0);
+    for round in 0..20 {
+        let out = env.run(env.command(["--debug", "checkpoint", "instance", "selfc"]));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "round {round}: {err}");
+        let last_dump = err
+            .lines()
+            .rfind(|l| l.contains("checkpoint engine (dump):"))
+            .unwrap_or_else(|| panic!("no dump command in the debug output: {err}"))
+            .to_string();
+        let gen = env.checkpoint_dir("sc").join(format!(
+            "gen-{:06}",
+            std::fs::read_to_string(env.checkpoint_dir("sc").join("latest"))
+                .unwrap()
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        ));
+        let streams = std::fs::read_dir(&gen)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("tcp-stream-"));
+        let skip = last_dump.contains("--network-lock skip");
+        assert!(
+            !(streams && skip),
+            "round {round}: generation {} holds a connection dumped without the network lock: {last_dump}",
+            gen.display()
+        );
+        unlocked += usize::from(skip);
+        with_connections += usize::from(streams);
+    }
+    eprintln!("{unlocked} of 20 dumps without the lock, {with_connections} holding a connection");
+    // It keeps running, connecting to itself.
+    let before = ok_lines(&env, "selfc").len();
+    assert!(wait_until(Duration::from_secs(20), || ok_lines(
+        &env, "selfc"
+    )
+    .len()
+        > before));
+    env.ok(["instance", "stop", "selfc"]);
+}

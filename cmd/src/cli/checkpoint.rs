@@ -315,6 +315,7 @@ fn instance(a: InstanceArgs) -> Result<i32> {
         // would no longer match the images).
         mode: DumpMode {
             leave_running: !a.stop,
+            ..DumpMode::default()
         },
     };
     let r = checkpoint_instance(&instances, &a.instance, &opts, a.ckpt_conf.as_deref())?;

@@ -1,6 +1,7 @@
 //! `checkpoint instance`: take a new generation of a running instance, with whichever engine
 //! its checkpoint uses. The engine fills a staged directory; the store seals and publishes it.
 
+use crate::app_sockets::tcp_sockets;
 use crate::conf::CkptConf;
 use crate::engine::{engine_for, CheckpointEngine, DumpMode};
 use crate::integrity::image_digest;
@@ -126,8 +127,21 @@ pub fn take(
     };
     let staged = ckpt.stage(&lock)?;
     // Read while the application still runs (a dump may end it).
-    let listening = listening_sockets(&container_pids(target.init_pid));
-    let dumped = engine.dump(target, ckpt, &staged, opts.mode)?;
+    let pids = container_pids(target.init_pid);
+    let (listening, mode) = match tcp_sockets(&pids) {
+        Ok(s) => (
+            s.listening,
+            DumpMode {
+                no_tcp_connections: s.connections == 0,
+                ..opts.mode
+            },
+        ),
+        Err(e) => {
+            rctr_log::debug!("reading the application's sockets from /proc instead: {e:#}");
+            (listening_sockets(&pids), opts.mode)
+        }
+    };
+    let dumped = engine.dump(target, ckpt, &staged, mode)?;
     let host = HostFacts::here(engine.version(ckpt.cache_dir()), listening);
     let manifest = Manifest {
         generation: staged.number,

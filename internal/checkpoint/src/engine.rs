@@ -70,12 +70,16 @@ pub struct Dumped {
 pub struct DumpMode {
     /// Keep the application running after the checkpoint (false: it is about to be stopped).
     pub leave_running: bool,
+    /// The application had no TCP connection just before the dump (listening sockets
+    /// only), so there is nothing to hold still on the network. Set by [`crate::dump`].
+    pub no_tcp_connections: bool,
 }
 
 impl Default for DumpMode {
     fn default() -> Self {
         DumpMode {
             leave_running: true,
+            no_tcp_connections: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! [`restore`] put store and engine together for the commands.
 
 pub mod app;
+pub mod app_sockets;
 pub mod chunk_sums;
 pub mod conf;
 pub mod criu;

@@ -267,7 +267,10 @@ impl Job<'_> {
             keep: Some(self.keep),
             // A periodic checkpoint that finds another one running skips its turn.
             no_wait: matches!(why, Trigger::Interval),
-            mode: DumpMode { leave_running },
+            mode: DumpMode {
+                leave_running,
+                ..DumpMode::default()
+            },
         };
         let what = match why {
             Trigger::Interval => "periodic checkpoint".to_string(),

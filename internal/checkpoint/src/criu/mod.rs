@@ -38,6 +38,18 @@ use rctr_runtime::plan::ContainerPlan;
 use run::{engine_failure, run_in_container_as};
 use std::time::Duration;
 
+/// Whether CRIU saved any TCP connection into `dir`.
+fn has_tcp_streams(dir: &std::path::Path) -> Result<bool> {
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("tcp-stream-") && name.ends_with(".img") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The binary's name inside the bundle.
 const CRIU: &str = "criu";
 
@@ -162,11 +174,18 @@ impl CheckpointEngine for CriuEngine {
             "--skip-in-flight",
             "--file-locks",
             "--network-lock",
-            "nftables",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // The lock keeps the connections' state still while CRIU reads both ends of each
+        // (the application's connections to itself must come back consistent) and holds
+        // the peers of an application about to die. With no connection at all and the
+        // application left running, it only costs the nftables transactions (~25 ms of the
+        // kernel's RCU grace periods per dump here).
+        let unlocked = mode.leave_running && mode.no_tcp_connections;
+        let lock_at = args.len();
+        args.push(if unlocked { "skip" } else { "nftables" }.into());
         // Either way nothing the application does after the dump is seen; a failed dump
         // leaves it running.
         // An application about to be stopped is killed by CRIU itself while its sockets are
@@ -185,18 +204,31 @@ impl CheckpointEngine for CriuEngine {
         if run_as.is_some() {
             args.push("--unprivileged".into());
         }
-        let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
-        rctr_log::debug!("checkpoint engine (dump): {}", rctr_log::show_argv(&argv));
         // A network lock this run leaves if it fails is removed below; one it keeps on
         // purpose (the application killed with its connections held) is recorded.
         let net_of = target.plan.net_ns.then_some(target.init_pid);
-        // Hashing and write-back of the memory images start while CRIU writes them.
-        let follower = crate::store::follow::Follower::start(&staged.dir).ok();
-        let code = run_in_container_as(target.init_pid, target.plan.net_ns, run_as, &argv);
-        if let Some(f) = follower {
-            staged.remember_sums(f.finish());
-        }
-        let code = code?;
+        let code = loop {
+            let argv = bundle.command_argv(ENGINE_MOUNT, CRIU, &args)?;
+            rctr_log::debug!("checkpoint engine (dump): {}", rctr_log::show_argv(&argv));
+            // Hashing and write-back of the memory images start while CRIU writes them.
+            let follower = crate::store::follow::Follower::start(&staged.dir).ok();
+            let code = run_in_container_as(target.init_pid, target.plan.net_ns, run_as, &argv);
+            if let Some(f) = follower {
+                staged.remember_sums(f.finish());
+            }
+            let code = code?;
+            // A connection made between the look at the sockets and the freeze was dumped
+            // without the lock: once more, with it (CRIU saves each as a tcp-stream image).
+            if code == 0 && args[lock_at] == "skip" && has_tcp_streams(&staged.dir)? {
+                rctr_log::debug!(
+                    "the application connected during a dump without the network lock: dumping again with it"
+                );
+                staged.empty()?;
+                args[lock_at] = "nftables".into();
+                continue;
+            }
+            break code;
+        };
         let log = ckpt.logs_dir().join(&log_name);
         if run_as.is_some() {
             // Root's checkpoint holds only root's files (the engine made them as the user;

@@ -28,6 +28,24 @@ impl Staged {
     pub fn remember_sums(&self, sums: super::follow::Prehashed) {
         *self.prehashed.borrow_mut() = sums;
     }
+
+    /// Removes everything the engine wrote, for it to start again.
+    pub fn empty(&self) -> Result<()> {
+        for e in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot read {}", self.dir.display()))?
+        {
+            let e = e?;
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+            .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        *self.prehashed.borrow_mut() = Default::default();
+        Ok(())
+    }
 }
 
 impl Drop for Staged {
