@@ -86,7 +86,9 @@ fn host_path(plan: &ContainerPlan, path: &Path) -> Option<PathBuf> {
 /// The files open on writable binds in the container of `init_pid`, measured before a dump.
 pub fn before_dump(init_pid: i32, plan: &ContainerPlan) -> Result<Vec<OpenFile>> {
     let mut out: Vec<OpenFile> = vec![];
-    let leased = parse_leases(&std::fs::read_to_string("/proc/locks").unwrap_or_default());
+    // Read only once a file is to be hashed: reading /proc/locks takes the kernel's file
+    // lock semaphore for writing, an RCU grace period (~20 ms here).
+    let mut leases = None;
     for pid in container_pids(init_pid) {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
@@ -122,7 +124,11 @@ pub fn before_dump(init_pid: i32, plan: &ContainerPlan) -> Result<Vec<OpenFile>>
             // Opening a leased file, even to read it, breaks the lease: its holder gets a
             // signal (SIGIO unless it chose another), which kills a program that expects
             // none. Such a file is compared by size and time only.
-            let leased = leased.contains(&(meta.dev(), meta.ino()));
+            let leased = leases
+                .get_or_insert_with(|| {
+                    parse_leases(&std::fs::read_to_string("/proc/locks").unwrap_or_default())
+                })
+                .contains(&(meta.dev(), meta.ino()));
             let blake3 = if meta.len() <= HASH_LIMIT && !leased {
                 crate::integrity::hash_file(&fd.path())
                     .ok()
