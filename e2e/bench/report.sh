@@ -29,7 +29,7 @@ machine_table() {
 | Memory | $mem |
 | OS, kernel | $os, Linux $kernel |
 | Scratch disk ($BASE) | $fs (rotational flag: $rot) |
-| rctr | $rctr_version, commit $commit, release build ($RCTR) |
+| rctr | $rctr_version, commit $commit, $(case "$RCTR" in */release/*) echo "release build" ;; */debug/*) echo "**debug build**" ;; *) echo "binary" ;; esac) ($RCTR) |
 | CRIU | ${criu_version:-?} (rctr's engine bundle) |
 | mksquashfs | ${mksq_version:-?} |
 | Other load | ${FOREIGN_CPU:-?}% of the CPU capacity used by other processes during the run; load average before: $LOAD_BEFORE, after: $LOAD_AFTER |
