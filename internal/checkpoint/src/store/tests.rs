@@ -13,6 +13,8 @@ pub(super) struct FakeEngine {
     counter: Cell<u32>,
     fail: Cell<bool>,
     plant_symlink: Cell<bool>,
+    /// Also write a memory image of several 1 MiB pieces, as CRIU's pages-N.img.
+    big_memory: Cell<bool>,
 }
 
 impl FakeEngine {
@@ -21,6 +23,7 @@ impl FakeEngine {
             counter: Cell::new(0),
             fail: Cell::new(false),
             plant_symlink: Cell::new(false),
+            big_memory: Cell::new(false),
         }
     }
 }
@@ -49,6 +52,10 @@ impl CheckpointEngine for FakeEngine {
         )?;
         std::fs::create_dir(staged.dir.join("sub"))?;
         std::fs::write(staged.dir.join("sub/pages.img"), vec![7u8; 10_000])?;
+        if self.big_memory.get() {
+            let bytes: Vec<u8> = (0..(3 << 20) + 100).map(|i| (i % 251) as u8).collect();
+            std::fs::write(staged.dir.join("pages-1.img"), bytes)?;
+        }
         if self.plant_symlink.get() {
             std::os::unix::fs::symlink("/etc/shadow", staged.dir.join("sub/link"))?;
         }
@@ -314,6 +321,46 @@ fn verify_names_the_damaged_file_and_the_previous_generation() {
         .unwrap();
     let err = format!("{:#}", ckpt.select(Some(9)).unwrap_err());
     assert!(err.contains("no generation 9"), "{err}");
+}
+
+#[test]
+fn memory_images_get_piece_checksums_and_only_they_can_be_left_to_check_later() {
+    let f = fixture();
+    let ckpt = f.store.create("c", EngineKind::App, None).unwrap();
+    let e = FakeEngine::new();
+    e.big_memory.set(true);
+    dump(&f, &ckpt, &e, 0).unwrap();
+    let g = ckpt.select(None).unwrap();
+    assert!(g.manifest.files.contains_key("pages-1.img.chunks"));
+    assert!(!g.manifest.files.contains_key("sub/pages.img.chunks"));
+    ckpt.verify(&g, None, false).unwrap();
+    let pieces = |checked: Checked| match checked {
+        Checked::MemoryInPieces(m) => m,
+        Checked::Whole => panic!("nothing was left for later"),
+    };
+    let m = pieces(ckpt.verify_but_memory(&g, None, false).unwrap());
+    assert_eq!(m.keys().collect::<Vec<_>>(), ["pages-1.img"]);
+
+    // A byte of the memory image changed: the whole check fails; the deferring one leaves
+    // it to the reader, whose piece check catches it.
+    let path = g.dir.join("pages-1.img");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(2 << 20) + 5] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = format!("{:#}", ckpt.verify(&g, None, false).unwrap_err());
+    assert!(err.contains("pages-1.img is corrupt"), "{err}");
+    let m = pieces(ckpt.verify_but_memory(&g, None, false).unwrap());
+    let sums = &m["pages-1.img"];
+    assert!(sums.matches(1, &bytes[1 << 20..2 << 20]));
+    assert!(!sums.matches(2, &bytes[2 << 20..3 << 20]));
+
+    // Any other file, and the piece checksums themselves, are checked at once either way.
+    let side = g.dir.join("pages-1.img.chunks");
+    let mut raw = std::fs::read(&side).unwrap();
+    raw[30] ^= 1;
+    std::fs::write(&side, &raw).unwrap();
+    let err = format!("{:#}", ckpt.verify_but_memory(&g, None, false).unwrap_err());
+    assert!(err.contains("pages-1.img.chunks is corrupt"), "{err}");
 }
 
 #[test]
