@@ -44,8 +44,10 @@ pub(super) struct StartedSource {
 }
 
 /// Forks the process that serves `source` to the lazy-pages daemon (a child of init, like
-/// the daemon, reaped by init's supervision). If it finds a damaged piece, it kills every
-/// process of the container but init and says why in `log`.
+/// the daemon, reaped by init's supervision). If it finds a damaged piece, it says why in
+/// `log` and ends, closing the daemon's socket: the daemon fails, and init, which watches it,
+/// kills the container and says so in the instance's log (the application's faults wait
+/// meanwhile, see [`Daemon::hold_and_resume`]).
 pub(super) fn start_page_source(
     source: PageSource,
     log: &str,
@@ -83,11 +85,8 @@ pub(super) fn start_page_source(
             Err(e) => {
                 let _ = writeln!(
                     log,
-                    "rctr page source: {e:#}: every process of the container was killed rather than run on memory that differs from its checkpoint"
+                    "rctr page source: {e:#}: serving stopped, the container is killed rather than run on memory that differs from its checkpoint"
                 );
-                // Not init (kill(-1) spares it and this process): the application and
-                // the daemon, whose end makes init take the container down.
-                let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
                 1
             }
         }
