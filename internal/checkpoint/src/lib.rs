@@ -1,11 +1,12 @@
 //! rctr-checkpoint: checkpoints of running instances: the store, and the engines.
 //!
 //! The store ([`store`]) keeps each checkpoint's generations on disk and owns every guarantee
-//! about them: numbering, staging, checksums ([`integrity`]), atomic publish, `latest`,
-//! pruning, locking. The engines implement [`engine::CheckpointEngine`]: [`criu`] checkpoints
+//! about them: numbering, staging, checksums ([`integrity`], and per 1 MiB piece of the
+//! memory images, [`chunk_sums`]), atomic publish, `latest`, pruning, locking. The engines implement [`engine::CheckpointEngine`]: [`criu`] checkpoints
 //! whole process trees transparently; [`app`] asks the application to write its own state.
 //! [`conf`] loads ckpt-conf.yaml (files it names are checked by [`trust`]). [`dump`] and
-//! [`restore`] put store and engine together for the commands.
+//! [`restore`] put store and engine together for the commands; [`app_sockets`] tells them
+//! what the application's TCP sockets are doing.
 
 pub mod app;
 pub mod app_sockets;
