@@ -5,7 +5,7 @@
 //! follows every `pages-*.img` in the staging directory: it hashes each file's new bytes
 //! as they appear (still in the page cache) and starts their write-back to the disk
 //! (`sync_file_range`), so the final fsync waits only for the tail; pages more than
-//! [`KEEP_CACHED`] behind are dropped from the cache once on disk. When the engine has
+//! `KEEP_CACHED` behind are dropped from the cache once on disk. When the engine has
 //! ended, [`Follower::finish`] has it read each file to its end and report the checksums
 //! with the file's identity at that moment (inode, size, modification time).
 //! [`Prehashed::sum_if_unchanged`] hands a checksum out only while the file still has
