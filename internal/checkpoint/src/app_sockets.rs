@@ -4,10 +4,11 @@
 //! instead walks the kernel's whole TCP hash table, about 3 ms per file here, on every
 //! checkpoint.
 
-use anyhow::{bail, Context, Result};
+use crate::pidfd;
+use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// What the application's TCP sockets were doing at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub fn tcp_sockets(pids: &[i32]) -> Result<TcpSockets> {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue; // gone meanwhile
         };
-        let pidfd = pidfd_open(pid)?;
+        let pidfd = pidfd::open(pid)?;
         for e in fds.flatten() {
             let Ok(target) = std::fs::read_link(e.path()) else {
                 continue;
@@ -51,7 +52,7 @@ pub fn tcp_sockets(pids: &[i32]) -> Result<TcpSockets> {
             if !seen.insert(inode) {
                 continue;
             }
-            let sock = pidfd_getfd(&pidfd, fd)
+            let sock = pidfd::copy_fd(&pidfd, fd)
                 .with_context(|| format!("cannot look at socket {fd} of process {pid}"))?;
             match tcp_state(&sock) {
                 None | Some(TCP_CLOSE) => {}
@@ -68,28 +69,6 @@ pub fn tcp_sockets(pids: &[i32]) -> Result<TcpSockets> {
         listening: listening.into_iter().collect(),
         connections,
     })
-}
-
-fn pidfd_open(pid: i32) -> Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot open process {pid} (pidfd_open)"));
-    }
-    // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd> {
-    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags, and returns a new
-    // close-on-exec descriptor or -1.
-    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if copy < 0 {
-        bail!("pidfd_getfd: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor pidfd_getfd just returned, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
 }
 
 fn int_option(sock: &OwnedFd, level: i32, name: i32) -> Option<i32> {

@@ -16,6 +16,7 @@ pub mod criu;
 pub mod dump;
 pub mod engine;
 pub mod integrity;
+mod pidfd;
 pub mod preflight;
 mod procfs;
 pub mod restore;

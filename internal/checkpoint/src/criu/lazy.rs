@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use rctr_runtime::launch::Companion;
 use rctr_runtime::spawn::{close_fds_except, fork_child, prepare_exec, Child, ExecIo};
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -220,14 +220,7 @@ impl Daemon {
 
 /// Copies of every userfaultfd open in process `pid`.
 fn held_userfaultfds(pid: Pid) -> Result<Vec<OwnedFd>> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if pidfd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("cannot open the lazy-pages daemon (pidfd_open)");
-    }
-    // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let pidfd = crate::pidfd::open(pid.as_raw()).context("the lazy-pages daemon")?;
     let dir = format!("/proc/{pid}/fd");
     let mut held = vec![];
     for e in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
@@ -240,18 +233,9 @@ fn held_userfaultfds(pid: Pid) -> Result<Vec<OwnedFd>> {
         if !is_uffd {
             continue;
         }
-        // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags, and returns a
-        // new close-on-exec descriptor or -1.
-        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-        if copy < 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| {
-                format!(
-                    "cannot take a copy of the lazy-pages daemon's userfaultfd {fd} (pidfd_getfd)"
-                )
-            });
-        }
-        // SAFETY: a descriptor pidfd_getfd just returned, owned by nothing else.
-        held.push(unsafe { OwnedFd::from_raw_fd(copy as i32) });
+        held.push(
+            crate::pidfd::copy_fd(&pidfd, fd).context("the lazy-pages daemon's userfaultfd")?,
+        );
     }
     Ok(held)
 }
