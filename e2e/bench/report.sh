@@ -81,6 +81,10 @@ targets_table() {
         r=$(med_ratio restore-rctr restore-raw)
         echo "| Restore wall ≤ 1.15× raw \`criu restore\`, Python server until it answers | ${r}× | $(verdict "$r" "<=" 1.15) |"
     fi
+    if has start-exec; then
+        r=$(med_ratio start-instance start-exec)
+        echo "| \`instance start\` until the server answers ≤ 1.2× \`rctr exec\` of it until it answers (exec + the application's own start) | ${r}× ($(fmt "$(stat_of start-instance median)" 0) vs $(fmt "$(stat_of start-exec median)" 0) ms) | $(verdict "$r" "<=" 1.2) |"
+    fi
     if has build-mksquashfs; then
         r=$(med_ratio build-rctr build-mksquashfs)
         echo "| Build ≤ 1.5× mksquashfs (gzip) | ${r}× | $(verdict "$r" "<=" 1.5) |"
@@ -224,6 +228,15 @@ restore_section() {
     echo "| \`rctr instance start --ckpt-restart\` | $(summary restore-rctr) | $(med_ratio restore-rctr restore-raw)× |"
     echo "| hand-made container + raw \`criu restore\` | $(summary restore-raw) | 1.00× |"
     echo "| (part of rctr's: \`rctr checkpoint verify\` alone, the checksum pass before a restore) | $(summary restore-verify) | |"
+    if has start-instance; then
+        echo
+        echo "Without a checkpoint, the same server started $RUNS times each way (alternating, after one warm-up) until it answers: as an instance, and in the foreground with \`rctr exec\` (exec's own cost plus the application's start, which an instance cannot avoid)."
+        echo
+        echo "| Command | until the server answers, ms median (min–max) | vs exec |"
+        echo "|---|---|---|"
+        echo "| \`rctr instance start IMG NAME python3 /opt/counter_server.py PORT\` | $(summary start-instance) | $(med_ratio start-instance start-exec)× |"
+        echo "| \`rctr exec IMG python3 /opt/counter_server.py PORT\` (foreground) | $(summary start-exec) | 1.00× |"
+    fi
     if has verify-m1024; then
         echo
         echo "For scale, the same checksum pass over the 1 GiB checkpoint of case 2 (\`rctr checkpoint verify\`, images in the page cache): $(summary verify-m1024 0) ms. A restore of that checkpoint pays it before CRIU starts; a raw \`criu restore\` does not check its images."

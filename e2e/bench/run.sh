@@ -495,6 +495,32 @@ raw_restore() {
     "$BW" free "$SRV_PORT" 10000 || die "port $SRV_PORT still busy after killing the hand-made container"
 }
 
+# A plain `instance start` of the same server until it answers, against `rctr exec` of it in
+# the foreground until it answers (exec's cost + the application's own start): what an
+# instance adds (its detached init, its record, watching the start) and no fixed wait.
+start_instance() {
+    local t0
+    t0=$(now_us)
+    quietly "$RCTR" instance start "$IMG_PY" bench-start python3 /opt/counter_server.py "$SRV_PORT"
+    STARTED_INSTANCES+=(bench-start)
+    "$BW" port "$SRV_PORT" 10000 >/dev/null || die "the server of instance bench-start never answered"
+    record start-instance "$(ms_since "$t0")"
+    quietly "$RCTR" instance stop bench-start
+    "$BW" free "$SRV_PORT" 10000 || die "port $SRV_PORT still busy after stopping bench-start"
+}
+
+start_exec() {
+    local t0 pid
+    t0=$(now_us)
+    "$RCTR" exec "$IMG_PY" python3 /opt/counter_server.py "$SRV_PORT" >>"$WORK/exec-server.log" 2>&1 &
+    pid=$!
+    "$BW" port "$SRV_PORT" 10000 >/dev/null || die "the server run by rctr exec never answered"
+    record start-exec "$(ms_since "$t0")"
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+    "$BW" free "$SRV_PORT" 10000 || die "port $SRV_PORT still busy after rctr exec of the server ended"
+}
+
 case_restore() {
     local i t0
     say "3/4 restore: Python TCP server until it answers, $RUNS runs each"
@@ -515,6 +541,18 @@ case_restore() {
     # The restore side's own checksum pass, alone.
     for ((i = 0; i < RUNS; i++)); do
         timed restore-verify "$RCTR" checkpoint verify ck-srv
+    done
+    start_instance
+    start_exec
+    rm -f "$RES/start-instance" "$RES/start-exec" # warm-up
+    for ((i = 0; i < RUNS; i++)); do
+        if ((i % 2)); then
+            start_exec
+            start_instance
+        else
+            start_instance
+            start_exec
+        fi
     done
 }
 
