@@ -1,20 +1,11 @@
-//! Copies of another process's descriptors: `pidfd_open` and `pidfd_getfd`, for looking at
-//! the application's sockets and holding the lazy-pages daemon's userfaultfds.
+//! Copies of another process's descriptors (`pidfd_getfd`), for looking at the application's
+//! sockets and holding the lazy-pages daemon's userfaultfds. The pidfd itself comes from
+//! [`rctr_instance::pidfd_open`].
 
 use anyhow::{Context, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// A descriptor for process `pid`.
-pub fn open(pid: i32) -> Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot open process {pid} (pidfd_open)"));
-    }
-    // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
+pub use rctr_instance::pidfd_open as open;
 
 /// A copy (close-on-exec) of descriptor `fd` of the process behind `pidfd`.
 pub fn copy_fd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd> {
